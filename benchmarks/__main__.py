@@ -1,7 +1,7 @@
 """Run smallcap's benchmarks: `python -m benchmarks [name ...] [--rounds N]`.
 
 Prints one JSON line per figure (name, value, reference, ratio, target) and exits 1 if a figure misses
-its target. Without names it runs every benchmark module in this package.
+its target. A ratio target is a maximum unless the figure says `"better": "higher"`. Without names it runs every benchmark module in this package.
 """
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         kw = {} if args.rounds is None else {'rounds': args.rounds}
         for fig in mod.run(**kw):
             fig = {'benchmark': name, **fig, 'python': platform.python_version(), 'machine': platform.machine()}
-            if 'target_ratio' in fig: fig['met'] = fig['ratio'] <= fig['target_ratio']
+            if 'target_ratio' in fig:
+                fig['met'] = fig['ratio'] >= fig['target_ratio'] if fig.get('better') == 'higher' else fig['ratio'] <= fig['target_ratio']
+            if 'target_seconds' in fig: fig['met'] = fig.get('met', True) and fig['seconds'] <= fig['target_seconds']
             missed += fig.get('met') is False
             print(json.dumps(fig), flush=True)
     return 1 if missed else 0
