@@ -8,8 +8,13 @@ from conftest import run_py
 HEAVY = ['vectorbt', 'backtrader', 'pandas_ta', 'xgboost', 'sklearn', 'alpaca', 'ib_async', 'papermill', 'dask', 'numba']
 
 
-@pytest.mark.parametrize('stmt', ['import smallcap', 'import smallcap.core', 'import smallcap.config',
-                                  'import smallcap.cli', 'from smallcap.cli import main; main(["--help"], standalone_mode=False)'])
+ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
+MODULES = sorted('smallcap.' + str(p.relative_to(ROOT / 'smallcap').with_suffix('')).replace('/', '.')
+                 for p in (ROOT / 'smallcap').rglob('*.py') if not p.name.startswith('_'))
+
+
+@pytest.mark.parametrize('stmt', ['import smallcap', *(f'import {m}' for m in MODULES),
+                                  'from smallcap.cli import main; main(["--help"], standalone_mode=False)'])
 def test_no_heavy_imports(stmt):
     code = f"import sys, json\n{stmt}\nprint(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
     r = run_py(code)
