@@ -31,7 +31,8 @@ def _k() -> Any:
 def _arr(x: Any, name: str) -> np.ndarray:
     "A `(symbols, bars)` float64 C-contiguous array (a view when possible)."
     if isinstance(x, pd.DataFrame):
-        a = x.to_numpy() if (x.dtypes == np.float64).all() else x.to_numpy(dtype=np.float64, na_value=np.nan)
+        a = x.to_numpy()                                 # a free view of a float64 frame
+        if a.dtype != np.float64: a = x.to_numpy(dtype=np.float64, na_value=np.nan)
         return np.ascontiguousarray(a.T)
     if isinstance(x, pd.Series):
         a = x.to_numpy() if x.dtype == np.float64 else x.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -56,9 +57,10 @@ def _inputs(joint: bool = False, **named: Any) -> tuple[list[np.ndarray], Any]:
         if isinstance(v, pd.DataFrame) and not v.columns.equals(like.columns):
             raise DataError(f"{k} and {k0} have different columns: align them first")
     arrs = [_arr(v, k) for k, v in items]
-    if joint and len(arrs) > 1:                          # a bar counts only when every input is present
-        bad = np.logical_or.reduce([np.isnan(a) for a in arrs])
-        if bad.any(): arrs = [np.where(bad, np.nan, a) for a in arrs]
+    if joint and len(arrs) > 1 and any(a.size and np.isnan(a.min()) for a in arrs):   # min is NaN iff a NaN is there
+        bad = np.isnan(arrs[0])                          # a bar counts only when every input is present
+        for a in arrs[1:]: bad |= np.isnan(a)
+        arrs = [np.where(bad, np.nan, a) for a in arrs]
     return arrs, like
 
 def _out(a: np.ndarray, like: Any) -> Any:
@@ -194,10 +196,7 @@ def rsi(close: Frame,  # closes: a series or a panel
 
 def _stoch_raw(x: np.ndarray, hi: np.ndarray, lo: np.ndarray, flat: float = 0.0) -> np.ndarray:
     "100 * (x - lo) / (hi - lo), 0 where the range is flat (<= `flat`)."
-    rng_ = hi - lo
-    with np.errstate(invalid='ignore', divide='ignore'): raw = 100.0 * (x - lo) / rng_
-    raw[rng_ <= flat] = 0.0
-    return raw
+    return _k().stoch_raw_nb(x, hi, lo, float(flat))
 
 def stoch(high: Frame,  # highs: a series or a panel
           low: Frame,  # lows
@@ -214,6 +213,13 @@ def stoch(high: Frame,  # highs: a series or a panel
     dd = K.sma_nb(kk, _n(d, 'd'))
     return Stoch(_out(kk, like), _out(dd, like), _out(kk - dd, like))
 
+def _stochrsi_k(c: np.ndarray, length: int, rsi_length: int, k: int, seed: str) -> np.ndarray:
+    "Stochastic RSI %K of `(symbols, bars)` closes (what `stochrsi` returns as `k`)."
+    K = _k()
+    r = K.rsi_nb(c, _n(rsi_length, 'rsi_length'), _seed(seed))
+    raw = K.stoch_self_nb(r, _n(length, 'length'), 1e-9)          # = _stoch_raw(r, rolling max, rolling min, flat=1e-9)
+    return K.sma_nb(raw, _n(k, 'k'))
+
 def stochrsi(close: Frame,  # closes: a series or a panel
              length: int = 14,  # look-back of the RSI's highest and lowest
              rsi_length: int = 14,  # RSI period
@@ -223,11 +229,8 @@ def stochrsi(close: Frame,  # closes: a series or a panel
             ) -> StochRSI:
     "Stochastic RSI: `StochRSI(k, d)`."
     (c,), like = _inputs(close=close)
-    K = _k()
-    r = K.rsi_nb(c, _n(rsi_length, 'rsi_length'), _seed(seed))
-    raw = _stoch_raw(r, K.rolling_max_nb(r, _n(length, 'length')), K.rolling_min_nb(r, length), flat=1e-9)
-    kk = K.sma_nb(raw, _n(k, 'k'))
-    return StochRSI(_out(kk, like), _out(K.sma_nb(kk, _n(d, 'd')), like))
+    kk = _stochrsi_k(c, length, rsi_length, k, seed)
+    return StochRSI(_out(kk, like), _out(_k().sma_nb(kk, _n(d, 'd')), like))
 
 def macd(close: Frame,  # closes: a series or a panel
          fast: int = 12,  # fast EMA length
@@ -339,22 +342,12 @@ _SESSION_CODES: dict[str, tuple[int, ...]] = {'premarket': (0,), 'regular': (1,)
 
 def _sessions(index: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "Per bar: session number (-1 closed), session code (0 pre, 1 regular, 2 after, -1), ns since 04:00 ET; and each session's date."
-    from smallcap.data.calendar import NY, trading_sessions
+    from smallcap.data.calendar import session_labels
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
         raise DataError("session-aware indicators need a tz-aware DatetimeIndex of bar open times (a pandas Series or DataFrame)")
     if not index.is_monotonic_increasing: raise DataError("the index must be sorted by time")
-    T = len(index)
-    if T == 0: return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, object)
-    ns = index.tz_convert('UTC').as_unit('ns').asi8
-    lo, hi = index[0].tz_convert(NY), index[-1].tz_convert(NY)
-    s = trading_sessions(dt.date(lo.year, 1, 1), dt.date(hi.year, 12, 31))      # whole years: one cached calendar lookup
-    col = lambda k: pd.DatetimeIndex(s[k]).tz_convert('UTC').as_unit('ns').asi8
-    pre, op, cl, post = col('pre_open'), col('open'), col('close'), col('post_close')
-    pos = np.searchsorted(pre, ns, side='right') - 1
-    at = np.maximum(pos, 0)
-    ok = (pos >= 0) & (ns < post[at])
-    code = np.where(ns < op[at], 0, np.where(ns < cl[at], 1, 2))
-    return np.where(ok, pos, -1).astype(np.int64), np.where(ok, code, -1).astype(np.int64), (ns - pre[at]).astype(np.int64), s['date'].to_numpy()
+    lab = session_labels(index)
+    return lab.session_day, lab.code, lab.since_pre, lab.dates
 
 def _window(day: np.ndarray, code: np.ndarray, session: str) -> np.ndarray:
     "Session numbers of the bars inside `session`, -1 elsewhere."

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['kernels', 'sma_nb', 'ewm_nb', 'wma_nb', 'meanstd_nb', 'rolling_max_nb', 'rolling_min_nb', 'roc_nb', 'rsi_nb',
-           'true_range_nb', 'atr_nb', 'adx_nb', 'macd_nb', 'bbands_nb', 'obv_nb', 'streak_nb', 'day_cumsum_nb',
-           'vwap_nb', 'day_extreme_nb', 'gap_nb', 'rvol_nb']
+__all__ = ['kernels', 'sma_nb', 'ewm_nb', 'wma_nb', 'meanstd_nb', 'rolling_max_nb', 'rolling_min_nb', 'channel_nb',
+           'stoch_self_nb', 'roc_nb', 'rsi_nb', 'true_range_nb', 'atr_nb', 'adx_nb', 'macd_nb', 'bbands_nb', 'bands_nb',
+           'obv_nb', 'streak_nb', 'day_cumsum_nb', 'vwap_nb', 'day_extreme_nb', 'day_extreme_at_nb', 'gap_nb',
+           'rvol_nb', 'ffill_nb', 'ffill_return_nb', 'top_k_nb', 'cross_nb', 'cross_level_nb', 'breakout_nb',
+           'reclaim_nb', 'stoch_raw_nb', 'prior_run_nb', 'run_length_nb', 'first_per_day_nb', 'day_carry_nb']
 
 # %% ../nbs/21_indicators_nb.ipynb #a81745be
 _KERNELS: list[str] = []
@@ -70,6 +72,18 @@ def sma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
     return out
 
 @_kernel
+def _ewm_step(v, alpha, beta, n, sma_seed, k, s, y):
+    "One bar of `ewm_nb` for one row: (output, k, s, y)."
+    if v != v: return np.nan, k, s, y
+    k += 1
+    if sma_seed and k <= n:
+        s += v
+        if k == n: y = s / n
+        return y, k, s, y
+    y = v if k == 1 else beta * y + alpha * v
+    return y, k, s, y
+
+@_kernel
 def ewm_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
            alpha: float,  # smoothing factor: 2 / (n + 1) for an EMA, 1 / n for Wilder's RMA
            n: int,  # seed length when `sma_seed`
@@ -79,21 +93,20 @@ def ewm_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
     m, T = x.shape
     out = np.empty((m, T))
     beta = 1.0 - alpha
-    for r in range(m):
-        k = 0; s = 0.0; y = np.nan
+    r = 0
+    while r + 4 <= m:                                    # four rows at a time: independent chains keep the CPU busy
+        x0 = x[r]; x1 = x[r + 1]; x2 = x[r + 2]; x3 = x[r + 3]
+        o0 = out[r]; o1 = out[r + 1]; o2 = out[r + 2]; o3 = out[r + 3]
+        k0 = k1 = k2 = k3 = 0; s0 = s1 = s2 = s3 = 0.0; y0 = y1 = y2 = y3 = np.nan
         for t in range(T):
-            v = x[r, t]
-            if v != v:
-                out[r, t] = np.nan
-                continue
-            k += 1
-            if sma_seed and k <= n:
-                s += v
-                if k == n: y = s / n
-                out[r, t] = y
-                continue
-            y = v if k == 1 else beta * y + alpha * v
-            out[r, t] = y
+            o0[t], k0, s0, y0 = _ewm_step(x0[t], alpha, beta, n, sma_seed, k0, s0, y0)
+            o1[t], k1, s1, y1 = _ewm_step(x1[t], alpha, beta, n, sma_seed, k1, s1, y1)
+            o2[t], k2, s2, y2 = _ewm_step(x2[t], alpha, beta, n, sma_seed, k2, s2, y2)
+            o3[t], k3, s3, y3 = _ewm_step(x3[t], alpha, beta, n, sma_seed, k3, s3, y3)
+        r += 4
+    for r in range(r, m):
+        k = 0; s = 0.0; y = np.nan; xr = x[r]; o = out[r]
+        for t in range(T): o[t], k, s, y = _ewm_step(xr[t], alpha, beta, n, sma_seed, k, s, y)
     return out
 
 @_kernel
@@ -178,37 +191,82 @@ def meanstd_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
     return mean, std
 
 @_kernel
-def _extreme_row(x, n, sign, out):
-    "Rolling max (sign 1) or min (sign -1) of the last `n` valid values of one row, via a monotonic deque."
-    dk = np.empty(n, np.int64); dv = np.empty(n)
-    head = 0; size = 0; k = 0
+def _dense(x):
+    "Whether a row has no missing value."
     for t in range(x.shape[0]):
+        if x[t] != x[t]: return False
+    return True
+
+@_kernel
+def _extreme_dense(x, n, top, out, suf):
+    "Rolling max (`top`) or min of a row without missing values: blocks of `n`, ties resolved to the later value."
+    T = x.shape[0]
+    for i in range(min(n - 1, T)): out[i] = np.nan
+    if top:
+        for s in range(0, T, n):
+            e = min(s + n, T)
+            mx = x[e - 1]; suf[e - 1] = mx
+            for i in range(e - 2, s - 1, -1):
+                mx = max(mx, x[i])                        # max(a, b) keeps a on a tie: here the later value
+                suf[i] = mx
+        for s in range(0, T, n):
+            e = min(s + n, T)
+            mx = x[s]
+            if s >= n - 1: out[s] = max(mx, suf[s - n + 1])
+            for i in range(s + 1, e):
+                mx = max(x[i], mx)
+                if i >= n - 1: out[i] = max(mx, suf[i - n + 1])
+    else:
+        for s in range(0, T, n):
+            e = min(s + n, T)
+            mn = x[e - 1]; suf[e - 1] = mn
+            for i in range(e - 2, s - 1, -1):
+                mn = min(mn, x[i])
+                suf[i] = mn
+        for s in range(0, T, n):
+            e = min(s + n, T)
+            mn = x[s]
+            if s >= n - 1: out[s] = min(mn, suf[s - n + 1])
+            for i in range(s + 1, e):
+                mn = min(x[i], mn)
+                if i >= n - 1: out[i] = min(mn, suf[i - n + 1])
+
+@_kernel
+def _extreme_row(x, n, sign, out, pos, y, pre, suf):
+    "Rolling max (sign 1) or min (sign -1) of the last `n` valid values of one row (van Herk / Gil-Werman blocks)."
+    if _dense(x):                                         # the common case: no gap, no compaction
+        _extreme_dense(x, n, sign > 0, out, suf)
+        return
+    k = 0
+    for t in range(x.shape[0]):                           # the valid values, sign-flipped for a min
         v = x[t]
-        if v != v:
-            out[t] = np.nan
-            continue
-        if size > 0 and dk[head] <= k - n:               # the front left the window
-            head += 1
-            if head == n: head = 0
-            size -= 1
-        while size > 0:                                   # drop values the new one dominates
-            b = head + size - 1
-            if b >= n: b -= n
-            if sign * dv[b] <= sign * v: size -= 1
-            else: break
-        b = head + size
-        if b >= n: b -= n
-        dk[b] = k; dv[b] = v; size += 1
-        k += 1
-        out[t] = dv[head] if k >= n else np.nan
+        if v != v: out[t] = np.nan
+        else:
+            pos[k] = t; y[k] = sign * v; k += 1
+    for s in range(0, k, n):                              # running max from each block's start, and to its end
+        e = min(s + n, k)
+        mx = y[s]; pre[s] = mx
+        for i in range(s + 1, e):
+            if y[i] >= mx: mx = y[i]                      # ties: the later value (as a deque would keep)
+            pre[i] = mx
+        mx = y[e - 1]; suf[e - 1] = mx
+        for i in range(e - 2, s - 1, -1):
+            if y[i] > mx: mx = y[i]
+            suf[i] = mx
+    for i in range(k):                                    # window [i-n+1, i] = end of one block + start of the next
+        if i < n - 1: out[pos[i]] = np.nan
+        else:
+            a = pre[i]; b = suf[i - n + 1]
+            out[pos[i]] = sign * (a if a >= b else b)
 
 @_kernel
 def rolling_max_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
                    n: int,  # window, in valid bars
                   ) -> np.ndarray:
     "Highest of the last `n` valid values."
-    out = np.empty(x.shape)
-    for r in range(x.shape[0]): _extreme_row(x[r], n, 1.0, out[r])
+    T = x.shape[1]
+    out = np.empty(x.shape); pos = np.empty(T, np.int64); y = np.empty(T); pre = np.empty(T); suf = np.empty(T)
+    for r in range(x.shape[0]): _extreme_row(x[r], n, 1.0, out[r], pos, y, pre, suf)
     return out
 
 @_kernel
@@ -216,8 +274,67 @@ def rolling_min_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
                    n: int,  # window, in valid bars
                   ) -> np.ndarray:
     "Lowest of the last `n` valid values."
-    out = np.empty(x.shape)
-    for r in range(x.shape[0]): _extreme_row(x[r], n, -1.0, out[r])
+    T = x.shape[1]
+    out = np.empty(x.shape); pos = np.empty(T, np.int64); y = np.empty(T); pre = np.empty(T); suf = np.empty(T)
+    for r in range(x.shape[0]): _extreme_row(x[r], n, -1.0, out[r], pos, y, pre, suf)
+    return out
+
+@_kernel
+def channel_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
+               low: np.ndarray,  # lows
+               n_high: int,  # window of the highest high, in valid bars
+               n_low: int,  # window of the lowest low, in valid bars
+              ) -> tuple[np.ndarray, np.ndarray]:
+    "Highest high of the last `n_high` bars and lowest low of the last `n_low`, a bar counting when both are present (Donchian)."
+    m, T = high.shape
+    up = np.empty((m, T)); lo = np.empty((m, T))
+    hj = np.empty(T); lj = np.empty(T); pos = np.empty(T, np.int64); y = np.empty(T); pre = np.empty(T); suf = np.empty(T)
+    for r in range(m):
+        for t in range(T):                                # a bar with either missing is missing in both
+            h = high[r, t]; l = low[r, t]
+            bad = h != h or l != l
+            hj[t] = np.nan if bad else h; lj[t] = np.nan if bad else l
+        _extreme_row(hj, n_high, 1.0, up[r], pos, y, pre, suf)
+        _extreme_row(lj, n_low, -1.0, lo[r], pos, y, pre, suf)
+    return up, lo
+
+@_kernel
+def stoch_self_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
+                  n: int,  # window, in valid bars
+                  flat: float,  # a range <= flat counts as flat: 0
+                 ) -> np.ndarray:
+    "Raw stochastic of `x` in its own range over the last `n` valid values (`stoch_raw_nb` of x, `rolling_max_nb` and `rolling_min_nb`, in one pass)."
+    m, T = x.shape
+    out = np.empty((m, T)); pos = np.empty(T, np.int64); y = np.empty(T); smax = np.empty(T); smin = np.empty(T)
+    for r in range(m):
+        k = 0
+        for t in range(T):
+            v = x[r, t]
+            if v != v: out[r, t] = np.nan
+            else:
+                pos[k] = t; y[k] = v; k += 1
+        for s in range(0, k, n):                          # running max and min backward from each block's end
+            e = min(s + n, k)
+            mx = y[e - 1]; mn = mx; smax[e - 1] = mx; smin[e - 1] = mn
+            for i in range(e - 2, s - 1, -1):
+                v = y[i]
+                if v > mx: mx = v
+                if v < mn: mn = v
+                smax[i] = mx; smin[i] = mn
+        mx = 0.0; mn = 0.0; c = 0
+        for i in range(k):                                # forward from each block's start, combined: the window's range
+            v = y[i]
+            if c == 0 or v >= mx: mx = v                  # ties: the later value, as rolling_max_nb / rolling_min_nb
+            if c == 0 or v <= mn: mn = v
+            c += 1
+            if c == n: c = 0
+            if i < n - 1:
+                out[r, pos[i]] = np.nan
+                continue
+            a = smax[i - n + 1]; hi = mx if mx >= a else a
+            b = smin[i - n + 1]; lo = mn if mn <= b else b
+            rg = hi - lo
+            out[r, pos[i]] = 0.0 if rg <= flat else 100.0 * (v - lo) / rg
     return out
 
 @_kernel
@@ -299,6 +416,21 @@ def true_range_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
     return out
 
 @_kernel
+def _atr_step(h, l, c, n, a, b, pc, k, y):
+    "One bar of `atr_nb` for one row: (output, pc, k, y)."
+    if h != h or l != l or c != c: return np.nan, pc, k, y
+    tr = h - l if pc != pc else max(h - l, abs(h - pc), abs(l - pc))
+    pc = c
+    k += 1
+    if k <= n:
+        y += tr
+        if k < n: return np.nan, pc, k, y
+        y /= n
+    else:
+        y = b * y + a * tr
+    return y, pc, k, y
+
+@_kernel
 def atr_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
            low: np.ndarray,  # lows
            close: np.ndarray,  # closes
@@ -308,25 +440,22 @@ def atr_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
     m, T = close.shape
     out = np.empty((m, T))
     a = 1.0 / n; b = 1.0 - a
-    for r in range(m):
-        pc = np.nan; k = 0; y = 0.0
+    r = 0
+    while r + 4 <= m:                                    # four rows at a time: independent chains keep the CPU busy
+        h0 = high[r]; h1 = high[r + 1]; h2 = high[r + 2]; h3 = high[r + 3]
+        l0 = low[r]; l1 = low[r + 1]; l2 = low[r + 2]; l3 = low[r + 3]
+        c0 = close[r]; c1 = close[r + 1]; c2 = close[r + 2]; c3 = close[r + 3]
+        o0 = out[r]; o1 = out[r + 1]; o2 = out[r + 2]; o3 = out[r + 3]
+        p0 = p1 = p2 = p3 = np.nan; k0 = k1 = k2 = k3 = 0; y0 = y1 = y2 = y3 = 0.0
         for t in range(T):
-            h = high[r, t]; l = low[r, t]; c = close[r, t]
-            if h != h or l != l or c != c:
-                out[r, t] = np.nan
-                continue
-            tr = h - l if pc != pc else max(h - l, abs(h - pc), abs(l - pc))
-            pc = c
-            k += 1
-            if k <= n:
-                y += tr
-                if k < n:
-                    out[r, t] = np.nan
-                    continue
-                y /= n
-            else:
-                y = b * y + a * tr
-            out[r, t] = y
+            o0[t], p0, k0, y0 = _atr_step(h0[t], l0[t], c0[t], n, a, b, p0, k0, y0)
+            o1[t], p1, k1, y1 = _atr_step(h1[t], l1[t], c1[t], n, a, b, p1, k1, y1)
+            o2[t], p2, k2, y2 = _atr_step(h2[t], l2[t], c2[t], n, a, b, p2, k2, y2)
+            o3[t], p3, k3, y3 = _atr_step(h3[t], l3[t], c3[t], n, a, b, p3, k3, y3)
+        r += 4
+    for r in range(r, m):
+        pc = np.nan; k = 0; y = 0.0; hr = high[r]; lr = low[r]; cr = close[r]; o = out[r]
+        for t in range(T): o[t], pc, k, y = _atr_step(hr[t], lr[t], cr[t], n, a, b, pc, k, y)
     return out
 
 @_kernel
@@ -448,6 +577,22 @@ def bbands_nb(x: np.ndarray,  # (symbols, bars) closes; NaN = missing
             pb[r, t] = (x[r, t] - lower) / (upper - lower) if upper > lower else np.nan
     return lo, mid, up, bw, pb
 
+@_kernel
+def bands_nb(x: np.ndarray,  # (symbols, bars) closes; NaN = missing
+             n: int,  # window, in valid bars
+             k: float,  # band width in standard deviations
+             ddof: int,  # 0: population std (Bollinger), 1: sample std
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Bollinger's lower, middle and upper bands only: `bbands_nb`'s first three outputs, without bandwidth and %B."
+    m, T = x.shape
+    lo = np.empty((m, T)); mid = np.empty((m, T)); up = np.empty((m, T))
+    for r in range(m):
+        _meanstd_row(x[r], n, ddof, mid[r], lo[r])                 # lo holds the std for now
+        for t in range(T):
+            mu = mid[r, t]; sd = lo[r, t]
+            lo[r, t] = mu - k * sd; up[r, t] = mu + k * sd
+    return lo, mid, up
+
 # %% ../nbs/21_indicators_nb.ipynb #9aa8ade8
 @_kernel
 def obv_nb(close: np.ndarray,  # (symbols, bars) closes; NaN = missing
@@ -568,6 +713,32 @@ def day_extreme_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
     return out
 
 @_kernel
+def day_extreme_at_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
+                      y: np.ndarray,  # (symbols, bars) a second input that must also be present for a bar to count (x for none)
+                      day: np.ndarray,  # (bars,) int64 session number; -1 = excluded
+                      active: np.ndarray,  # (bars,) bool: bars that update the extreme
+                      sign: float,  # 1.0 for the running max, -1.0 for the running min
+                      rows: np.ndarray,  # (cells,) int64 row of each cell wanted
+                      cols: np.ndarray,  # (cells,) int64 bar of each cell wanted
+                     ) -> np.ndarray:
+    "`day_extreme_nb` (on x and y made missing together) at a few cells only, each by a backward scan of its day."
+    out = np.empty(rows.shape[0])
+    for i in range(rows.shape[0]):
+        r = rows[i]; t = cols[i]; d = day[t]
+        if d < 0 or x[r, t] != x[r, t] or y[r, t] != y[r, t]:
+            out[i] = np.nan
+            continue
+        e = np.nan
+        for u in range(t, -1, -1):
+            du = day[u]
+            if du < 0: continue
+            if du != d: break
+            v = x[r, u]
+            if active[u] and v == v and y[r, u] == y[r, u] and (e != e or sign * v >= sign * e): e = v   # ties: the earliest
+        out[i] = e
+    return out
+
+@_kernel
 def gap_nb(open_: np.ndarray,  # (symbols, bars) opens; NaN = missing
            close: np.ndarray,  # closes
            day: np.ndarray,  # (bars,) int64 session number; -1 = closed
@@ -648,4 +819,234 @@ def rvol_nb(volume: np.ndarray,  # (symbols, bars) volumes; NaN = missing
                 out[r, t] = np.nan
                 continue
             out[r, t] = grid[d, slot[t]] / (S[slot[t]] / cnt)
+    return out
+
+# %% ../nbs/21_indicators_nb.ipynb #dbff9c23
+@_kernel
+def ffill_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
+            ) -> np.ndarray:
+    "Missing values replaced by the row's last valid value (NaN before the first)."
+    m, T = x.shape
+    out = np.empty((m, T))
+    for r in range(m):
+        last = np.nan
+        for t in range(T):
+            v = x[r, t]
+            if v == v: last = v
+            out[r, t] = last
+    return out
+
+@_kernel
+def ffill_return_nb(x: np.ndarray,  # (symbols, bars) prices; NaN = missing
+                    lag: int,  # bars back
+                   ) -> np.ndarray:
+    "Return over `lag` bars of each row's forward-filled values: `ffill_nb(x)` then `x / x[t - lag] - 1` (NaN in the first `lag` bars)."
+    m, T = x.shape
+    out = np.empty((m, T))
+    f = np.empty(T)
+    for r in range(m):
+        last = np.nan
+        for t in range(T):
+            v = x[r, t]
+            if v == v: last = v
+            f[t] = last
+            out[r, t] = f[t] / f[t - lag] - 1.0 if t >= lag else np.nan
+    return out
+
+@_kernel
+def top_k_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
+             k: int,  # how many to select per bar
+            ) -> np.ndarray:
+    "Per bar, True for the `k` largest valid values (equal values taken in row order)."
+    m, T = x.shape
+    out = np.zeros((m, T), np.bool_)
+    if k <= 0: return out
+    if k > 32:                                             # large k: one selection per bar
+        vals = np.empty(m)
+        for t in range(T):
+            cnt = 0
+            for r in range(m):
+                v = x[r, t]
+                if v == v:
+                    vals[cnt] = v; cnt += 1
+            if cnt <= k:                                   # every valid value is in
+                for r in range(m): out[r, t] = x[r, t] == x[r, t]
+                continue
+            kth = np.partition(vals[:cnt], cnt - k)[cnt - k]   # the k-th largest
+            ties = k
+            for i in range(cnt):
+                if vals[i] > kth: ties -= 1                # room left for values equal to the k-th largest
+            for r in range(m):
+                v = x[r, t]
+                if v > kth: out[r, t] = True
+                elif v == kth and ties > 0:
+                    out[r, t] = True; ties -= 1
+        return out
+    top = np.empty((T, k)); who = np.empty((T, k), np.int64); cnt = np.zeros(T, np.int64)
+    for r in range(m):                                     # rows in order: a later equal value never displaces
+        for t in range(T):
+            v = x[r, t]
+            if v != v: continue
+            c = cnt[t]
+            if c == k and not v > top[t, k - 1]: continue
+            j = c if c < k else k - 1                      # insert after every value >= v, dropping the last
+            while j > 0 and top[t, j - 1] < v:
+                top[t, j] = top[t, j - 1]; who[t, j] = who[t, j - 1]; j -= 1
+            top[t, j] = v; who[t, j] = r
+            if c < k: cnt[t] = c + 1
+    for t in range(T):
+        for j in range(cnt[t]): out[who[t, j], t] = True
+    return out
+
+@_kernel
+def cross_nb(a: np.ndarray,  # (symbols, bars) values; NaN = missing
+             b: np.ndarray,  # (symbols, bars) values to cross
+            ) -> tuple[np.ndarray, np.ndarray]:
+    "Strict crosses of `a` over `b`: (above: a > b now and a < b on the previous bar, below: the mirror)."
+    m, T = a.shape
+    up = np.zeros((m, T), np.bool_); dn = np.zeros((m, T), np.bool_)
+    for r in range(m):
+        pa = np.nan; pb = np.nan
+        for t in range(T):
+            x = a[r, t]; y = b[r, t]
+            up[r, t] = (x > y) & (pa < pb)                 # & not `and`: no branch to mispredict
+            dn[r, t] = (x < y) & (pa > pb)
+            pa = x; pb = y
+    return up, dn
+
+@_kernel
+def cross_level_nb(a: np.ndarray,  # (symbols, bars) values; NaN = missing
+                   level: float,  # the level to cross
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    "Strict crosses of `a` over a constant level: (above, below)."
+    m, T = a.shape
+    up = np.zeros((m, T), np.bool_); dn = np.zeros((m, T), np.bool_)
+    for r in range(m):
+        pa = np.nan
+        for t in range(T):
+            x = a[r, t]
+            up[r, t] = (x > level) & (pa < level)
+            dn[r, t] = (x < level) & (pa > level)
+            pa = x
+    return up, dn
+
+@_kernel
+def breakout_nb(close: np.ndarray,  # (symbols, bars) closes; NaN = missing
+                upper: np.ndarray,  # channel high (the previous bar's is used)
+                lower: np.ndarray,  # channel low (the previous bar's is used)
+                atr: np.ndarray,  # buffer unit (an ATR)
+                k: float,  # buffer in units of `atr`
+               ) -> tuple[np.ndarray, np.ndarray]:
+    "Channel breakouts: (entries where the close first rises above the previous bar's upper + k * atr, exits where it falls below the previous bar's lower)."
+    m, T = close.shape
+    e = np.zeros((m, T), np.bool_); x = np.zeros((m, T), np.bool_)
+    for r in range(m):
+        was = False
+        for t in range(1, T):
+            c = close[r, t]
+            now = c > upper[r, t - 1] + k * atr[r, t]
+            e[r, t] = now & (not was)
+            x[r, t] = c < lower[r, t - 1]
+            was = now
+    return e, x
+
+@_kernel
+def reclaim_nb(close: np.ndarray,  # (symbols, bars) closes; NaN = missing
+               level: np.ndarray,  # the level to reclaim (a VWAP)
+               active: np.ndarray,  # (bars,) bool: bars that count (the regular session)
+               late: np.ndarray,  # (bars,) bool: bars at which to exit anyway
+               k: int,  # consecutive active bars below the level required first
+              ) -> tuple[np.ndarray, np.ndarray]:
+    "Level reclaims at active bars: (entries where the close is above the level after at least `k` bars in a row below it, exits on a cross below it or at a late bar)."
+    m, T = close.shape
+    e = np.zeros((m, T), np.bool_); x = np.zeros((m, T), np.bool_)
+    for r in range(m):
+        run = 0; pc = np.nan; pv = np.nan
+        for t in range(T):
+            c = close[r, t]; v = level[r, t]; act = active[t]
+            below = act & (c < v)
+            e[r, t] = act & (c > v) & (run >= k)
+            x[r, t] = act & ((below & (pc > pv)) | (late[t] & (c == c)))
+            run = (run + 1) * below
+            pc = c; pv = v
+    return e, x
+
+@_kernel
+def stoch_raw_nb(x: np.ndarray,  # (symbols, bars) values
+                 hi: np.ndarray,  # highest values over the look-back
+                 lo: np.ndarray,  # lowest values over the look-back
+                 flat: float,  # a range <= flat counts as flat: 0
+                ) -> np.ndarray:
+    "The raw stochastic 100 * (x - lo) / (hi - lo), 0 where the range is flat (NaN where any input is)."
+    m, T = x.shape
+    out = np.empty((m, T))
+    for r in range(m):
+        for t in range(T):
+            rg = hi[r, t] - lo[r, t]
+            out[r, t] = 0.0 if rg <= flat else 100.0 * (x[r, t] - lo[r, t]) / rg
+    return out
+
+@_kernel
+def prior_run_nb(mask: np.ndarray,  # (symbols, bars) booleans
+                 k: int,  # run length required
+                ) -> np.ndarray:
+    "True where the run of True values ending at the previous bar is at least `k` long."
+    m, T = mask.shape
+    out = np.empty((m, T), np.bool_)
+    for r in range(m):
+        n = 0
+        for t in range(T):
+            out[r, t] = n >= k
+            n = (n + 1) * mask[r, t]
+    return out
+
+@_kernel
+def run_length_nb(mask: np.ndarray,  # (symbols, bars) booleans
+                 ) -> np.ndarray:
+    "Consecutive True values ending at each bar (0 where False)."
+    m, T = mask.shape
+    out = np.empty((m, T), np.int64)
+    for r in range(m):
+        n = 0
+        for t in range(T):
+            n = (n + 1) * mask[r, t]
+            out[r, t] = n
+    return out
+
+@_kernel
+def first_per_day_nb(mask: np.ndarray,  # (symbols, bars) booleans
+                     day: np.ndarray,  # (bars,) int64 day number; a change starts a new day
+                    ) -> np.ndarray:
+    "True only at each row's first True within each run of equal `day` values."
+    m, T = mask.shape
+    out = np.zeros((m, T), np.bool_)
+    for r in range(m):
+        seen = False
+        for t in range(T):
+            if t > 0 and day[t] != day[t - 1]: seen = False
+            v = mask[r, t] & (not seen)                    # no branch on the data: masks are unpredictable
+            out[r, t] = v
+            seen = seen | v
+    return out
+
+@_kernel
+def day_carry_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
+                 day: np.ndarray,  # (bars,) int64 day number; a change starts a new day, -1 = excluded
+                 active: np.ndarray,  # (bars,) bool: bars whose values count
+                 mode: int,  # 1 running max, -1 running min, 0 last value
+                ) -> np.ndarray:
+    "Running max/min/last of the valid `x` at the day's `active` bars, carried to every later bar of the day."
+    m, T = x.shape
+    out = np.empty((m, T))
+    for r in range(m):
+        e = np.nan
+        for t in range(T):
+            if t > 0 and day[t] != day[t - 1]: e = np.nan
+            if day[t] < 0:
+                out[r, t] = np.nan
+                continue
+            v = x[r, t]
+            if active[t] and v == v:
+                if mode == 0 or e != e or (mode > 0 and v > e) or (mode < 0 and v < e): e = v
+            out[r, t] = e
     return out

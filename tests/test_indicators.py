@@ -523,3 +523,68 @@ def test_errors_name_the_problem():
     with pytest.raises(DataError, match='tz-aware'): I.gap_pct(d.open.tz_localize(None), d.close.tz_localize(None))
     with pytest.raises(DataError, match='sorted'): I.rvol(d.volume.iloc[::-1])
     with pytest.raises(DataError, match='pandas'): I.rvol(d.volume.to_numpy())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the fast kernels behind the live path, against straightforward references
+
+def test_rolling_extremes_equal_a_plain_window_scan():
+    "van Herk / Gil-Werman blocks give the extreme of each window of valid values (ties: the later value), signed zeros and infinities included."
+    from smallcap.indicators_nb import kernels
+    K = kernels()
+    rng = np.random.default_rng(7)
+    for it in range(150):
+        x = np.round(rng.normal(0, 1, (int(rng.integers(1, 5)), int(rng.integers(0, 260)))).cumsum(1), int(rng.integers(0, 2)))
+        x[rng.random(x.shape) < rng.random() * 0.5] = np.nan
+        if it % 3 == 0: x[rng.random(x.shape) < 0.2] = 0.0; x[rng.random(x.shape) < 0.2] = -0.0
+        if it % 5 == 0: x[rng.random(x.shape) < 0.05] = np.inf; x[rng.random(x.shape) < 0.05] = -np.inf
+        n = int(rng.integers(1, 30))
+        for f, how in ((K.rolling_max_nb, 'max'), (K.rolling_min_nb, 'min')):
+            got = f(x, n)
+            pick = max if how == 'max' else min
+            for r in range(x.shape[0]):
+                ok = ~np.isnan(x[r])
+                v = x[r][ok]
+                ref = np.array([pick(v[i - n + 1:i + 1][::-1]) if i >= n - 1 else np.nan for i in range(len(v))])   # [::-1]: ties go to the later
+                assert np.isnan(got[r][~ok]).all() and np.array_equal(got[r][ok], ref, equal_nan=True)
+                assert np.array_equal(np.signbit(got[r][ok]), np.signbit(ref))
+        hi, lo = np.where(np.isnan(x), np.nan, x + 1), x
+        up, dn = K.channel_nb(hi, lo, n, max(1, n // 2))
+        assert np.array_equal(up, K.rolling_max_nb(hi, n), equal_nan=True) and np.array_equal(dn, K.rolling_min_nb(lo, max(1, n // 2)), equal_nan=True)
+
+
+def test_fused_kernels_equal_their_compositions(sp):
+    "stoch_self_nb, bands_nb and ffill_return_nb give the numbers of the kernels (and pandas steps) they fuse."
+    from smallcap.indicators_nb import kernels
+    K = kernels()
+    c = np.ascontiguousarray(sp['close'].to_numpy().T)
+    r = K.rsi_nb(c, 14, True)
+    for n in (3, 14):
+        assert np.array_equal(K.stoch_self_nb(r, n, 1e-9), K.stoch_raw_nb(r, K.rolling_max_nb(r, n), K.rolling_min_nb(r, n), 1e-9), equal_nan=True)
+    for a, b in zip(K.bands_nb(c, 20, 2.0, 0), K.bbands_nb(c, 20, 2.0, 0)): assert np.array_equal(a, b, equal_nan=True)
+    f = sp['close'].ffill()
+    assert np.array_equal(K.ffill_return_nb(c, 30), (f / f.shift(30) - 1).to_numpy().T, equal_nan=True)
+    sr = I.stochrsi(sp['close'], 10, 7)                                          # the indicator on the fused kernel
+    raw = K.stoch_raw_nb(K.rsi_nb(c, 7, True), *(f(K.rsi_nb(c, 7, True), 10) for f in (K.rolling_max_nb, K.rolling_min_nb)), 1e-9)
+    assert np.array_equal(arr(sr.k), K.sma_nb(raw, 3).T, equal_nan=True)
+
+
+def test_session_labels_agree_with_the_calendar_table():
+    "One vectorised labelling for the indicators, strategies and engines: checked time by time against trading_sessions."
+    from smallcap.data.calendar import session_labels, session_of
+    rng = np.random.default_rng(3)
+    times = pd.DatetimeIndex(pd.Timestamp('2025-03-01', tz='UTC') + pd.to_timedelta(rng.integers(0, 300 * 1440, 3000), 'min'))
+    times = times.append(pd.DatetimeIndex(['2025-03-09 06:59Z', '2025-03-09 07:00Z', '2025-11-02 05:30Z', '2025-11-28 17:59Z', '2025-11-28 18:00Z']))
+    lab = session_labels(times)
+    s = trading_sessions(times.min().tz_convert('America/New_York').date(), times.max().tz_convert('America/New_York').date())
+    by_date = {d: row for d, row in zip(s['date'], s.itertuples())}
+    for t, day, code, minute in zip(times, lab.day, lab.code, lab.minute):
+        row = by_date.get(t.tz_convert('America/New_York').date())
+        if row is None:
+            assert (day, code) == (-1, -1); continue
+        assert lab.dates[day] == row.date
+        want = 0 if row.pre_open <= t < row.open else 1 if row.open <= t < row.close else 2 if row.close <= t < row.post_close else -1
+        assert code == want and minute == (t - row.open) // pd.Timedelta('1min')
+    assert session_of(times).tolist() == [{0: 'premarket', 1: 'regular', 2: 'after-hours'}.get(c) for c in lab.code]
+    day, code, off, dates = I._sessions(times.sort_values())
+    assert ((day >= 0) == (code >= 0)).all()

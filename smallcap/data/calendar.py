@@ -6,15 +6,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['SESSIONS', 'NY', 'trading_sessions', 'session_windows', 'session_of']
+__all__ = ['SESSIONS', 'NY', 'trading_sessions', 'session_windows', 'SessionLabels', 'session_labels', 'session_of']
 
 # %% ../../nbs/10_data.calendar.ipynb #d5235773
 SESSIONS: tuple[str, ...] = ('premarket', 'regular', 'after-hours', 'extended')
@@ -43,7 +45,7 @@ def trading_sessions(start: Any,  # first date (inclusive): a date, string or ti
     if hi < lo: raise ConfigError(f"end {end} is before start {start}")
     return _schedule(lo.date(), hi.date()).copy()
 
-# %% ../../nbs/10_data.calendar.ipynb #9216d471
+# %% ../../nbs/10_data.calendar.ipynb #a3e3043d
 def session_windows(session: str,  # one of SESSIONS
                     start: Any,  # first date
                     end: Any,  # last date
@@ -56,21 +58,68 @@ def session_windows(session: str,  # one of SESSIONS
     a, b = cols[session]
     return pd.DataFrame({'date': s['date'], 'start': s[a], 'end': s[b]})
 
+# %% ../../nbs/10_data.calendar.ipynb #97190bfa
+@dataclass(frozen=True)
+class SessionLabels:
+    "Per-bar New York trading day, session code and clock, from `session_labels`."
+    day: np.ndarray  # int64: number of the bar's New York date among the trading dates (`dates[day]`), -1 off trading days
+    code: np.ndarray  # int64: 0 premarket, 1 regular, 2 after-hours, -1 closed
+    minute: np.ndarray  # int64: whole minutes since the day's regular open (negative before it)
+    close_minute: np.ndarray  # int64: the day's regular close, in minutes after its open (390; 210 on half days)
+    since_pre: np.ndarray  # int64: nanoseconds since the day's 04:00 ET premarket open
+    dates: np.ndarray  # the trading dates (datetime.date) from the first bar's New York date to the last's
+
+    @property
+    def session_day(self) -> np.ndarray:
+        "The day number where the bar is inside a session (04:00-20:00 ET), -1 elsewhere."
+        return np.where(self.code >= 0, self.day, -1)
+
+@lru_cache(maxsize=64)
+def _day_range(start: dt.date, end: dt.date) -> tuple[np.ndarray, ...]:
+    "Trading dates in [start, end] with their New York midnight, next midnight, pre_open, open, close, post_close (UTC ns)."
+    s = trading_sessions(dt.date(start.year, 1, 1), dt.date(end.year, 12, 31))          # whole years: one calendar load
+    s = s[(s['date'] >= start) & (s['date'] <= end)]
+    d = pd.DatetimeIndex(pd.to_datetime(s['date']))
+    ns = lambda x: pd.DatetimeIndex(x).tz_convert('UTC').as_unit('ns').asi8
+    out = (s['date'].to_numpy(object), ns(d.tz_localize(NY)), ns((d + pd.Timedelta(days=1)).tz_localize(NY)),
+           *(ns(s[c]) for c in ('pre_open', 'open', 'close', 'post_close')))
+    for a in out: a.setflags(write=False)
+    return out
+
+_LABELLED: list[tuple[pd.DatetimeIndex, SessionLabels]] = []  # the last few indexes labelled, with their labels
+
+def _labels(ns: np.ndarray) -> SessionLabels:
+    "Labels of UTC epoch nanoseconds."
+    z = np.zeros(len(ns), np.int64)
+    if len(ns) == 0: return SessionLabels(z, z, z, z, z, np.empty(0, object))
+    ny = lambda v: pd.Timestamp(int(v), tz='UTC').tz_convert(NY).date()
+    dates, mid, nxt, pre, op, cl, post = _day_range(ny(ns.min()), ny(ns.max()))
+    if len(dates) == 0: return SessionLabels(z - 1, z - 1, z, z, z, dates)
+    pos = np.searchsorted(mid, ns, side='right') - 1
+    ok = (pos >= 0) & (ns < nxt[np.maximum(pos, 0)])
+    at = np.where(ok, pos, 0)
+    p, o, c, q = pre[at], op[at], cl[at], post[at]
+    code = np.where(ok & (ns >= p) & (ns < q), np.where(ns < o, 0, np.where(ns < c, 1, 2)), -1)
+    return SessionLabels(np.where(ok, pos, -1), code, (ns - o) // 60_000_000_000, (c - o) // 60_000_000_000, ns - p, dates)
+
+def session_labels(times: Any,  # tz-aware times (a DatetimeIndex, Series or array-like), in any order
+                  ) -> SessionLabels:
+    "Label times with their New York trading day, session and minutes since the open, vectorised (calendar cached per day range)."
+    if isinstance(times, pd.DatetimeIndex):
+        for t, lab in _LABELLED:
+            if t is times: return lab                              # an index is immutable: same object, same labels
+    t = times if isinstance(times, pd.DatetimeIndex) else pd.DatetimeIndex(pd.Series(times))
+    if t.tz is None: raise ConfigError("session labels need tz-aware times")
+    lab = _labels(t.as_unit('ns').asi8)
+    for a in (lab.day, lab.code, lab.minute, lab.close_minute, lab.since_pre): a.setflags(write=False)
+    if t is times: _LABELLED[:] = [(t, lab)] + _LABELLED[:3]
+    return lab
+
 def session_of(ts: Any,  # tz-aware times (a Series, index or array-like)
               ) -> pd.Series:
     "Label each time 'premarket', 'regular', 'after-hours' or None (closed), vectorised."
-    import numpy as np
     t = pd.DatetimeIndex(pd.Series(ts))
     if t.tz is None: raise ConfigError("session_of needs tz-aware times")
-    t = t.tz_convert('UTC')
     if len(t) == 0: return pd.Series([], dtype=object)
-    s = trading_sessions(t.min().tz_convert(NY).date(), t.max().tz_convert(NY).date())
-    day = t.tz_convert(NY).normalize().tz_localize(None).date
-    idx = pd.Index(s['date']).get_indexer(day)
-    ok, at = idx >= 0, np.maximum(idx, 0)
-    naive = lambda x: pd.DatetimeIndex(x).tz_convert('UTC').tz_localize(None).to_numpy()
-    v = naive(t)
-    pre, op, cl, post = (naive(s[c])[at] for c in ('pre_open', 'open', 'close', 'post_close'))
-    out = np.select([ok & (v >= pre) & (v < op), ok & (v >= op) & (v < cl), ok & (v >= cl) & (v < post)],
-                    ['premarket', 'regular', 'after-hours'], default=None)
-    return pd.Series(out, dtype=object)
+    names = np.array([None, 'premarket', 'regular', 'after-hours'], dtype=object)
+    return pd.Series(names[session_labels(t).code + 1], dtype=object)

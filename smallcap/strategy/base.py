@@ -46,7 +46,7 @@ class Signals:
             df = getattr(self, f)
             if df is None: continue
             if not (df.index.equals(ref.index) and df.columns.equals(ref.columns)): raise ConfigError(f"signals.{f} is not aligned with entries_long")
-            if f in _SIGNAL_BOOLS and not all(dt == bool for dt in df.dtypes): raise ConfigError(f"signals.{f} must be boolean (got {set(map(str, df.dtypes))})")
+            if f in _SIGNAL_BOOLS and not all(dt == bool for dt in df.dtypes.unique()): raise ConfigError(f"signals.{f} must be boolean (got {set(map(str, df.dtypes))})")
 
     @classmethod
     def empty(cls, like: pd.DataFrame) -> Signals:
@@ -57,14 +57,20 @@ class Signals:
     @classmethod
     def from_frames(cls, like: pd.DataFrame, **frames: Any) -> Signals:
         "Signals from any subset of the frames (missing booleans are all False; NaN booleans count as False)."
+        idx, cols = like.index, like.columns
+        aligned = lambda df: df.index.equals(idx) and df.columns.equals(cols)       # no reindexing needed (cheap when shared)
+        frame = lambda v: pd.DataFrame(v, index=idx, columns=cols, copy=False)
         out = {}
         for f in _SIGNAL_BOOLS:
             df = frames.get(f)
-            if df is None: out[f] = pd.DataFrame(False, index=like.index, columns=like.columns); continue
-            v = df.reindex(index=like.index, columns=like.columns).to_numpy()
-            out[f] = pd.DataFrame(np.where(pd.isna(v), False, v).astype(bool), index=like.index, columns=like.columns)
+            if df is None: out[f] = frame(np.zeros(like.shape[::-1], bool).T); continue
+            v = df.to_numpy() if aligned(df) else None
+            if v is not None and v.dtype == bool: out[f] = frame(v.copy(order='K')); continue
+            v = df.reindex(index=idx, columns=cols).to_numpy()
+            out[f] = frame(np.where(pd.isna(v), False, v).astype(bool))
         for f in _SIGNAL_FLOATS:
-            if frames.get(f) is not None: out[f] = frames[f].reindex_like(like).astype('float64')
+            if (df := frames.get(f)) is None: continue
+            out[f] = df.astype('float64').set_axis(idx, axis=0).set_axis(cols, axis=1) if aligned(df) else df.reindex_like(like).astype('float64')
         if bad := set(frames) - set(_SIGNAL_BOOLS) - set(_SIGNAL_FLOATS): raise ConfigError(f"unknown signal frames {sorted(bad)}")
         return cls(**out)
 

@@ -6,47 +6,136 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
 from ..core import ConfigError
+from ..data.calendar import SessionLabels, session_labels
 from ..data.panel import Panel
-from .base import Signals, Strategy, param, register
+from .base import Signals, Strategy, _SIGNAL_BOOLS, param, register
 
 # %% auto #0
 __all__ = ['cross_above', 'cross_below', 'session_clock', 'rows', 'per_day_first', 'run_length', 'SmaCross', 'RsiReversion',
            'BollingerReversion', 'StochRsiTrend', 'DualMomentum', 'AtrBreakout', 'OpeningRangeBreakout', 'GapAndGo',
            'VwapReclaim']
 
-# %% ../../nbs/31_strategy.library.ipynb #5fec826d
+# %% ../../nbs/31_strategy.library.ipynb #a79c513a
+_BLOCK_CELLS: int = 1 << 18  # bar cells (symbols x bars) per block of a per-symbol strategy
+
+def _k() -> Any:
+    "The compiled kernels (imports numba on first use)."
+    from smallcap.indicators_nb import kernels
+    return kernels()
+
+def _a(df: pd.DataFrame) -> np.ndarray:
+    "A frame's values as a `(symbols, bars)` float64 C-contiguous array (a free view of a float64 panel field)."
+    v = df.to_numpy()
+    if v.dtype != np.float64: v = df.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.ascontiguousarray(v.T)
+
+def _frame(a: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
+    "A `(symbols, bars)` array as a frame shaped like `like` (no copy)."
+    return pd.DataFrame(a.T, index=like.index, columns=like.columns, copy=False)
+
+@dataclass(frozen=True)
+class _Block:
+    "Some symbols' bars as `(symbols, bars)` arrays, with the bar times and their New York session labels."
+    index: pd.DatetimeIndex  # bar open times (UTC)
+    lab: SessionLabels  # per-bar trading day, session code, minutes since the open
+    open: np.ndarray  # opens
+    high: np.ndarray  # highs
+    low: np.ndarray  # lows
+    close: np.ndarray  # closes
+    volume: np.ndarray  # volumes
+    vwap: np.ndarray | None  # bar VWAPs, if the panel has them
+
+    def frame(self, a: np.ndarray | None) -> pd.DataFrame | None:
+        "An array of this block as a frame on the bar times (for the session-aware indicators)."
+        return None if a is None else pd.DataFrame(a.T, index=self.index, copy=False)
+
+def _ind(f: Any, *arrays: np.ndarray, **kw: Any) -> np.ndarray:
+    "A single-output indicator of `smallcap.indicators` on `(symbols, bars)` arrays (its `(bars, symbols)` array form, no copy)."
+    return f(*(a.T for a in arrays), **kw).T
+
+def _sind(b: _Block, f: Any, *arrays: np.ndarray | None, **kw: Any) -> np.ndarray:
+    "A single-output session-aware indicator on `(symbols, bars)` arrays of block `b`."
+    return _a(f(*(b.frame(a) for a in arrays), **kw))
+
+class _BlockStrategy(Strategy):
+    "A library strategy: `_compute` turns a block of symbols into signal arrays; `signals` runs it block by block."
+    _cross_sectional: ClassVar[bool] = False  # needs every symbol at once (one block)
+
+    def _compute(self, b: _Block) -> dict[str, Any]:
+        "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
+        raise NotImplementedError
+
+    def signals(self, bars: Panel) -> Signals:
+        "Signals of the whole panel, computed block by block."
+        like = bars.close
+        fields = {f: _a(getattr(bars, f)) for f in bars.field_names() if f != 'trades'}
+        lab = session_labels(bars.index)
+        n, T = fields['close'].shape
+        step = max(n, 1) if self._cross_sectional else max(1, _BLOCK_CELLS // max(T, 1))
+        out: dict[str, np.ndarray] = {}
+        for r0 in range(0, n, step):                              # blocks of symbols, not a loop over symbols
+            sl = slice(r0, min(r0 + step, n))
+            b = _Block(bars.index, lab, *(fields[f][sl] for f in ('open', 'high', 'low', 'close', 'volume')),
+                       fields['vwap'][sl] if 'vwap' in fields else None)
+            for k, v in self._compute(b).items():
+                if isinstance(v, tuple):                          # (cells, values): a float signal, NaN elsewhere
+                    if k not in out: out[k] = np.full((n, T), np.nan)
+                    out[k][sl].reshape(-1)[v[0]] = v[1]
+                else:
+                    if k not in out: out[k] = np.zeros((n, T), bool)
+                    out[k][sl] = v
+        for k in _SIGNAL_BOOLS: out.setdefault(k, np.zeros((n, T), bool))
+        return Signals(**{k: _frame(v, like) for k, v in out.items()})   # fresh arrays: no copy needed
+
+def _crosses(a: np.ndarray, b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    "Strict crosses of `a` over `b` (an array or a number) per row: (above, below); the first bar never crosses."
+    K = _k()
+    return K.cross_nb(a, b) if isinstance(b, np.ndarray) else K.cross_level_nb(a, float(b))
+
+def _prev(a: np.ndarray, fill: Any) -> np.ndarray:
+    "The previous bar's value (`fill` at the first bar): a shift by one bar."
+    out = np.empty_like(a)
+    out[:, :1] = fill; out[:, 1:] = a[:, :-1]
+    return out
+
+def _at(mask: np.ndarray, f: Any, *arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "A float signal computed only where `mask` is set: (flat indices of those cells, `f(*arrays)` there)."
+    i = np.flatnonzero(mask)
+    return i, f(*(a.reshape(-1)[i] for a in arrays))
+
+def _day_low_at(b: _Block, mask: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "The low of the day's `active` bars so far (the `premarket_range` / `day_range` low) where `mask` is set: (flat indices, values)."
+    i = np.flatnonzero(mask)
+    r, t = np.divmod(i, mask.shape[1])
+    return i, _k().day_extreme_at_nb(b.low, b.high, b.lab.session_day, active, -1.0, r, t)
+
+def _cross_frame(a: pd.DataFrame, b: pd.DataFrame | float, which: int) -> pd.DataFrame:
+    "Crosses of two frames (or a frame and a number) through the array path; anything else through pandas."
+    if isinstance(b, pd.DataFrame):
+        if not (b.index.equals(a.index) and b.columns.equals(a.columns)):
+            raise ValueError("Can only compare identically-labeled (both index and columns) DataFrame objects")
+        return _frame(_crosses(_a(a), _a(b))[which], a)
+    if isinstance(b, (int, float, np.number)) and not isinstance(b, bool): return _frame(_crosses(_a(a), b)[which], a)
+    return (a > b) & (a.shift(1) < b) if which == 0 else (a < b) & (a.shift(1) > b)
+
 def cross_above(a: pd.DataFrame, b: pd.DataFrame | float) -> pd.DataFrame:
     "True where `a` crosses strictly above `b` (a > b now, a < b on the previous bar)."
-    bp = b.shift(1) if isinstance(b, pd.DataFrame) else b
-    return (a > b) & (a.shift(1) < bp)
+    return _cross_frame(a, b, 0)
 
 def cross_below(a: pd.DataFrame, b: pd.DataFrame | float) -> pd.DataFrame:
     "True where `a` crosses strictly below `b` (a < b now, a > b on the previous bar)."
-    bp = b.shift(1) if isinstance(b, pd.DataFrame) else b
-    return (a < b) & (a.shift(1) > bp)
+    return _cross_frame(a, b, 1)
 
 def session_clock(index: pd.DatetimeIndex) -> pd.DataFrame:
     "Per bar: New York trading date (as an integer day number), session code (0 pre, 1 regular, 2 after, -1 closed) and minutes since the regular open."
-    from smallcap.data.calendar import trading_sessions
-    ny = index.tz_convert('America/New_York')
-    days = ny.normalize().tz_localize(None)
-    s = trading_sessions(days.min(), days.max())
-    sidx = pd.DatetimeIndex(pd.to_datetime(s['date']))
-    pos = sidx.get_indexer(days)
-    ok = pos >= 0
-    at = np.where(ok, pos, 0)
-    v = index.as_unit('ns').asi8
-    col = lambda c: pd.DatetimeIndex(s[c]).as_unit('ns').asi8[at]
-    pre, op, cl, post = col('pre_open'), col('open'), col('close'), col('post_close')
-    code = np.select([ok & (v >= pre) & (v < op), ok & (v >= op) & (v < cl), ok & (v >= cl) & (v < post)], [0, 1, 2], -1)
-    return pd.DataFrame({'day': np.where(ok, pos, -1), 'session': code, 'minute': (v - op) // 60_000_000_000,
-                         'close_minute': (cl - op) // 60_000_000_000}, index=index)
+    lab = session_labels(index)
+    return pd.DataFrame({'day': lab.day, 'session': lab.code, 'minute': lab.minute, 'close_minute': lab.close_minute}, index=index)
 
 def rows(mask: pd.Series | np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
     "A per-bar boolean broadcast to every symbol of `like`."
@@ -55,23 +144,17 @@ def rows(mask: pd.Series | np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
 
 def per_day_first(mask: pd.DataFrame, day: np.ndarray) -> pd.DataFrame:
     "Keep only the first True of each symbol on each trading day (vectorised, causal)."
-    m = mask.to_numpy(bool)
-    c = np.cumsum(m, axis=0)
-    start = np.r_[True, day[1:] != day[:-1]]
-    base = np.maximum.accumulate(np.where(start[:, None], np.vstack([np.zeros((1, m.shape[1]), int), c[:-1]]), 0), axis=0)
-    return pd.DataFrame(m & (c - base == 1), index=mask.index, columns=mask.columns)
+    m = np.ascontiguousarray(mask.to_numpy(bool).T)
+    return _frame(_k().first_per_day_nb(m, np.asarray(day, np.int64)), mask)
 
 def run_length(mask: pd.DataFrame) -> pd.DataFrame:
     "Consecutive True bars ending at each bar (0 where False)."
-    m = mask.to_numpy(bool)
-    i = np.arange(len(m))[:, None]
-    last_false = np.maximum.accumulate(np.where(~m, i, -1), axis=0)
-    return pd.DataFrame(np.where(m, i - last_false, 0), index=mask.index, columns=mask.columns)
+    return _frame(_k().run_length_nb(np.ascontiguousarray(mask.to_numpy(bool).T)), mask)
 
 # %% ../../nbs/31_strategy.library.ipynb #f80edc54
 @register
 @dataclass(frozen=True)
-class SmaCross(Strategy):
+class SmaCross(_BlockStrategy):
     "Moving-average crossover momentum: long when the fast average crosses above the slow one."
     name: ClassVar[str] = 'sma_cross'
     sides: ClassVar[tuple[str, ...]] = ('long', 'short')
@@ -90,17 +173,17 @@ class SmaCross(Strategy):
         "The slow average's length."
         return self.slow
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Cross up: enter long / exit short; cross down: exit long / enter short."
         from smallcap import indicators as ind
-        f = getattr(ind, self.kind)(bars.close, self.fast); s = getattr(ind, self.kind)(bars.close, self.slow)
-        up, dn = cross_above(f, s), cross_below(f, s)
-        return Signals.from_frames(bars.close, entries_long=up, exits_long=dn, **({'entries_short': dn, 'exits_short': up} if self.short else {}))
+        ma = getattr(ind, self.kind)
+        up, dn = _crosses(_ind(ma, b.close, length=self.fast), _ind(ma, b.close, length=self.slow))
+        return dict(entries_long=up, exits_long=dn, **({'entries_short': dn, 'exits_short': up} if self.short else {}))
 
 # %% ../../nbs/31_strategy.library.ipynb #fd7a7284
 @register
 @dataclass(frozen=True)
-class RsiReversion(Strategy):
+class RsiReversion(_BlockStrategy):
     "RSI mean reversion: buy when RSI drops through the oversold level, sell when it recovers."
     name: ClassVar[str] = 'rsi_reversion'
     sides: ClassVar[tuple[str, ...]] = ('long', 'short')
@@ -119,18 +202,23 @@ class RsiReversion(Strategy):
         "Three RSI periods."
         return 3 * self.length
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the cross into the extreme zone, exit on the cross of exit_level."
         from smallcap.indicators import rsi
-        r = rsi(bars.close, self.length)
-        kw = dict(entries_long=cross_below(r, self.lower), exits_long=cross_above(r, self.exit_level))
-        if self.short: kw.update(entries_short=cross_above(r, self.upper), exits_short=cross_below(r, self.exit_level))
-        return Signals.from_frames(bars.close, **kw)
+        r = _ind(rsi, b.close, length=self.length)
+        up_x, dn_x = _crosses(r, self.exit_level)
+        out = dict(entries_long=_crosses(r, self.lower)[1], exits_long=up_x)
+        if self.short: out.update(entries_short=_crosses(r, self.upper)[0], exits_short=dn_x)
+        return out
 
 # %% ../../nbs/31_strategy.library.ipynb #f27833df
+def _bands(c: np.ndarray, length: int, std: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Lower, middle and upper Bollinger bands of `(symbols, bars)` closes: `indicators.bbands`' numbers, without bandwidth and %B."
+    return _k().bands_nb(c, length, float(std), 0)
+
 @register
 @dataclass(frozen=True)
-class BollingerReversion(Strategy):
+class BollingerReversion(_BlockStrategy):
     "Bollinger mean reversion: buy a close below the lower band, sell at the middle band."
     name: ClassVar[str] = 'bollinger_reversion'
     sides: ClassVar[tuple[str, ...]] = ('long', 'short')
@@ -144,19 +232,20 @@ class BollingerReversion(Strategy):
         "The band window."
         return self.length
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Cross below the lower band enters; cross above the middle band exits."
-        from smallcap.indicators import bbands
-        b = bbands(bars.close, self.length, self.std)
-        el = cross_below(bars.close, b.lower)
-        kw = dict(entries_long=el, exits_long=cross_above(bars.close, b.mid), stop=(bars.close - self.stop_width * (b.mid - b.lower)).where(el))
-        if self.short: kw.update(entries_short=cross_above(bars.close, b.upper), exits_short=cross_below(bars.close, b.mid))
-        return Signals.from_frames(bars.close, **kw)
+        c = b.close
+        lower, mid, upper = _bands(c, self.length, self.std)
+        el = _crosses(c, lower)[1]
+        up_m, dn_m = _crosses(c, mid)
+        out = dict(entries_long=el, exits_long=up_m, stop=_at(el, lambda c, m, lo: c - self.stop_width * (m - lo), c, mid, lower))
+        if self.short: out.update(entries_short=_crosses(c, upper)[0], exits_short=dn_m)
+        return out
 
 # %% ../../nbs/31_strategy.library.ipynb #6f13969b
 @register
 @dataclass(frozen=True)
-class StochRsiTrend(Strategy):
+class StochRsiTrend(_BlockStrategy):
     "StochRSI pullback entries filtered by an EMA trend."
     name: ClassVar[str] = 'stochrsi_ema'
     length: int = param(14, grid=[14], low=2, doc='StochRSI look-back and RSI period')
@@ -169,41 +258,45 @@ class StochRsiTrend(Strategy):
         "EMA length or three StochRSI periods, whichever is longer."
         return max(self.trend, 3 * self.length)
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Long on %K crossing up through lower above the EMA; out on %K crossing down through upper or a close below the EMA."
-        from smallcap.indicators import ema, stochrsi
-        k, e = stochrsi(bars.close, self.length, self.length).k, ema(bars.close, self.trend)
-        return Signals.from_frames(bars.close, entries_long=cross_above(k, self.lower) & (bars.close > e),
-                                   exits_long=cross_below(k, self.upper) | cross_below(bars.close, e))
+        from smallcap.indicators import _stochrsi_k, ema
+        c = b.close
+        k, e = _stochrsi_k(c, self.length, self.length, 3, 'sma'), _ind(ema, c, length=self.trend)   # k: stochrsi(close, length, length).k
+        return dict(entries_long=_crosses(k, self.lower)[0] & (c > e), exits_long=_crosses(k, self.upper)[1] | _crosses(c, e)[1])
 
 # %% ../../nbs/31_strategy.library.ipynb #616b0137
 @register
 @dataclass(frozen=True)
-class DualMomentum(Strategy):
+class DualMomentum(_BlockStrategy):
     "Hold the top-N symbols by trailing return, if that return also beats a threshold."
     name: ClassVar[str] = 'dual_momentum'
     lookback: int = param(60, grid=[30, 60, 120], low=1, doc='return look-back (bars)')
     top: int = param(3, grid=[1, 3, 5], low=1, doc='symbols held')
     threshold: float = param(0.0, grid=[0.0, 0.02], doc='minimum trailing return to hold')
+    _cross_sectional: ClassVar[bool] = True
 
     @property
     def warmup(self) -> int:
         "The return look-back."
         return self.lookback
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter when a symbol joins the qualifying top-N, exit when it leaves."
-        c = bars.close.ffill()                                    # last known price through missing minutes
-        mom = c / c.shift(self.lookback) - 1
-        rank = mom.rank(axis=1, ascending=False, method='first')
-        hold = (rank <= self.top) & (mom > self.threshold)
-        prev = hold.shift(1, fill_value=False)
-        return Signals.from_frames(bars.close, entries_long=hold & ~prev, exits_long=~hold & prev)
+        K = _k()
+        mom = K.ffill_return_nb(b.close, self.lookback)          # c / c.shift(lookback) - 1, last known price through gaps
+        hold = K.top_k_nb(mom, self.top) & (mom > self.threshold)   # rank(ascending=False, method='first') <= top
+        prev = _prev(hold, False)
+        return dict(entries_long=hold & ~prev, exits_long=~hold & prev)
 
 # %% ../../nbs/31_strategy.library.ipynb #e97fc1e7
+def _channel(h: np.ndarray, l: np.ndarray, n_high: int, n_low: int) -> tuple[np.ndarray, np.ndarray]:
+    "`donchian(high, low, n_high).upper` and `donchian(high, low, n_low).lower` of `(symbols, bars)` arrays."
+    return _k().channel_nb(h, l, n_high, n_low)
+
 @register
 @dataclass(frozen=True)
-class AtrBreakout(Strategy):
+class AtrBreakout(_BlockStrategy):
     "Channel breakout confirmed by an ATR buffer, with an ATR stop."
     name: ClassVar[str] = 'atr_breakout'
     length: int = param(20, grid=[10, 20, 40], low=1, doc='breakout channel (bars)')
@@ -217,29 +310,26 @@ class AtrBreakout(Strategy):
         "Channel length or three ATR periods."
         return max(self.length, self.exit_length, 3 * self.atr_length) + 1
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on a close above the prior high + k*ATR; exit below the prior exit-channel low."
-        from smallcap.indicators import atr, donchian
-        a = atr(bars.high, bars.low, bars.close, self.atr_length)
-        hi = donchian(bars.high, bars.low, self.length).upper.shift(1)
-        lo = donchian(bars.high, bars.low, self.exit_length).lower.shift(1)
-        e = (bars.close > hi + self.k * a) & ~(bars.close.shift(1) > hi.shift(1) + self.k * a.shift(1))
-        return Signals.from_frames(bars.close, entries_long=e, exits_long=bars.close < lo, stop=(bars.close - self.stop_atr * a).where(e))
+        from smallcap.indicators import atr
+        c, a = b.close, _ind(atr, b.high, b.low, b.close, length=self.atr_length)
+        hi, lo = _channel(b.high, b.low, self.length, self.exit_length)   # donchian(length).upper, donchian(exit_length).lower
+        # brk = close > hi.shift(1) + k * atr; entries: brk & ~brk.shift(1); exits: close < lo.shift(1)
+        e, x = _k().breakout_nb(c, hi, lo, a, self.k)
+        return dict(entries_long=e, exits_long=x, stop=_at(e, lambda c, a: c - self.stop_atr * a, c, a))
 
 # %% ../../nbs/31_strategy.library.ipynb #8c9f02bb
-def _opening_range(bars: Panel, clk: pd.DataFrame, minutes: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "High and low of each day's first `minutes` regular minutes, known only from minute `minutes` on (NaN before)."
-    inside = rows((clk.session == 1) & (clk.minute < minutes), bars.close)
-    day = clk.day.to_numpy()
-    hi = bars.high.where(inside).groupby(day).cummax()
-    lo = bars.low.where(inside).groupby(day).cummin()
-    hi, lo = hi.groupby(day).ffill(), lo.groupby(day).ffill()
-    after = rows((clk.session == 1) & (clk.minute >= minutes), bars.close)
-    return hi.where(after), lo.where(after)
+def _opening_range(b: _Block, minutes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "High and low of each day's first `minutes` regular minutes so far, and the bars (from minute `minutes` on) where they are final."
+    K, lab = _k(), b.lab
+    reg = lab.code == 1
+    inside = reg & (lab.minute < minutes)
+    return K.day_carry_nb(b.high, lab.day, inside, 1), K.day_carry_nb(b.low, lab.day, inside, -1), reg & (lab.minute >= minutes)
 
 @register
 @dataclass(frozen=True)
-class OpeningRangeBreakout(Strategy):
+class OpeningRangeBreakout(_BlockStrategy):
     "Opening-range breakout: first close above the first minutes' high, stop at their low."
     name: ClassVar[str] = 'orb'
     minutes: int = param(5, grid=[5, 15, 30], low=1, high=120, doc='opening range length (minutes)')
@@ -251,22 +341,22 @@ class OpeningRangeBreakout(Strategy):
         "No look-back beyond the session."
         return 1
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "First breakout close of the day enters (stop: range low); exit at exit_minute."
-        clk = session_clock(bars.index)
-        hi, lo = _opening_range(bars, clk, self.minutes)
-        ok = bars.close > hi
+        lab, c = b.lab, b.close
+        hi, lo, after = _opening_range(b, self.minutes)
+        ok = (c > hi) & after[None, :]                            # the range is known only once it is complete
         if self.gap_min > 0:
             from smallcap.indicators import gap_pct
-            ok &= gap_pct(bars.open, bars.close) >= 100 * self.gap_min
-        e = per_day_first(ok & rows(clk.minute < self.exit_minute, bars.close), clk.day.to_numpy())
-        x = rows((clk.session == 1) & (clk.minute >= self.exit_minute), bars.close)
-        return Signals.from_frames(bars.close, entries_long=e, exits_long=x & bars.close.notna(), stop=lo.where(e))
+            ok &= _sind(b, gap_pct, b.open, c) >= 100 * self.gap_min
+        e = _k().first_per_day_nb(ok & (lab.minute < self.exit_minute)[None, :], lab.day)
+        x = ((lab.code == 1) & (lab.minute >= self.exit_minute))[None, :] & ~np.isnan(c)
+        return dict(entries_long=e, exits_long=x, stop=_at(e, lambda v: v, lo))
 
 # %% ../../nbs/31_strategy.library.ipynb #1862f339
 @register
 @dataclass(frozen=True)
-class GapAndGo(Strategy):
+class GapAndGo(_BlockStrategy):
     "Buy the open of a gap-up day with heavy premarket volume; exit after `hold` minutes."
     name: ClassVar[str] = 'gap_and_go'
     gap_min: float = param(0.05, grid=[0.05, 0.1, 0.2], low=0, doc='minimum gap from the prior regular close (fraction)')
@@ -279,25 +369,22 @@ class GapAndGo(Strategy):
         "Bars are minutes: rvol_days sessions of premarket history are needed; the day itself suffices otherwise."
         return 1
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the day's first regular bar when gap and premarket rvol qualify; exit at open + hold minutes."
-        from smallcap.indicators import gap_pct, premarket_range, rvol
-        clk = session_clock(bars.index)
-        day = clk.day.to_numpy()
-        rv = rvol(bars.volume, lookback=self.rvol_days, session='premarket', min_sessions=self.rvol_days)
-        rv_pre = rv.where(rows(clk.session == 0, bars.close)).groupby(day).ffill()      # last premarket value, carried
-        regular = rows(clk.session == 1, bars.close)
-        gap = gap_pct(bars.open, bars.close)
-        ok = regular & (gap >= 100 * self.gap_min) & (rv_pre.shift(1) >= self.rvol_min) & bars.close.notna()
-        e = per_day_first(ok & rows(clk.minute < self.hold, bars.close), day)
-        x = regular & rows(clk.minute >= self.hold, bars.close) & bars.close.notna()
-        return Signals.from_frames(bars.close, entries_long=e, exits_long=x,
-                                   stop=premarket_range(bars.high, bars.low).low.where(e))
+        from smallcap.indicators import gap_pct, rvol
+        K, lab, c = _k(), b.lab, b.close
+        rv = _sind(b, rvol, b.volume, lookback=self.rvol_days, session='premarket', min_sessions=self.rvol_days)
+        rv_pre = K.day_carry_nb(rv, lab.day, lab.code == 0, 0)                 # last premarket value, carried
+        regular, has = (lab.code == 1)[None, :], ~np.isnan(c)
+        ok = regular & (_sind(b, gap_pct, b.open, c) >= 100 * self.gap_min) & _prev(rv_pre >= self.rvol_min, False) & has
+        e = K.first_per_day_nb(ok & (lab.minute < self.hold)[None, :], lab.day)
+        x = regular & (lab.minute >= self.hold)[None, :] & has
+        return dict(entries_long=e, exits_long=x, stop=_day_low_at(b, e, lab.code == 0))   # stop: premarket_range low
 
 # %% ../../nbs/31_strategy.library.ipynb #317eb31c
 @register
 @dataclass(frozen=True)
-class VwapReclaim(Strategy):
+class VwapReclaim(_BlockStrategy):
     "Long when the close reclaims the session VWAP after a stretch below it."
     name: ClassVar[str] = 'vwap_reclaim'
     below_bars: int = param(10, grid=[5, 10, 20], low=1, doc='consecutive bars below VWAP required first')
@@ -308,13 +395,13 @@ class VwapReclaim(Strategy):
         "The stretch below VWAP."
         return self.below_bars + 1
 
-    def signals(self, bars: Panel) -> Signals:
+    def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the reclaim, stop at the day's low so far; exit on the loss of VWAP or at exit_minute."
-        from smallcap.indicators import day_range, vwap
-        clk = session_clock(bars.index)
-        regular = rows(clk.session == 1, bars.close)
-        vw = vwap(bars.high, bars.low, bars.close, bars.volume, session='regular', bar_vwap=bars.vwap)
-        below = (bars.close < vw) & regular
-        e = (bars.close > vw) & regular & (run_length(below).shift(1, fill_value=0) >= self.below_bars)
-        x = (cross_below(bars.close, vw) & regular) | (rows(clk.minute >= self.exit_minute, bars.close) & regular & bars.close.notna())
-        return Signals.from_frames(bars.close, entries_long=e, exits_long=x, stop=day_range(bars.high, bars.low).low.where(e))
+        from smallcap.indicators import vwap
+        K, lab, c = _k(), b.lab, b.close
+        regular = lab.code == 1
+        vw = _sind(b, vwap, b.high, b.low, c, b.volume, session='regular', bar_vwap=b.frame(b.vwap))
+        # entries: (c > vw) & regular & (run of (c < vw) & regular up to the previous bar >= below_bars);
+        # exits: (cross below vw | minute >= exit_minute with a bar) & regular
+        e, x = K.reclaim_nb(c, vw, regular, lab.minute >= self.exit_minute, self.below_bars)
+        return dict(entries_long=e, exits_long=x, stop=_day_low_at(b, e, lab.code == 1))   # stop: day_range low
