@@ -21,16 +21,9 @@ warnings.filterwarnings('ignore')
 MEMBERS = {'arbiter': dict(members=('gap_and_go', 'orb', 'vwap_reclaim')),
            'ensemble': dict(members=('sma_cross', 'rsi_reversion', 'bollinger_reversion'), threshold=0.5)}
 
-# differences that come from the vectorbt engine (smallcap.backtest.core._run_vectorbt), reported to its owner
-KNOWN = {
-    'dual_momentum': "vectorbt: an exit signal in a bar where the symbol did not trade, after an entry signal not yet filled, lands on "
-                     "the entry's fill bar; from_signals' upon_long_conflict='ignore' then drops both, while the risk module (at the "
-                     "exit's bar the position is still flat) ignores the exit and enters (GHTN 2025-10-01: entry signal 15:04, exit "
-                     "signal 15:05 untraded, both at 15:06)",
-    'sma_cross(fast=5,slow=20)': "vectorbt: from_signals cuts a buy to the cash it has (no margin; fees inside its simulation are the "
-                                 "per-share commission only), while the risk config allows leverage=4: NGJJ 2025-10-07 18:46 long "
-                                 "approved for 2,695 shares, vectorbt bought 2,588 (cash ran out); GXDQ 19:48 2,915 vs 2,560",
-}
+# no known differences: a case the engines disagree on fails (strict xfail markers went when the vectorbt engine's
+# conflict rule became position-aware and its cash uncapped)
+KNOWN: dict[str, str] = {}
 
 
 def _strategy(case: str):

@@ -567,14 +567,16 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
 _STACK = ('close', 'entries', 'exits', 'short_entries', 'short_exits', 'size', 'price', 'fees', 'slippage', 'sl_stop', 'tp_stop', 'open', 'high', 'low')
 
 def _vbt_simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.ndarray]:
-    "One compiled vectorbt simulation of several plans side by side (a group with its own cash per plan); order records per plan."
+    "One compiled vectorbt simulation of several plans side by side (columns of each plan in turn); order records per plan."
     import vectorbt as vbt
     N = plans[0].shape[1]
     a0 = inputs[0]['arrays']
     arr = {k: (np.hstack([i['arrays'][k] for i in inputs]) if len(inputs) > 1 else a0[k]) for k in _STACK if k in a0}
+    from smallcap.backtest.nb import conflict_signal_nb
     rest = {k: v for k, v in a0.items() if k not in _STACK}
-    pf = vbt.Portfolio.from_signals(**arr, **rest, size_type='amount', init_cash=plans[0].cash, cash_sharing=True,
-                                    group_by=np.repeat(np.arange(len(plans)), N), call_seq='auto', accumulate=False,
+    sig = tuple(np.ascontiguousarray(arr.pop(k)) for k in ('entries', 'exits', 'short_entries', 'short_exits'))
+    pf = vbt.Portfolio.from_signals(**arr, **rest, signal_func_nb=conflict_signal_nb, signal_args=sig, size_type='amount',
+                                    init_cash=np.inf, accumulate=False,  # cash is not capped: sizing and leverage are the risk module's
                                     upon_opposite_entry='reverse', freq=pd.Timedelta(seconds=plans[0].bar_seconds))
     rec = pf.orders.values
     g = rec['col'] // N

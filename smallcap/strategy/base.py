@@ -10,6 +10,7 @@ import dataclasses
 import io
 import os
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -224,19 +225,32 @@ def list_strategies() -> list[str]:
 class PurityError(LookAheadError):
     "A strategy touched a clock, a file or the network."
 
+_LOADERS: tuple[str, ...] = ('numba', 'llvmlite', 'importlib', 'linecache', 'inspect', 'zipimport')  # packages that may read files for code
+
+def _loader_call(until: Any) -> bool:
+    "True when a frame between the guarded call and the `with pure_calls()` frame belongs to an import or JIT cache loader."
+    f = sys._getframe(2)
+    while f is not None and f is not until:
+        mod = f.f_globals.get('__name__') or ''
+        if mod.split('.')[0] in _LOADERS or f.f_code.co_filename.startswith('<frozen importlib'): return True
+        f = f.f_back
+    return False
+
 @contextmanager
 def pure_calls() -> Iterator[None]:
     "Within the block, reading the clock, opening files or connecting to the network raises `PurityError`."
-    import datetime as _dt
-    def deny(what: str) -> Any:
-        def f(*a: Any, **k: Any) -> Any: raise PurityError(f"a strategy must not {what}")
+    outer = sys._getframe(2)                       # the frame that entered `with pure_calls()`
+    def deny(what: str, orig: Any) -> Any:
+        def f(*a: Any, **k: Any) -> Any:
+            if _loader_call(outer): return orig(*a, **k)   # importing a module or loading numba's on-disk cache is not the strategy's I/O
+            raise PurityError(f"a strategy must not {what}")
         return f
     saved = [(time, 'time'), (time, 'time_ns'), (builtins, 'open'), (io, 'open'), (os, 'open'), (socket.socket, 'connect'), (socket, 'create_connection')]
     old = [(o, n, getattr(o, n)) for o, n in saved]
+    what = {'time': 'read the clock (time.time)', 'time_ns': 'read the clock (time.time_ns)', 'open': 'open files',
+            'connect': 'use the network', 'create_connection': 'use the network'}
     try:
-        time.time, time.time_ns = deny('read the clock (time.time)'), deny('read the clock (time.time_ns)')
-        builtins.open = io.open = os.open = deny('open files')
-        socket.socket.connect, socket.create_connection = deny('use the network'), deny('use the network')
+        for o, n, v in old: setattr(o, n, deny(what[n], v))
         yield
     finally:
         for o, n, v in old: setattr(o, n, v)
