@@ -201,35 +201,21 @@ def _dense(x):
 def _extreme_dense(x, n, top, out, suf):
     "Rolling max (`top`) or min of a row without missing values: blocks of `n`, ties resolved to the later value."
     T = x.shape[0]
+    sg = 1.0 if top else -1.0                             # a minimum is the maximum of -x, negated back
     for i in range(min(n - 1, T)): out[i] = np.nan
-    if top:
-        for s in range(0, T, n):
-            e = min(s + n, T)
-            mx = x[e - 1]; suf[e - 1] = mx
-            for i in range(e - 2, s - 1, -1):
-                mx = max(mx, x[i])                        # max(a, b) keeps a on a tie: here the later value
-                suf[i] = mx
-        for s in range(0, T, n):
-            e = min(s + n, T)
-            mx = x[s]
-            if s >= n - 1: out[s] = max(mx, suf[s - n + 1])
-            for i in range(s + 1, e):
-                mx = max(x[i], mx)
-                if i >= n - 1: out[i] = max(mx, suf[i - n + 1])
-    else:
-        for s in range(0, T, n):
-            e = min(s + n, T)
-            mn = x[e - 1]; suf[e - 1] = mn
-            for i in range(e - 2, s - 1, -1):
-                mn = min(mn, x[i])
-                suf[i] = mn
-        for s in range(0, T, n):
-            e = min(s + n, T)
-            mn = x[s]
-            if s >= n - 1: out[s] = min(mn, suf[s - n + 1])
-            for i in range(s + 1, e):
-                mn = min(x[i], mn)
-                if i >= n - 1: out[i] = min(mn, suf[i - n + 1])
+    for s in range(0, T, n):
+        e = min(s + n, T)
+        mx = sg * x[e - 1]; suf[e - 1] = mx
+        for i in range(e - 2, s - 1, -1):
+            mx = max(mx, sg * x[i])
+            suf[i] = mx
+    for s in range(0, T, n):
+        e = min(s + n, T)
+        mx = sg * x[s]
+        if s >= n - 1: out[s] = sg * max(mx, suf[s - n + 1])
+        for i in range(s + 1, e):
+            mx = max(sg * x[i], mx)
+            if i >= n - 1: out[i] = sg * max(mx, suf[i - n + 1])
 
 @_kernel
 def _extreme_row(x, n, sign, out, pos, y, pre, suf):
