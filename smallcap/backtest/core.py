@@ -198,7 +198,7 @@ def fingerprint(bars: Panel) -> str:
     h = hashlib.blake2b(digest_size=10)
     h.update(np.asarray(bars.index.as_unit('ns').asi8).tobytes()); h.update('\x1f'.join(map(str, bars.symbols)).encode())
     for f in bars.field_names():
-        h.update(f.encode()); h.update(np.ascontiguousarray(getattr(bars, f).to_numpy(float)).tobytes())
+        h.update(f.encode()); h.update(memoryview(np.ascontiguousarray(getattr(bars, f).to_numpy(float))))
     return h.hexdigest()
 
 def _ffill(a: np.ndarray) -> np.ndarray:
@@ -289,7 +289,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
     chg = np.sign(np.diff(close, axis=0, prepend=np.nan))
     tick = np.nan_to_num(_ffill(np.where(chg != 0, chg, np.nan))).astype(np.int8)
-    step = pd.Series(idx).diff().mode()
+    gaps, counts = np.unique(np.diff(idx.as_unit('ns').asi8), return_counts=True)   # the most frequent bar spacing (the smallest on ties)
     m = {'fingerprint': fingerprint(bars), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
          'timeframe': timeframe, **(meta or {})}
     if store is not None:
@@ -300,7 +300,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     return Plan(idx, list(bars.symbols), fill_px(bars.open), fill_px(bars.high), fill_px(bars.low), close, vol, traded, hs,
                 _atr(bars.high, bars.low, bars.close, 14).to_numpy(float), _avg_daily_volume(bars.volume),
                 _ssr_frame(store, bars), tick, sess, ns('close'), ns('post_close'),
-                float(step.iloc[0].total_seconds()) if len(step) else 60.0, sig, strat, costs, risk, float(cash), fill, m)
+                float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0, sig, strat, costs, risk, float(cash), fill, m)
 
 # %% ../../nbs/51_backtest.core.ipynb #b47b64b8
 FILL_COLUMNS: tuple[str, ...] = ('ts', 'symbol', 'side', 'qty', 'price', 'fees', 'slippage', 'intent', 'order_id', 'reason')
@@ -327,27 +327,27 @@ def trades_from_fills(fills: pd.DataFrame,  # executions (the fills schema), any
     before = pos - sq
     if (np.sign(before) * np.sign(pos) < 0).any():
         raise DataError("fills contain orders that reverse a position in one execution; split them into exit and entry first")
-    trade = np.cumsum(before == 0)
     cash = -sq * f['price'].to_numpy(float) - f['fees'].to_numpy(float)
     opening = np.abs(pos) > np.abs(before)
-    g = pd.DataFrame({'trade': trade, 'symbol': sym, 'ts': f['ts'], 'sq': sq, 'px': f['price'].to_numpy(float), 'fees': f['fees'].to_numpy(float),
-                      'cash': cash, 'open_q': np.where(opening, np.abs(sq), 0), 'close_q': np.where(opening, 0, np.abs(sq)),
-                      'flat': pos == 0, 'intent': f['intent'], 'long': np.where(before == 0, sq > 0, False)})
-    g['open_v'] = g.open_q * g.px; g['close_v'] = g.close_q * g.px
-    a = g.groupby('trade', sort=True).agg(symbol=('symbol', 'first'), entry_time=('ts', 'first'), exit_time=('ts', 'last'), qty=('open_q', 'sum'),
-                                          open_v=('open_v', 'sum'), close_q=('close_q', 'sum'), close_v=('close_v', 'sum'), pnl=('cash', 'sum'),
-                                          fees=('fees', 'sum'), closed=('flat', 'last'), long=('long', 'first'), exit_intent=('intent', 'last'))
-    a = a[a.closed]
-    out = pd.DataFrame({'symbol': a.symbol.to_numpy(), 'side': np.where(a.long, 'long', 'short'), 'entry_time': a.entry_time.to_numpy(),
-                        'exit_time': a.exit_time.to_numpy(), 'qty': a.qty.to_numpy(np.int64), 'entry_price': (a.open_v / a.qty).to_numpy(),
-                        'exit_price': (a.close_v / a.close_q).to_numpy(), 'pnl': a.pnl.to_numpy(), 'fees': a.fees.to_numpy()})
+    start = np.flatnonzero(before == 0)                                      # each trade: the fills from one flat position to the next
+    n = np.diff(np.r_[start, len(f)])
+    end = start + n - 1
+    px, fees = f['price'].to_numpy(float), f['fees'].to_numpy(float)
+    open_q, close_q = np.where(opening, np.abs(sq), 0), np.where(opening, 0, np.abs(sq))
+    sums = np.add.reduceat(np.vstack([open_q * px, close_q * px, cash, fees]), start, axis=1)   # per trade (the same sums as pandas' groupby)
+    closed = pos[end] == 0
+    ts, sel = f['ts'].to_numpy(), start[closed]
+    qty, cq = np.add.reduceat(open_q, start)[closed], np.add.reduceat(close_q, start)[closed]
+    out = pd.DataFrame({'symbol': sym[sel], 'side': np.where(sq[sel] > 0, 'long', 'short'), 'entry_time': ts[sel],
+                        'exit_time': ts[end[closed]], 'qty': qty.astype(np.int64), 'entry_price': sums[0][closed] / qty,
+                        'exit_price': sums[1][closed] / cq, 'pnl': sums[2][closed], 'fees': sums[3][closed]})
     out['entry_time'] = pd.DatetimeIndex(out['entry_time']).tz_convert('UTC') if len(out) else out['entry_time']
     out['exit_time'] = pd.DatetimeIndex(out['exit_time']).tz_convert('UTC') if len(out) else out['exit_time']
     out['return'] = out.pnl / (out.entry_price * out.qty)
     if index is not None and len(out):
         out['bars_held'] = (index.get_indexer(pd.DatetimeIndex(out.exit_time)) - index.get_indexer(pd.DatetimeIndex(out.entry_time))).astype(np.int64)
     else: out['bars_held'] = np.zeros(len(out), np.int64)
-    out['exit_intent'] = a.exit_intent.to_numpy()
+    out['exit_intent'] = f['intent'].to_numpy()[end[closed]]
     return out.sort_values(['entry_time', 'symbol'], kind='stable').reset_index(drop=True)[cols]
 
 # %% ../../nbs/51_backtest.core.ipynb #e0994bf7
@@ -481,12 +481,13 @@ def _next_traded(traded: np.ndarray) -> np.ndarray:
     nxt = np.minimum.accumulate(r[::-1], axis=0)[::-1]
     return np.vstack([nxt[1:], np.full((1, traded.shape[1]), T)])
 
-def _static_gates(plan: Plan, side: int) -> np.ndarray:
-    "The risk module's state-free entry gates (`risk.entry_gates`) for every bar and symbol, for one side."
+def _static_gates(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> np.ndarray:
+    "The risk module's state-free entry gates (`risk.entry_gates`) for one side at the cells (bars `r`, symbols `k`) only (the gates are per cell)."
     s = plan._sig
-    sess = np.isin(plan.session.astype(object), np.asarray(plan.risk.sessions, dtype=object))[:, None]
-    conflict = (s['entries_long'] & s['entries_short']) | (s['exits_long'] if side > 0 else s['exits_short'])
-    return entry_gates(plan.risk, side, plan.close, sess, plan.eod[:, None], ~plan.traded, True, plan.ssr, plan.tick, plan.avg_volume, conflict)
+    sess = np.isin(plan.session[r].astype(object), np.asarray(plan.risk.sessions, dtype=object))
+    conflict = (s['entries_long'][r, k] & s['entries_short'][r, k]) | (s['exits_long'][r, k] if side > 0 else s['exits_short'][r, k])
+    return entry_gates(plan.risk, side, plan.close[r, k], sess, plan.eod[r], ~plan.traded[r, k], True, plan.ssr[r, k], plan.tick[r, k],
+                       plan.avg_volume[r, k], conflict)
 
 def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     "The from_signals arrays of one plan (risk gates, sizing, timing and stops applied), with what is needed to read the orders back."
@@ -499,12 +500,12 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     bits = np.zeros((T, N), np.int64)
     shares = np.zeros((T, N), np.int64); stop = np.full((T, N), np.nan); target = np.full((T, N), np.nan); requested = np.zeros((T, N), np.int64)
     for side, ent in ((1, el), (-1, es)):
-        g = _static_gates(plan, side)
         r, k = np.nonzero(ent)
         if not len(r): continue
+        g = _static_gates(plan, side, r, k)
         sz = size_shares(c, plan.cash, plan.close[r, k], side, atr=plan.atr[r, k], stop=s['stop'][r, k], size=s['size'][r, k],
                          limit=s['limit'][r, k], avg_volume=plan.avg_volume[r, k])
-        gb = g[r, k] | np.where(plan.close[r, k] > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
+        gb = g | np.where(plan.close[r, k] > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
         q = np.where(gb == 0, sz.shares, 0)
         q = np.where(q >= c.min_shares, q, 0)
         b = gb | np.where(gb == 0, sz.reasons, 0)
@@ -606,7 +607,9 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
     o = np.lexsort((row, col))
     col, row, qty, price, side = col[o], row[o], rec['size'][o], rec['price'][o], rec['side'][o]
     sq = np.where(side == 0, 1.0, -1.0) * qty
-    after = pd.Series(sq).groupby(col).cumsum().to_numpy()
+    first = np.r_[True, col[1:] != col[:-1]]                                 # rows sorted by column: each column's first order
+    cs = np.cumsum(sq)
+    after = cs - np.repeat((cs - sq)[first], np.diff(np.r_[np.flatnonzero(first), len(sq)]))   # position after each order (whole shares: exact)
     before = after - sq
     cross = (before != 0) & (np.sign(before) != np.sign(after)) & (after != 0)
     # split reversing orders: the exit part (|before|) then the entry part (|after|)
@@ -625,7 +628,9 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
     long_pos = np.where(opening, buy, b4 > 0)
     sig_exit = ext[rr, cc]
     is_stop = ~opening & ~sig_exit                                                   # a closing fill without an exit order: a stop or target
-    entry_px = pd.Series(np.where(opening, raw, np.nan)).groupby(cc).ffill().to_numpy()   # the position's entry price
+    last_open = np.maximum.accumulate(np.where(opening, np.arange(len(R)), -1))
+    g0 = np.maximum.accumulate(np.where(np.r_[True, cc[1:] != cc[:-1]], np.arange(len(R)), 0))   # the first row of each row's column
+    entry_px = np.where(last_open >= g0, raw[np.maximum(last_open, 0)], np.nan)                 # the position's entry price
     was_eod = ~opening & sig_exit & eod[np.maximum(np.where(long_pos, src_xl[rr, cc], src_xs[rr, cc]), 0)]
     intent = np.where(opening, np.where(buy, 'enter_long', 'enter_short'),
                       np.where(is_stop, np.where((raw - entry_px) * np.where(long_pos, 1, -1) >= 0, 'take_profit', 'stop_loss'),
@@ -664,7 +669,12 @@ def client_ids(strategy: str,  # the strategy configuration id
     from smallcap.core import _slug
     if len(symbols) == 0: return np.array([], dtype=object)
     t = pd.DatetimeIndex(times).tz_convert('UTC')
-    ns, stamp = t.as_unit('ns').asi8, t.strftime('%y%m%d%H%M%S')
+    ns = t.as_unit('ns').asi8
+    un, at = np.unique(ns, return_inverse=True)                              # each distinct time formatted once, as '%y%m%d%H%M%S'
+    u = pd.DatetimeIndex(un, tz='UTC')
+    num = (u.year % 100).to_numpy(np.int64) * 10**10 + u.month.to_numpy(np.int64) * 10**8 + u.day.to_numpy(np.int64) * 10**6 \
+        + u.hour.to_numpy(np.int64) * 10**4 + u.minute.to_numpy(np.int64) * 100 + u.second.to_numpy(np.int64)
+    stamp = np.char.zfill(num.astype(str), 12)[at.ravel()]
     usym, inv = np.unique(np.asarray(symbols, dtype=str), return_inverse=True)
     up = np.char.upper(usym)
     slugs = np.array([_slug(x, 8) for x in up], dtype=object)[inv]

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # %% auto #0
-__all__ = ['conflict_signal_nb']
+__all__ = ['conflict_signal_nb', 'sweep_nb']
 
 # %% ../../nbs/59_backtest.nb.ipynb #a89a026f
 @njit(cache=True)
@@ -31,3 +31,147 @@ def conflict_signal_nb(c: Any,  # vectorbt's SignalContext (i, col, position_now
         if c.position_now < 0: es = False
         else: xs = False
     return el, xl, es, xs
+
+conflict_signal_nb: Any  # a numba dispatcher: typed by the signature above
+
+# %% ../../nbs/59_backtest.nb.ipynb #55c56aa9
+@njit(cache=True, inline='always')
+def _up_cent_nb(x: float) -> float:
+    "Round dollars up to the cent as `Costs.fees` does: ceil(round(x * 100, 6)) / 100."
+    return np.ceil(np.rint(x * 100 * 1e6) / 1e6) / 100
+
+@njit(cache=True, inline='always')
+def _fee_nb(q: float, px: float, sell: bool, fee: np.ndarray) -> float:
+    "`Costs.fees(q, px, sell).sum(axis=1)` of one order; fee = (per share, min, max fraction, SEC rate, TAF per share, TAF cap)."
+    value = q * px
+    comm = min(max(fee[0] * q, fee[1]), fee[2] * value) if q > 0 else 0.0
+    if not sell: return comm + 0.0 + 0.0
+    return comm + _up_cent_nb(fee[3] * value) + _up_cent_nb(min(fee[4] * q, fee[5]))
+
+@njit(cache=True, parallel=True)
+def sweep_nb(el: np.ndarray,  # bool (C, N, Tp): long entries of each combination at their signal bars (Tp: bars padded to a multiple of 8 with False; C may be 1: shared)
+             xl: np.ndarray,  # bool (C or 1, N, Tp): long exits
+             es: np.ndarray,  # bool (C or 1, N, Tp): short entries
+             xs: np.ndarray,  # bool (C or 1, N, Tp): short exits
+             q_long: np.ndarray,  # int64 (N, T): shares of a long entry at each signal bar, 0 where a state-free gate rejects it
+             q_short: np.ndarray,  # int64 (N, T): shares of a short entry (> 0), 0 where rejected
+             eod: np.ndarray,  # bool (T,): the bar ends in the end-of-day window (exits, no entries)
+             nxt: np.ndarray,  # int64 (N, T): the symbol's next traded bar after each bar (T: none)
+             open_: np.ndarray,  # float (N, T): open prices
+             half_spread: np.ndarray,  # float (N, T): half spread paid by a fill (fraction of price)
+             close: np.ndarray,  # float (N, T): closes (0 where unknown)
+             borrow_days: np.ndarray,  # float (N, T + 1): running sum of close x days to the next bar (borrow accrual per share shorted)
+             borrow_rate: float,  # annual borrow rate (actual/360)
+             fee: np.ndarray,  # float (6,): commission per share, min, max fraction of value, SEC rate, TAF per share, TAF cap
+             anchors: np.ndarray,  # int64 (D,): bars whose equity is wanted (each day's last bar), increasing
+             cash: float,  # starting cash
+             curves: bool,  # also return every bar's equity
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Equity at the anchor bars (C, D), trade sums (C, 7: trades, wins, losses, gross win, gross loss, pnl, sum of returns), bars exposed (C,) and equity curves (C, T or 0) of many combinations."
+    C = max(el.shape[0], xl.shape[0], es.shape[0], xs.shape[0])
+    N, T = q_long.shape
+    D, W = len(anchors), el.shape[2] // 8
+    elw, xlw, esw, xsw = el.view(np.uint64), xl.view(np.uint64), es.view(np.uint64), xs.view(np.uint64)   # 8 bars per word: quiet stretches are skipped
+    is_anchor = np.zeros(T, np.bool_); quiet = np.ones(W, np.bool_)
+    for d in range(D): is_anchor[anchors[d]] = True
+    for t in range(T):
+        if eod[t] or is_anchor[t]: quiet[t >> 3] = False
+    if T % 8: quiet[W - 1] = False
+    eq = np.empty((C, D)); tr = np.zeros((C, 7)); held_n = np.zeros(C, np.int64)
+    curve = np.empty((C, T if curves else 0))
+    for c in prange(C):
+        ci = np.int64(c)
+        cel = ci if el.shape[0] > 1 else 0; cxl = ci if xl.shape[0] > 1 else 0
+        ces = ci if es.shape[0] > 1 else 0; cxs = ci if xs.shape[0] > 1 else 0
+        eqc = np.full(D, cash)
+        if curves: curve[c, :] = cash
+        hd = np.zeros(T + 2, np.int64)                                 # +1 where a position starts being held, -1 after its last held bar
+        n_tr = 0; n_win = 0; n_loss = 0; gw = 0.0; gl = 0.0; spnl = 0.0; sret = 0.0
+        for j in range(N):
+            pos = 0; cj = 0.0; since = 0                               # position, cash flows, first bar whose borrow is not charged yet
+            pend = False; kb = -1; p_el = False; p_xl = False; p_es = False; p_xs = False; s_l = 0; s_s = 0
+            t_cash = 0.0; t_val = 0.0
+            d = 0
+            t = 0
+            while t < T:
+                if not curves and (t & 7) == 0:
+                    w = t >> 3
+                    if quiet[w] and (not pend or kb >= t + 8) and (elw[cel, j, w] | xlw[cxl, j, w] | esw[ces, j, w] | xsw[cxs, j, w]) == 0:
+                        t += 8
+                        continue
+                if pend and kb == t:                                   # orders reach their fill bar
+                    a_el, a_xl, a_es, a_xs = p_el, p_xl, p_es, p_xs
+                    size = s_s if p_es else (s_l if p_el else 0)
+                    if a_el and a_xl:                                  # conflict_signal_nb
+                        if pos > 0: a_el = False
+                        else: a_xl = False
+                    if a_es and a_xs:
+                        if pos < 0: a_es = False
+                        else: a_xs = False
+                    if a_el and a_es: a_el = False; a_es = False       # direction conflict: ignored
+                    order = 0                                          # signals_to_size_nb (no accumulation)
+                    if pos > 0:
+                        if a_es: order = -pos - size
+                        elif a_xl: order = -pos
+                    elif pos < 0:
+                        if a_el: order = -pos + size
+                        elif a_xs: order = -pos
+                    else:
+                        if a_el: order = size
+                        elif a_es: order = -size
+                    if order != 0:
+                        buy = order > 0
+                        px = open_[j, t] * (1 + half_spread[j, t]) if buy else open_[j, t] * (1 - half_spread[j, t])
+                        after = pos + order
+                        sgn = 1.0 if buy else -1.0
+                        if pos != 0:                                   # the exit part: closes the position (no partial exits)
+                            if pos < 0: cj -= (-pos * (borrow_days[j, t] - borrow_days[j, since])) * borrow_rate / 360.0
+                            q = abs(pos)
+                            flow = -sgn * q * px - _fee_nb(float(q), px, not buy, fee)
+                            cj += flow; t_cash += flow
+                            n_tr += 1; spnl += t_cash; sret += t_cash / t_val
+                            if t_cash > 0: n_win += 1; gw += t_cash
+                            elif t_cash < 0: n_loss += 1; gl -= t_cash
+                            hd[t + 1] -= 1
+                        if after != 0:                                 # the entry part
+                            q = abs(after)
+                            flow = -sgn * q * px - _fee_nb(float(q), px, not buy, fee)
+                            cj += flow; t_cash = flow; t_val = q * px
+                            hd[t] += 1; since = t
+                        pos = after
+                    pend = False
+                v_el = el[cel, j, t]; v_xl = xl[cxl, j, t]; v_es = es[ces, j, t]; v_xs = xs[cxs, j, t]
+                if v_el or v_xl or v_es or v_xs or eod[t]:            # decisions at the signal bar
+                    ok_l = v_el and not v_es and not v_xl and q_long[j, t] > 0
+                    ok_s = v_es and not v_el and not v_xs and q_short[j, t] > 0
+                    x_l = v_xl or (v_es and not ok_s) or eod[t]
+                    x_s = v_xs or (v_el and not ok_l) or eod[t]
+                    if ok_l or ok_s or x_l or x_s:
+                        k = nxt[j, t]
+                        if k < T:
+                            if not pend:
+                                pend = True; kb = k; p_el = False; p_xl = False; p_es = False; p_xs = False
+                            if ok_l: p_el = True; s_l = q_long[j, t]
+                            if ok_s: p_es = True; s_s = q_short[j, t]
+                            if x_l: p_xl = True
+                            if x_s: p_xs = True
+                if curves or is_anchor[t]:                             # equity: cash, borrow accrued so far, position at the close
+                    v = cj
+                    if pos != 0:
+                        v += pos * close[j, t]
+                        if pos < 0: v -= (-pos * (borrow_days[j, t + 1] - borrow_days[j, since])) * borrow_rate / 360.0
+                    if curves: curve[c, t] += v
+                    if is_anchor[t]:
+                        eqc[d] += v; d += 1
+                t += 1
+            if pos != 0: hd[T] -= 1
+        eq[c, :] = eqc
+        tr[c, 0] = n_tr; tr[c, 1] = n_win; tr[c, 2] = n_loss; tr[c, 3] = gw; tr[c, 4] = gl; tr[c, 5] = spnl; tr[c, 6] = sret
+        h = 0; run = 0
+        for t in range(T):
+            run += hd[t]
+            if run > 0: h += 1
+        held_n[c] = h
+    return eq, tr, held_n, curve
+
+sweep_nb: Any  # a numba dispatcher: typed by the signature above

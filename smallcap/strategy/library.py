@@ -63,6 +63,24 @@ def _sind(b: _Block, f: Any, *arrays: np.ndarray | None, **kw: Any) -> np.ndarra
     "A single-output session-aware indicator on `(symbols, bars)` arrays of block `b`."
     return _a(f(*(b.frame(a) for a in arrays), **kw))
 
+class _Arrays:
+    "A panel's fields as `(symbols, bars)` float arrays with its session labels, cut into blocks once per block size (reused by sweeps)."
+    def __init__(self, bars: Panel):
+        self.index, self.like = bars.index, bars.close
+        self.fields = {f: _a(getattr(bars, f)) for f in bars.field_names() if f != 'trades'}
+        self.lab = session_labels(bars.index)
+        self.n, self.T = self.fields['close'].shape
+        self._blocks: dict[int, list[tuple[slice, _Block]]] = {}
+
+    def blocks(self, step: int) -> list[tuple[slice, _Block]]:
+        "The panel as blocks of `step` symbols: (rows, block), built once per step, so the same arrays feed every call."
+        if step not in self._blocks:
+            f, n = self.fields, self.n
+            self._blocks[step] = [(sl, _Block(self.index, self.lab, *(f[k][sl] for k in ('open', 'high', 'low', 'close', 'volume')),
+                                              f['vwap'][sl] if 'vwap' in f else None))
+                                  for sl in (slice(r0, min(r0 + step, n)) for r0 in range(0, n, step))]   # blocks of symbols, not a loop over symbols
+        return self._blocks[step]
+
 class _BlockStrategy(Strategy):
     "A library strategy: `_compute` turns a block of symbols into signal arrays; `signals` runs it block by block."
     _cross_sectional: ClassVar[bool] = False  # needs every symbol at once (one block)
@@ -71,27 +89,32 @@ class _BlockStrategy(Strategy):
         "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
         raise NotImplementedError
 
-    def signals(self, bars: Panel) -> Signals:
-        "Signals of the whole panel, computed block by block."
-        like = bars.close
-        fields = {f: _a(getattr(bars, f)) for f in bars.field_names() if f != 'trades'}
-        lab = session_labels(bars.index)
-        n, T = fields['close'].shape
+    def signal_arrays(self, arrays: _Arrays,  # the panel's prepared arrays (`_Arrays(bars)`, built once and reused)
+                     ) -> dict[str, np.ndarray]:
+        "The signals the strategy computes, as fresh `(symbols, bars)` arrays by name (those it never sets are left out): `signals` without frames."
+        n, T = arrays.n, arrays.T
         step = max(n, 1) if self._cross_sectional else max(1, _BLOCK_CELLS // max(T, 1))
         out: dict[str, np.ndarray] = {}
-        for r0 in range(0, n, step):                              # blocks of symbols, not a loop over symbols
-            sl = slice(r0, min(r0 + step, n))
-            b = _Block(bars.index, lab, *(fields[f][sl] for f in ('open', 'high', 'low', 'close', 'volume')),
-                       fields['vwap'][sl] if 'vwap' in fields else None)
+        blocks = arrays.blocks(step)
+        taken: set[int] = set()
+        for sl, b in blocks:
             for k, v in self._compute(b).items():
                 if isinstance(v, tuple):                          # (cells, values): a float signal, NaN elsewhere
                     if k not in out: out[k] = np.full((n, T), np.nan)
                     out[k][sl].reshape(-1)[v[0]] = v[1]
+                elif len(blocks) == 1 and v.base is None and v.dtype == np.bool_ and v.shape == (n, T) and id(v) not in taken:
+                    out[k] = v; taken.add(id(v))                  # one block: its own fresh array is the result (no copy)
                 else:
                     if k not in out: out[k] = np.zeros((n, T), bool)
                     out[k][sl] = v
+        return out
+
+    def signals(self, bars: Panel) -> Signals:
+        "Signals of the whole panel, computed block by block."
+        out = self.signal_arrays(_Arrays(bars))
+        n, T = bars.close.shape[1], len(bars.index)
         for k in _SIGNAL_BOOLS: out.setdefault(k, np.zeros((n, T), bool))
-        return Signals(**{k: _frame(v, like) for k, v in out.items()})   # fresh arrays: no copy needed
+        return Signals(**{k: _frame(v, bars.close) for k, v in out.items()})   # fresh arrays: no copy needed
 
 def _crosses(a: np.ndarray, b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     "Strict crosses of `a` over `b` (an array or a number) per row: (above, below); the first bar never crosses."
