@@ -22,7 +22,8 @@ def test_no_heavy_imports(stmt):
     r = run_py(code)
     assert r.returncode == 0, r.stderr
     allowed = KERNEL_MODULES.get(stmt.removeprefix('import '), [])
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == allowed, f"{stmt} imported heavy modules"
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert sorted({m.split('.')[0] for m in got}) == allowed, f"{stmt} imported heavy modules: {got[:8]}"
 
 
 def test_the_check_can_fail():
