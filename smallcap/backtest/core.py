@@ -79,6 +79,11 @@ class Costs:
              sell: Any,  # True for sales (regulatory fees apply)
             ) -> pd.DataFrame:
         "Commission, SEC fee and TAF (dollars) of each order, vectorised."
+        comm, sec, taf = self._fee_parts(qty, price, sell)
+        return pd.DataFrame({'commission': comm, 'sec_fee': sec, 'taf': taf})
+
+    def _fee_parts(self, qty: Any, price: Any, sell: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "`fees` as three arrays (commission, SEC fee, TAF)."
         q, p = np.asarray(qty, float), np.asarray(price, float)
         s = np.broadcast_to(np.asarray(sell, bool), q.shape)
         value = q * p
@@ -87,15 +92,19 @@ class Costs:
         up = lambda x: np.ceil(np.round(x * 100, 6)) / 100
         sec = np.where(s, up(self.sec_fee_rate * value), 0.0)
         taf = np.where(s, up(np.minimum(self.taf_per_share * q, self.taf_max)), 0.0)
-        return pd.DataFrame({'commission': comm, 'sec_fee': sec, 'taf': taf})
+        return comm, sec, taf
 
     def model_half_spread(self, bars: Panel) -> pd.DataFrame:
         "Modelled half spread as a fraction of price, per bar and symbol (wider at low prices and in wide bars)."
-        c = bars.close.to_numpy(float); rng = (bars.high - bars.low).to_numpy(float)
+        hs = self._half_spread(bars.close.to_numpy(float), bars.high.to_numpy(float), bars.low.to_numpy(float))
+        return pd.DataFrame(hs, index=bars.index, columns=bars.close.columns)
+
+    def _half_spread(self, c: np.ndarray, h: np.ndarray, l: np.ndarray) -> np.ndarray:
+        "`model_half_spread` on arrays (close, high, low)."
+        rng = h - l
         with np.errstate(invalid='ignore', divide='ignore'):
             rel = self.spread_bps / 1e4 + self.tick / c + self.spread_range * rng / c
-        hs = np.minimum(0.5 * rel, self.max_half_spread)
-        return pd.DataFrame(hs, index=bars.index, columns=bars.close.columns)
+        return np.minimum(0.5 * rel, self.max_half_spread)
 
 # %% ../../nbs/51_backtest.core.ipynb #05b9c47c
 def quoted_half_spread(store: Any,  # a TickStore or ParquetStore with quotes
@@ -132,11 +141,7 @@ class Plan:
     volume: np.ndarray  # volume (0 where no bar)
     traded: np.ndarray  # the symbol traded in the bar: an order can fill there
     half_spread: np.ndarray  # half spread paid by a fill, fraction of price
-    atr: np.ndarray  # ATR(14) at each bar
-    avg_volume: np.ndarray  # average daily volume of the 20 previous sessions
     ssr: np.ndarray  # short-sale restriction in effect
-    tick: np.ndarray  # direction of the last price change (+1, 0, -1)
-    session: np.ndarray  # session of each bar ('premarket', 'regular', 'after-hours' or None)
     session_close: np.ndarray  # today's regular close (ns since epoch; NaT-min where closed)
     extended_close: np.ndarray  # today's after-hours close (ns)
     bar_seconds: float  # bar length
@@ -147,6 +152,49 @@ class Plan:
     cash: float  # starting cash
     fill: str  # 'simple' or 'realistic'
     meta: dict[str, Any] = field(default_factory=dict)  # data description: fingerprint, source, synthetic, timeframe
+    bars: Panel | None = None  # the bars: ATR and average volume are computed from them on first use
+    _atr: np.ndarray | None = field(default=None, repr=False)  # ATR(14), once computed
+    _avg_volume: np.ndarray | None = field(default=None, repr=False)  # average daily volume, once computed
+    _tick: np.ndarray | None = field(default=None, repr=False)  # tick direction, once computed
+    _session: np.ndarray | None = field(default=None, repr=False)  # session labels, once computed
+
+    @property
+    def atr(self) -> np.ndarray:
+        "ATR(14) at each bar (computed on first use: only some risk rules need it)."
+        if self._atr is None:
+            from smallcap.indicators import atr as _atr
+            b = self.bars
+            self._atr = _atr(b.high, b.low, b.close, 14).to_numpy(float) if b is not None else np.full(self.shape, np.nan)
+        return self._atr
+
+    @property
+    def avg_volume(self) -> np.ndarray:
+        "Average daily volume of the 20 previous sessions at each bar (computed on first use)."
+        if self._avg_volume is None:
+            self._avg_volume = _avg_daily_volume(self.bars.volume) if self.bars is not None else np.full(self.shape, np.nan)
+        return self._avg_volume
+
+    @property
+    def tick(self) -> np.ndarray:
+        "Direction of the last price change (+1, 0, -1) at each bar (computed on first use)."
+        if self._tick is None:
+            chg = np.sign(np.diff(self.close, axis=0, prepend=np.nan))
+            self._tick = np.nan_to_num(_ffill(np.where(chg != 0, chg, np.nan))).astype(np.int8)
+        return self._tick
+
+    @property
+    def session(self) -> np.ndarray:
+        "Session of each bar ('premarket', 'regular', 'after-hours' or None), computed on first use."
+        if self._session is None:
+            from smallcap.data.calendar import session_of
+            self._session = session_of(self.index).to_numpy(object)
+        return self._session
+
+    def _session_at(self, rows: np.ndarray) -> np.ndarray:
+        "Session labels of some bars only (without labelling every bar)."
+        if self._session is not None: return self._session[rows]
+        from smallcap.data.calendar import session_of
+        return session_of(self.index[rows]).to_numpy(object)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -194,12 +242,13 @@ class Plan:
 
 # %% ../../nbs/51_backtest.core.ipynb #1349478a
 def fingerprint(bars: Panel) -> str:
-    "A short, stable hash of a panel's index, symbols and every field's values."
-    h = hashlib.blake2b(digest_size=10)
+    "A short, stable hash (SHA-256, 20 hex digits) of a panel's index, symbols and every field's values (each symbol's column in time order)."
+    h = hashlib.sha256()
     h.update(np.asarray(bars.index.as_unit('ns').asi8).tobytes()); h.update('\x1f'.join(map(str, bars.symbols)).encode())
     for f in bars.field_names():
-        h.update(f.encode()); h.update(memoryview(np.ascontiguousarray(getattr(bars, f).to_numpy(float))))
-    return h.hexdigest()
+        a = getattr(bars, f).to_numpy(float).T                                 # pandas stores a frame by column: usually a view, no copy
+        h.update(f.encode()); h.update(memoryview(a if a.flags.c_contiguous else np.ascontiguousarray(a)))
+    return h.hexdigest()[:20]
 
 def _ffill(a: np.ndarray) -> np.ndarray:
     "Forward-fill NaNs down each column (vectorised)."
@@ -244,9 +293,8 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
             meta: dict[str, Any] | None = None,  # data description (source, synthetic, ...)
            ) -> Plan:
     "Compute signals once and every array the engines need."
-    from smallcap.data.calendar import session_of, trading_sessions
-    from smallcap.indicators import atr as _atr
-    from smallcap.strategy.base import pure_calls
+    from smallcap.data.calendar import trading_sessions
+    from smallcap.strategy.base import PurityError, pure_calls
     costs, risk = costs or Costs(), risk or RiskConfig()
     if fill not in FILLS: raise ConfigError(f"fill must be one of {FILLS}, got {fill!r}")
     if not (isinstance(cash, (int, float)) and np.isfinite(cash) and cash > 0): raise ConfigError(f"cash must be a positive number, got {cash!r}")
@@ -259,8 +307,11 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     if isinstance(strategy, Signals): sig, strat = strategy, None
     elif isinstance(strategy, Strategy):
         strat = strategy
-        strategy.signals(bars.upto(min(len(bars) - 1, max(strategy.warmup, 1))))    # load kernels and calendars outside the guard
-        with pure_calls(): sig = strategy.signals(bars)
+        try:
+            with pure_calls(): sig = strategy.signals(bars)
+        except PurityError:                                                  # maybe a first use: load kernels and calendars outside the guard, then check again
+            strategy.signals(bars.upto(min(len(bars) - 1, max(strategy.warmup, 1))))
+            with pure_calls(): sig = strategy.signals(bars)
     else: raise ConfigError(f"strategy must be a Strategy or Signals, got {type(strategy).__name__}")
     if not (sig.index.equals(bars.index) and sig.entries_long.columns.equals(bars.close.columns)): raise DataError("signals are not aligned with the bars")
     raw_c = bars.close.to_numpy(float)
@@ -268,13 +319,14 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise DataError(f"bars have {int(bad.sum())} non-positive closes, first at {bars.index[r]} {bars.symbols[c]}")
-    close = _ffill(raw_c)
-    fill_px = lambda df: np.where(np.isnan(raw_c), close, df.to_numpy(float))
+    close = np.ascontiguousarray(pd.DataFrame(raw_c, copy=False).ffill().to_numpy(float))   # the last close carried forward (NaN before the first)
+    miss = np.isnan(raw_c)
+    fill_px = lambda df: np.where(miss, close, df.to_numpy(float))
     vol = np.nan_to_num(bars.volume.to_numpy(float))
     traded = np.isfinite(raw_c) & (vol > 0)
     if spread is not None: hs = spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)
     elif costs.slippage == 'spread':
-        hs = costs.model_half_spread(bars).to_numpy(float)
+        hs = np.asfortranarray(costs._half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float)))   # column-major, as the frame it was
         if store is not None:
             q = quoted_half_spread(store, bars, timeframe).to_numpy(float)
             hs = np.where(np.isfinite(q), q, hs)
@@ -282,13 +334,10 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     else: hs = np.zeros(raw_c.shape)
     hs = np.where(np.isfinite(hs), hs, 0.0)
     idx = bars.index
-    sess = session_of(idx).to_numpy(object)
     ny = idx.tz_convert('America/New_York')
     cal = trading_sessions(ny[0].date(), ny[-1].date())
     pos = pd.Index(pd.to_datetime(cal['date'])).get_indexer(ny.normalize().tz_localize(None))
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
-    chg = np.sign(np.diff(close, axis=0, prepend=np.nan))
-    tick = np.nan_to_num(_ffill(np.where(chg != 0, chg, np.nan))).astype(np.int8)
     gaps, counts = np.unique(np.diff(idx.as_unit('ns').asi8), return_counts=True)   # the most frequent bar spacing (the smallest on ties)
     m = {'fingerprint': fingerprint(bars), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
          'timeframe': timeframe, **(meta or {})}
@@ -298,9 +347,8 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
         m.setdefault('synthetic', str(sm.get('synthetic', 'false')).lower() == 'true')
         m.setdefault('source', sm.get('source', type(store).__name__))
     return Plan(idx, list(bars.symbols), fill_px(bars.open), fill_px(bars.high), fill_px(bars.low), close, vol, traded, hs,
-                _atr(bars.high, bars.low, bars.close, 14).to_numpy(float), _avg_daily_volume(bars.volume),
-                _ssr_frame(store, bars), tick, sess, ns('close'), ns('post_close'),
-                float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0, sig, strat, costs, risk, float(cash), fill, m)
+                _ssr_frame(store, bars), ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
+                sig, strat, costs, risk, float(cash), fill, m, bars)
 
 # %% ../../nbs/51_backtest.core.ipynb #b47b64b8
 FILL_COLUMNS: tuple[str, ...] = ('ts', 'symbol', 'side', 'qty', 'price', 'fees', 'slippage', 'intent', 'order_id', 'reason')
@@ -317,38 +365,41 @@ def trades_from_fills(fills: pd.DataFrame,  # executions (the fills schema), any
                       index: pd.DatetimeIndex | None = None,  # bar index, to count bars held
                      ) -> pd.DataFrame:
     "Round-trip trades (flat to flat per symbol) from fills; positions still open at the end are left out."
-    cols = list(TRADE_COLUMNS)
-    if len(fills) == 0: return pd.DataFrame({c: [] for c in cols})
-    f = fills.sort_values(['symbol', 'ts'], kind='stable').reset_index(drop=True)
-    sq = np.where(f['side'].to_numpy() == 'buy', 1, -1) * f['qty'].to_numpy(np.int64)
-    sym = f['symbol'].to_numpy()
-    new_sym = np.r_[True, sym[1:] != sym[:-1]]
-    pos = pd.Series(sq).groupby(sym).cumsum().to_numpy()
+    if len(fills) == 0: return pd.DataFrame({c: [] for c in TRADE_COLUMNS})
+    code, names = pd.factorize(fills['symbol'], sort=True)
+    return _trades(fills, pd.DatetimeIndex(fills['ts']), code, np.asarray(names, dtype=object), index)
+
+def _trades(fills: pd.DataFrame, ts: pd.DatetimeIndex, code: np.ndarray, names: np.ndarray, index: pd.DatetimeIndex | None) -> pd.DataFrame:
+    "`trades_from_fills` given the fills' times and their symbols as sorted codes (`names[code]`), all in numpy."
+    o = np.lexsort((ts.asi8, code))                                          # by symbol, then time (stable)
+    sym = code[o]
+    sq = np.where(fills['side'].to_numpy()[o] == 'buy', 1, -1) * fills['qty'].to_numpy(np.int64)[o]
+    first = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])                  # each symbol's first fill
+    cs = np.cumsum(sq)
+    pos = cs - np.repeat((cs - sq)[first], np.diff(np.r_[first, len(sq)]))   # position after each fill, per symbol (integers: exact)
     before = pos - sq
     if (np.sign(before) * np.sign(pos) < 0).any():
         raise DataError("fills contain orders that reverse a position in one execution; split them into exit and entry first")
-    cash = -sq * f['price'].to_numpy(float) - f['fees'].to_numpy(float)
+    px, fees = fills['price'].to_numpy(float)[o], fills['fees'].to_numpy(float)[o]
+    cash = -sq * px - fees
     opening = np.abs(pos) > np.abs(before)
     start = np.flatnonzero(before == 0)                                      # each trade: the fills from one flat position to the next
-    n = np.diff(np.r_[start, len(f)])
+    n = np.diff(np.r_[start, len(sq)])
     end = start + n - 1
-    px, fees = f['price'].to_numpy(float), f['fees'].to_numpy(float)
     open_q, close_q = np.where(opening, np.abs(sq), 0), np.where(opening, 0, np.abs(sq))
-    sums = np.add.reduceat(np.vstack([open_q * px, close_q * px, cash, fees]), start, axis=1)   # per trade (the same sums as pandas' groupby)
+    sums = np.add.reduceat(np.vstack([open_q * px, close_q * px, cash, fees]), start, axis=1)   # per trade
     closed = pos[end] == 0
-    ts, sel = f['ts'].to_numpy(), start[closed]
-    qty, cq = np.add.reduceat(open_q, start)[closed], np.add.reduceat(close_q, start)[closed]
-    out = pd.DataFrame({'symbol': sym[sel], 'side': np.where(sq[sel] > 0, 'long', 'short'), 'entry_time': ts[sel],
-                        'exit_time': ts[end[closed]], 'qty': qty.astype(np.int64), 'entry_price': sums[0][closed] / qty,
-                        'exit_price': sums[1][closed] / cq, 'pnl': sums[2][closed], 'fees': sums[3][closed]})
-    out['entry_time'] = pd.DatetimeIndex(out['entry_time']).tz_convert('UTC') if len(out) else out['entry_time']
-    out['exit_time'] = pd.DatetimeIndex(out['exit_time']).tz_convert('UTC') if len(out) else out['exit_time']
-    out['return'] = out.pnl / (out.entry_price * out.qty)
-    if index is not None and len(out):
-        out['bars_held'] = (index.get_indexer(pd.DatetimeIndex(out.exit_time)) - index.get_indexer(pd.DatetimeIndex(out.entry_time))).astype(np.int64)
-    else: out['bars_held'] = np.zeros(len(out), np.int64)
-    out['exit_intent'] = f['intent'].to_numpy()[end[closed]]
-    return out.sort_values(['entry_time', 'symbol'], kind='stable').reset_index(drop=True)[cols]
+    sel, fin = start[closed], end[closed]
+    qty, cq = np.add.reduceat(open_q, start)[closed].astype(np.int64), np.add.reduceat(close_q, start)[closed]
+    t = ts[o].tz_convert('UTC')
+    entry, exit_ = t[sel], t[fin]
+    k = np.lexsort((sym[sel], entry.asi8))                                   # by entry time, then symbol (stable)
+    entry_price, pnl = sums[0][closed] / qty, sums[2][closed]
+    held = (index.get_indexer(t[fin]) - index.get_indexer(entry)).astype(np.int64) if index is not None and len(sel) else np.zeros(len(sel), np.int64)
+    out = pd.DataFrame({'symbol': names[sym[sel]][k], 'side': np.where(sq[sel] > 0, 'long', 'short')[k], 'entry_time': entry[k], 'exit_time': exit_[k],
+                        'qty': qty[k], 'entry_price': entry_price[k], 'exit_price': (sums[1][closed] / cq)[k], 'pnl': pnl[k], 'fees': sums[3][closed][k],
+                        'return': (pnl / (entry_price * qty))[k], 'bars_held': held[k], 'exit_intent': fills['intent'].to_numpy()[o][fin][k]})
+    return out
 
 # %% ../../nbs/51_backtest.core.ipynb #e0994bf7
 @dataclass(eq=False)
@@ -429,15 +480,24 @@ def assemble(plan: Plan,  # the plan the engine executed
     "Positions, cash, equity (with borrow), trades, costs and statistics from fills."
     from smallcap import __version__
     T, N = plan.shape
-    fills = fills.sort_values(['ts', 'symbol'], kind='stable').reset_index(drop=True) if len(fills) else empty_fills()
-    row = plan.index.get_indexer(pd.DatetimeIndex(fills['ts']))
+    if not len(fills): fills = empty_fills()
+    ts = pd.DatetimeIndex(fills['ts'])
+    code, names = pd.factorize(fills['symbol'], sort=True)                   # symbols as codes in name order
+    t8 = ts.asi8
+    if len(fills) and not np.all((t8[1:] > t8[:-1]) | ((t8[1:] == t8[:-1]) & (code[1:] >= code[:-1]))):   # by time, then symbol (stable)
+        o = np.lexsort((code, t8))
+        fills, ts, code = fills.take(o), ts[o], code[o]
+    if not isinstance(fills.index, pd.RangeIndex) or fills.index.start != 0 or fills.index.step != 1: fills = fills.reset_index(drop=True)
+    row = plan.index.get_indexer(ts)
     if (row < 0).any(): raise DataError(f"{int((row < 0).sum())} fills are not at a bar time of the plan, first {fills.ts[row < 0].iloc[0]}")
-    col = pd.Index(plan.symbols).get_indexer(fills['symbol'])
+    names = np.asarray(names, dtype=object)
+    col = pd.Index(plan.symbols).get_indexer(names)[code] if len(fills) else np.zeros(0, np.int64)
     if (col < 0).any(): raise DataError(f"fills name symbols outside the plan: {sorted(set(fills.symbol[col < 0]))}")
-    sq = np.where(fills['side'].to_numpy() == 'buy', 1, -1) * fills['qty'].to_numpy(np.int64)
+    side, qty, price = fills['side'].to_numpy(), fills['qty'].to_numpy(np.int64), fills['price'].to_numpy(float)
+    sq = np.where(side == 'buy', 1, -1) * qty
     d = np.zeros((T, N), np.int64); np.add.at(d, (row, col), sq)
     pos = np.cumsum(d, axis=0)
-    flow = np.zeros(T); np.add.at(flow, row, -sq * fills['price'].to_numpy(float) - fills['fees'].to_numpy(float))
+    flow = np.zeros(T); np.add.at(flow, row, -sq * price - fills['fees'].to_numpy(float))
     close = np.nan_to_num(plan.close)
     short_value = np.maximum(-pos, 0) * close
     dt = np.diff(plan.index.as_unit('ns').asi8, append=plan.index.as_unit('ns').asi8[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
@@ -446,11 +506,9 @@ def assemble(plan: Plan,  # the plan the engine executed
     equity = cash + (pos * close).sum(1)
     idx = plan.index
     eq = pd.Series(equity, index=idx, name='equity')
-    trades = trades_from_fills(fills, idx)
-    fee_parts = plan.costs.fees(fills['qty'].to_numpy(), fills['price'].to_numpy(), fills['side'].to_numpy() == 'sell') if len(fills) else None
-    costs = pd.Series({'commission': float(fee_parts.commission.sum()) if fee_parts is not None else 0.0,
-                       'sec_fee': float(fee_parts.sec_fee.sum()) if fee_parts is not None else 0.0,
-                       'taf': float(fee_parts.taf.sum()) if fee_parts is not None else 0.0,
+    trades = _trades(fills, ts, code, names, idx) if len(fills) else trades_from_fills(fills, idx)
+    comm, sec, taf = plan.costs._fee_parts(qty, price, side == 'sell')
+    costs = pd.Series({'commission': float(comm.sum()), 'sec_fee': float(sec.sum()), 'taf': float(taf.sum()),
                        'slippage': float(fills['slippage'].sum()), 'borrow': float(borrow.sum())})
     costs['total'] = costs.sum()
     first = np.where(np.isfinite(plan.close[0]), plan.close[0], np.nan)
@@ -481,13 +539,25 @@ def _next_traded(traded: np.ndarray) -> np.ndarray:
     nxt = np.minimum.accumulate(r[::-1], axis=0)[::-1]
     return np.vstack([nxt[1:], np.full((1, traded.shape[1]), T)])
 
+def _next_traded_at(traded: np.ndarray, r: np.ndarray, k: np.ndarray, ft: np.ndarray | None = None) -> np.ndarray:
+    "`_next_traded(traded)[r, k]` at some cells only (bars `r`, symbols `k`), without a (T, N) temporary (`ft`: `np.flatnonzero(traded.T)` if known)."
+    T = len(traded)
+    if ft is None: ft = np.flatnonzero(traded.T)                            # traded cells column by column, as k * T + row (sorted)
+    if not len(ft): return np.full(len(r), T, np.int64)
+    q = np.asarray(k, np.int64) * T + np.asarray(r, np.int64)
+    i = np.searchsorted(ft, q, 'right')
+    nx = ft[np.minimum(i, len(ft) - 1)]
+    return np.where((i < len(ft)) & (nx // T == k), nx - np.asarray(k, np.int64) * T, T)
+
 def _static_gates(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> np.ndarray:
     "The risk module's state-free entry gates (`risk.entry_gates`) for one side at the cells (bars `r`, symbols `k`) only (the gates are per cell)."
-    s = plan._sig
-    sess = np.isin(plan.session[r].astype(object), np.asarray(plan.risk.sessions, dtype=object))
+    s, c = plan._sig, plan.risk
+    sess = np.isin(plan._session_at(r).astype(object), np.asarray(c.sessions, dtype=object))
     conflict = (s['entries_long'][r, k] & s['entries_short'][r, k]) | (s['exits_long'][r, k] if side > 0 else s['exits_short'][r, k])
-    return entry_gates(plan.risk, side, plan.close[r, k], sess, plan.eod[r], ~plan.traded[r, k], True, plan.ssr[r, k], plan.tick[r, k],
-                       plan.avg_volume[r, k], conflict)
+    ssr = plan.ssr[r, k]
+    tick = plan.tick[r, k] if c.ssr_rule == 'uptick' and ssr.any() else 0                        # the tick only matters to the uptick rule
+    adv = plan.avg_volume[r, k] if c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 else np.nan   # and the volume to the liquidity gate
+    return entry_gates(c, side, plan.close[r, k], sess, plan.eod[r], ~plan.traded[r, k], True, ssr, tick, adv, conflict)
 
 def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     "The from_signals arrays of one plan (risk gates, sizing, timing and stops applied), with what is needed to read the orders back."
@@ -503,8 +573,8 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
         r, k = np.nonzero(ent)
         if not len(r): continue
         g = _static_gates(plan, side, r, k)
-        sz = size_shares(c, plan.cash, plan.close[r, k], side, atr=plan.atr[r, k], stop=s['stop'][r, k], size=s['size'][r, k],
-                         limit=s['limit'][r, k], avg_volume=plan.avg_volume[r, k])
+        sz = size_shares(c, plan.cash, plan.close[r, k], side, atr=plan.atr[r, k] if c.stop_atr is not None else None, stop=s['stop'][r, k],
+                         size=s['size'][r, k], limit=s['limit'][r, k], avg_volume=plan.avg_volume[r, k] if c.max_adv_pct is not None else None)
         gb = g | np.where(plan.close[r, k] > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
         q = np.where(gb == 0, sz.shares, 0)
         q = np.where(q >= c.min_shares, q, 0)
@@ -519,11 +589,12 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     xl_all = xl | (es & ~ok_s) | eod
     xs_all = xs | (el & ~ok_l) | eod
     # 4. move every order to the symbol's next traded bar
-    nxt = _next_traded(plan.traded)
+    ft = np.flatnonzero(plan.traded.T)
     def move(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out, src = np.zeros((T + 1, N), bool), np.full((T + 1, N), -1, np.int64)
         r, k = np.nonzero(m)
-        out[nxt[r, k], k] = True; src[nxt[r, k], k] = r
+        nx = _next_traded_at(plan.traded, r, k, ft)
+        out[nx, k] = True; src[nx, k] = r
         return out[:T], src[:T]
     EL, src_el = move(ok_l); ES, src_es = move(ok_s); XL, src_xl = move(xl_all); XS, src_xs = move(xs_all)
     size = np.zeros((T, N))
@@ -558,9 +629,8 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
                   open=plan.open, high=plan.high, low=plan.low, upon_stop_update='override')
         if np.isfinite(sl).any() or np.isfinite(tp).any():
             notes.append("vectorbt engine: stops and targets are checked from the bar after the entry; the risk module (and the backtrader engine) also check the entry bar itself")
-    with np.errstate(invalid='ignore', divide='ignore'):
-        fee_frac = np.where(plan.open > 0, plan.costs.commission_per_share / plan.open, 0.0)
-    arrays = dict(close=plan.close, entries=EL, exits=XL, short_entries=ES, short_exits=XS, size=size, price=plan.open, fees=fee_frac, slippage=hs, **kw)
+    # no fees: the simulation runs on unlimited cash, so they would change nothing read back (exact fees come from the fills)
+    arrays = dict(close=plan.close, entries=EL, exits=XL, short_entries=ES, short_exits=XS, size=size, price=plan.open, slippage=hs, **kw)
     back = dict(ent=EL | ES, ext=XL | XS, src_el=src_el, src_es=src_es, src_xl=src_xl, src_xs=src_xs, eod=plan.eod, bits=bits,
                 orders=(el | es, shares, requested, bits, stop, target))
     return dict(arrays=arrays, back=back, notes=notes)
@@ -569,23 +639,51 @@ _STACK = ('close', 'entries', 'exits', 'short_entries', 'short_exits', 'size', '
 
 def _vbt_simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.ndarray]:
     "One compiled vectorbt simulation of several plans side by side (columns of each plan in turn); order records per plan."
-    import vectorbt as vbt
+    from vectorbt.portfolio import nb as vnb
+    from smallcap.backtest.nb import conflict_signal_nb
     N = plans[0].shape[1]
     a0 = inputs[0]['arrays']
     arr = {k: (np.hstack([i['arrays'][k] for i in inputs]) if len(inputs) > 1 else a0[k]) for k in _STACK if k in a0}
-    from smallcap.backtest.nb import conflict_signal_nb
     rest = {k: v for k, v in a0.items() if k not in _STACK}
     sig = tuple(np.ascontiguousarray(arr.pop(k)) for k in ('entries', 'exits', 'short_entries', 'short_exits'))
-    pf = vbt.Portfolio.from_signals(**arr, **rest, signal_func_nb=conflict_signal_nb, signal_args=sig, size_type='amount',
-                                    init_cash=np.inf, accumulate=False,  # cash is not capped: sizing and leverage are the risk module's
-                                    upon_opposite_entry='reverse', freq=pd.Timedelta(seconds=plans[0].bar_seconds))
-    rec = pf.orders.values
+    shape = arr['close'].shape
+    kw, cfg = _vbt_defaults()
+    kw.update(_vbt_enums({'size_type': 'amount', 'accumulate': False, 'upon_opposite_entry': 'reverse', **rest}), **arr)
+    use_stops = not all(isinstance(kw[k], float) and np.isnan(kw[k]) for k in ('sl_stop', 'tp_stop'))
+    # what `vbt.Portfolio.from_signals` hands its compiled simulator, without the wrapper, the broadcasting and the portfolio object we do not use;
+    # unlimited cash, one group per column: sizing and leverage are the risk module's
+    ones = np.ones(shape[1], np.int64)
+    rec, _ = vnb.simulate_from_signal_func_nb(shape, ones, np.require(np.broadcast_to(np.inf, (shape[1],)), dtype=np.float64), vnb.build_call_seq(shape, ones),
+                                              signal_func_nb=conflict_signal_nb, signal_args=sig, **{k: np.asarray(v) for k, v in kw.items()},
+                                              use_stops=use_stops, auto_call_seq=False, ffill_val_price=cfg['ffill_val_price'], update_value=cfg['update_value'],
+                                              max_orders=shape[0] * shape[1], max_logs=1, init_temp_records=cfg['init_temp_records'], flex_2d=True)
     g = rec['col'] // N
     out = []
     for j in range(len(plans)):
         r = rec[g == j].copy(); r['col'] = r['col'] - j * N
         out.append(r)
     return out
+
+_VBT_ENUMS = {'size_type': 'SizeType', 'upon_long_conflict': 'ConflictMode', 'upon_short_conflict': 'ConflictMode', 'upon_dir_conflict': 'DirectionConflictMode',
+              'upon_opposite_entry': 'OppositeEntryMode', 'stop_entry_price': 'StopEntryPrice', 'stop_exit_price': 'StopExitPrice',
+              'upon_stop_exit': 'StopExitMode', 'upon_stop_update': 'StopUpdateMode'}
+
+def _vbt_enums(kw: dict[str, Any]) -> dict[str, Any]:
+    "Enum names (e.g. stop_exit_price='stopmarket') as vectorbt's numbers."
+    from vectorbt.portfolio import enums
+    from vectorbt.utils.enum_ import map_enum_fields
+    return {k: map_enum_fields(v, getattr(enums, _VBT_ENUMS[k])) if k in _VBT_ENUMS else v for k, v in kw.items()}
+
+def _vbt_defaults() -> tuple[dict[str, Any], Any]:
+    "vectorbt's settings for the simulator arguments we leave at their defaults (as `from_signals` reads them), and the settings."
+    from vectorbt._settings import settings
+    cfg = settings['portfolio']
+    keys = ('fees', 'fixed_fees', 'slippage', 'min_size', 'max_size', 'size_granularity', 'reject_prob', 'lock_cash', 'allow_partial', 'raise_reject',
+            'upon_long_conflict', 'upon_short_conflict', 'upon_dir_conflict', 'val_price', 'sl_stop', 'sl_trail', 'tp_stop', 'stop_entry_price', 'stop_exit_price',
+            'upon_stop_exit', 'upon_stop_update')
+    d = {k: cfg[k] for k in keys}
+    d.update(price=np.inf, open=np.nan, high=np.nan, low=np.nan, log=False)   # no logs: we never read them
+    return _vbt_enums(d), cfg
 
 def _vbt_read(plan: Plan, inp: dict[str, Any], rec: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     "Fills, orders and notes of one plan from its order records."
@@ -674,14 +772,15 @@ def client_ids(strategy: str,  # the strategy configuration id
     u = pd.DatetimeIndex(un, tz='UTC')
     num = (u.year % 100).to_numpy(np.int64) * 10**10 + u.month.to_numpy(np.int64) * 10**8 + u.day.to_numpy(np.int64) * 10**6 \
         + u.hour.to_numpy(np.int64) * 10**4 + u.minute.to_numpy(np.int64) * 100 + u.second.to_numpy(np.int64)
-    stamp = np.char.zfill(num.astype(str), 12)[at.ravel()]
+    stamp = [f"{x:012d}" for x in num.tolist()]                             # each distinct time formatted once, as '%y%m%d%H%M%S'
     usym, inv = np.unique(np.asarray(symbols, dtype=str), return_inverse=True)
-    up = np.char.upper(usym)
-    slugs = np.array([_slug(x, 8) for x in up], dtype=object)[inv]
+    up = [x.upper() for x in usym.tolist()]
     head = _slug(strategy, 16)
+    pre = [f"{head}-{_slug(x, 8)}-" for x in up]                             # per symbol: the id's head and the hashed key's head
+    key = [f"{strategy}|{x}|" for x in up]
     b2 = hashlib.blake2b
-    return np.array([f"{head}-{sl}-{st}-" + b2(f"{strategy}|{sy}|{n}|{it}".encode(), digest_size=8).hexdigest()
-                     for sl, st, sy, n, it in zip(slugs, stamp, up[inv], ns, intents)], dtype=object)
+    return np.array([f"{pre[j]}{stamp[a]}-" + b2(f"{key[j]}{n}|{it}".encode(), digest_size=8).hexdigest()
+                     for j, a, n, it in zip(inv.ravel().tolist(), at.ravel().tolist(), ns.tolist(), np.asarray(intents).tolist())], dtype=object)
 
 # %% ../../nbs/51_backtest.core.ipynb #01df915a
 ENGINES: tuple[str, ...] = ('vectorbt', 'backtrader')

@@ -105,13 +105,15 @@ def _check_trades(trades: Any, need: tuple[str, ...] = ('pnl', 'return')) -> pd.
     return trades
 
 def _trade_table(t: pd.DataFrame, key: Any) -> pd.DataFrame:
-    "Trade figures per value of `key` (one groupby, no loop over groups)."
+    "Trade figures per value of `key` (one grouping, no loop over groups)."
     pnl = t['pnl'].to_numpy(float, na_value=np.nan)
     fees = t['fees'].to_numpy(float, na_value=np.nan) if 'fees' in t.columns else np.full(len(t), np.nan)
     f = pd.DataFrame({'k': np.asarray(key), 'n': 1, 'win': (pnl > 0).astype(np.int64), 'loss': (pnl < 0).astype(np.int64), 'pnl': pnl,
                       'gw': np.where(pnl > 0, pnl, 0.), 'gl': np.where(pnl < 0, -pnl, 0.), 'ret': t['return'].to_numpy(float, na_value=np.nan), 'fees': fees})
-    a = f.groupby('k', sort=True, dropna=False).agg(n=('n', 'sum'), win=('win', 'sum'), loss=('loss', 'sum'), pnl=('pnl', 'sum'), gw=('gw', 'sum'),
-                                                    gl=('gl', 'sum'), ret=('ret', 'mean'), best=('ret', 'max'), worst=('ret', 'min'), fees=('fees', 'sum'))
+    g = f.groupby('k', sort=True, dropna=False)                              # one grouping, then one cython pass per reduction
+    a = g[['n', 'win', 'loss', 'pnl', 'gw', 'gl', 'fees']].sum()
+    r = g['ret']
+    a['ret'], a['best'], a['worst'] = r.mean(), r.max(), r.min()
     return pd.DataFrame({'trades': a.n, 'win_rate': a.win / a.n, 'profit_factor': a.gw / a.gl.where(a.gl > 0), 'pnl': a.pnl,
                          'expectancy': a.pnl / a.n, 'expectancy_pct': a.ret, 'avg_win': a.gw / a.win.where(a.win > 0),
                          'avg_loss': -a.gl / a.loss.where(a.loss > 0), 'best_trade': a.best, 'worst_trade': a.worst,
@@ -141,9 +143,13 @@ def _exposure(idx: pd.DatetimeIndex, trades: pd.DataFrame | None, positions: pd.
     if trades is None and positions is None: return np.nan
     n, held = len(idx), np.zeros(len(idx), bool)
     if positions is not None and positions.size:   # an empty frame: never held anything
-        p = positions.copy(); p.index = _times(p.index, idx, 'positions', 'index')
-        p = p.reindex(p.index.union(idx)).ffill().reindex(idx).fillna(0)
-        at_close = (p.to_numpy(float) != 0).any(axis=1)
+        pi = _times(positions.index, idx, 'positions', 'index')
+        if pi.equals(idx) and all(isinstance(d, np.dtype) and d.kind in 'iub' for d in positions.dtypes):   # aligned and no NaN: nothing to fill
+            at_close = (positions.to_numpy() != 0).any(axis=1)
+        else:
+            p = positions.copy(); p.index = pi
+            p = p.reindex(p.index.union(idx)).ffill().reindex(idx).fillna(0)
+            at_close = (p.to_numpy(float) != 0).any(axis=1)
         held |= at_close | np.r_[False, at_close[:-1]]
     if trades is not None and len(trades):
         t = _check_trades(trades, ('entry_time', 'exit_time'))
