@@ -15,10 +15,9 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -208,52 +207,12 @@ def _flatten_at_end(plan: Any, res: Any, engine: str) -> Any:
     if engine == 'vectorbt': out.notes.extend(n for n in _unenforced(plan, out) if n not in out.notes)
     return out
 
-def _in_dask_worker() -> bool:
-    import sys
-    if 'distributed' not in sys.modules: return False
-    try:
-        sys.modules['distributed'].get_worker()
-        return True
-    except Exception: return False
-
-@contextmanager
-def _thread_purity() -> Iterator[None]:
-    "Within the block, `pure_calls` guards only the thread that enters it (a Dask event loop thread may run beside it)."
-    import builtins, io, socket, sys, threading
-    import time as _time
-    from smallcap.strategy import base as sb
-    saved = sb.pure_calls
-    @contextmanager
-    def pure_calls() -> Iterator[None]:
-        me, outer = threading.get_ident(), sys._getframe(2)               # the guarded thread, and the frame that entered the block
-        loader = getattr(sb, '_loader_call', lambda until: False)         # imports and numba's cache loads are not the strategy's I/O
-        def deny(orig: Any, what: str) -> Any:
-            def f(*a: Any, **k: Any) -> Any:
-                if threading.get_ident() != me or loader(outer): return orig(*a, **k)
-                raise sb.PurityError(f"a strategy must not {what}")
-            return f
-        targets = [(_time, 'time', 'read the clock (time.time)'), (_time, 'time_ns', 'read the clock (time.time_ns)'), (builtins, 'open', 'open files'),
-                   (io, 'open', 'open files'), (os, 'open', 'open files'), (socket.socket, 'connect', 'use the network'), (socket, 'create_connection', 'use the network')]
-        old = [(o, n, getattr(o, n)) for o, n, _ in targets]
-        try:
-            for (o, n, w), (_, _, v) in zip(targets, old): setattr(o, n, deny(v, w))
-            yield
-        finally:
-            for o, n, v in old: setattr(o, n, v)
-    mods = [m for m in (sb, sys.modules.get('smallcap.backtest.lookahead')) if m is not None and getattr(m, 'pure_calls', None) is saved]
-    for m in mods: m.pure_calls = pure_calls
-    try: yield
-    finally:
-        for m in mods: m.pure_calls = saved
-
 def run_fold(task: dict[str, Any],  # the fold's task description (from `walk_forward`)
              panel: Panel | None = None,  # the in-memory bars, for the 'memory' source
              store: Any = None,  # the store for quoted spreads and SSR days, for the 'memory' source (in-process)
             ) -> dict[str, Any]:
     "Sweep the training window, pick the best combination, trade it on the test window: the fold's results."
-    if _in_dask_worker():
-        with _thread_purity(): return _run_fold(task, panel, store)
-    return _run_fold(task, panel, store)
+    return _run_fold(task, panel, store)                       # pure_calls guards only the thread that runs the strategy
 
 def _run_fold(task: dict[str, Any], panel: Panel | None = None, store: Any = None) -> dict[str, Any]:
     from smallcap.backtest.core import Costs, prepare, run_plan
@@ -816,6 +775,11 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     if store is not None and src['kind'] == 'memory' and st is None and kind not in (None, 'inprocess'):
         raise ConfigError("store= cannot reach worker processes: pass the bars as a Parquet export path (workers then read spreads from it)")
     st = store if store is not None else st
+    if store is not None and desc.get('source') == 'panel':       # a Panel from a store: say which store, and whether it is synthetic
+        try: meta = store.meta()
+        except Exception: meta = {}
+        desc.update(store=Path(getattr(store, 'root', None) or getattr(store, 'path', '')).name,
+                    synthetic=str(meta.get('synthetic', 'false')).lower() == 'true')
     if len(panel) < 4: raise DataError(f"walk_forward needs bars, got {len(panel)}")
     folds = make_folds(panel.index, train, test, step, anchored, purge, embargo)
     params = [k for k, v in full_g.items() if len(v) > 1] or list(full_g)
@@ -875,8 +839,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     dsr, p, det, notes = _diagnostics(M, len(combos), pbo_splits)
     last = folds.iloc[-1]
     sample = panel.between(idx[max(0, int(last.train_pos))], last.test_end)
-    with _thread_purity():                                       # a Dask client's event loop thread keeps its clock
-        la = _lookahead(name, base, [o['params'] for o in outs], sample, int(seed), lookahead_cuts)
+    la = _lookahead(name, base, [o['params'] for o in outs], sample, int(seed), lookahead_cuts)
     for o in outs: notes.extend(o['notes'])
     inputs = {'strategy': name, 'base': _js(base), 'grid': _js(g), 'params': params, 'combinations': len(combos), 'train': train, 'test': test, 'step': step,
               'anchored': bool(anchored), 'purge': int(purge), 'embargo': int(embargo), 'warmup': warmup, 'objective': objective, 'engine': engine,

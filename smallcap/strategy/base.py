@@ -11,6 +11,7 @@ import io
 import os
 import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -236,24 +237,41 @@ def _loader_call(until: Any) -> bool:
         f = f.f_back
     return False
 
+_GUARD: dict[str, Any] = {'lock': threading.Lock(), 'threads': {}, 'saved': []}  # threads inside `pure_calls` -> the frame that entered it
+
+def _guarded(what: str, orig: Any) -> Any:
+    "`orig`, refusing calls from a thread inside `pure_calls` (unless an import or JIT cache loader makes them)."
+    def f(*a: Any, **k: Any) -> Any:
+        outer = _GUARD['threads'].get(threading.get_ident())
+        if outer is None or _loader_call(outer): return orig(*a, **k)
+        raise PurityError(f"a strategy must not {what}")
+    return f
+
+_PATCH: tuple[tuple[Any, str, str], ...] = ((time, 'time', 'read the clock (time.time)'), (time, 'time_ns', 'read the clock (time.time_ns)'),
+    (builtins, 'open', 'open files'), (io, 'open', 'open files'), (os, 'open', 'open files'),
+    (socket.socket, 'connect', 'use the network'), (socket, 'create_connection', 'use the network'))
+
 @contextmanager
 def pure_calls() -> Iterator[None]:
-    "Within the block, reading the clock, opening files or connecting to the network raises `PurityError`."
-    outer = sys._getframe(2)                       # the frame that entered `with pure_calls()`
-    def deny(what: str, orig: Any) -> Any:
-        def f(*a: Any, **k: Any) -> Any:
-            if _loader_call(outer): return orig(*a, **k)   # importing a module or loading numba's on-disk cache is not the strategy's I/O
-            raise PurityError(f"a strategy must not {what}")
-        return f
-    saved = [(time, 'time'), (time, 'time_ns'), (builtins, 'open'), (io, 'open'), (os, 'open'), (socket.socket, 'connect'), (socket, 'create_connection')]
-    old = [(o, n, getattr(o, n)) for o, n in saved]
-    what = {'time': 'read the clock (time.time)', 'time_ns': 'read the clock (time.time_ns)', 'open': 'open files',
-            'connect': 'use the network', 'create_connection': 'use the network'}
+    "Within the block, this thread's reading the clock, opening files or connecting to the network raises `PurityError`."
+    me, outer = threading.get_ident(), sys._getframe(2)          # the guarded thread; the frame that entered `with pure_calls()`
+    g = _GUARD
+    with g['lock']:
+        nested = me in g['threads']
+        if not nested:
+            if not g['threads']:                                   # first thread in: patch; other threads keep working normally
+                g['saved'] = [(o, n, getattr(o, n)) for o, n, _ in _PATCH]
+                for (o, n, w), (_, _, v) in zip(_PATCH, g['saved']): setattr(o, n, _guarded(w, v))
+            g['threads'][me] = outer
     try:
-        for o, n, v in old: setattr(o, n, deny(what[n], v))
         yield
     finally:
-        for o, n, v in old: setattr(o, n, v)
+        if not nested:
+            with g['lock']:
+                del g['threads'][me]
+                if not g['threads']:                               # last thread out: restore
+                    for o, n, v in g['saved']: setattr(o, n, v)
+                    g['saved'] = []
 
 @dataclass(frozen=True)
 class CausalityReport:
