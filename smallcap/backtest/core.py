@@ -9,10 +9,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -434,8 +436,10 @@ class BacktestResult:
 
     def save(self, path: str | Path) -> Path:
         "Write to a directory (Parquet frames + result.json); returns the directory."
-        p = Path(path); p.mkdir(parents=True, exist_ok=True)
-        tmp = p / '.partial'; tmp.mkdir(exist_ok=True)
+        with _staged_dir(path) as (p, tmp): self._write(tmp)
+        return p
+
+    def _write(self, tmp: Path) -> None:
         self.equity.rename('equity').to_frame().to_parquet(tmp / 'equity.parquet')
         self.cash.rename('cash').to_frame().to_parquet(tmp / 'cash.parquet')
         self.positions.to_parquet(tmp / 'positions.parquet')
@@ -443,9 +447,6 @@ class BacktestResult:
         if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
         doc = {'kind': 'backtest', 'inputs': self.inputs, 'notes': self.notes, 'costs': _jsonable(self.costs.to_dict()), 'stats': _jsonable(self.stats.to_dict())}
         (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
-        for q in tmp.iterdir(): q.replace(p / q.name)
-        tmp.rmdir()
-        return p
 
     @classmethod
     def load(cls, path: str | Path) -> BacktestResult:
@@ -460,6 +461,17 @@ class BacktestResult:
             if k in st.index and isinstance(st[k], str): st[k] = pd.Timedelta(st[k])
         return cls(rd('equity')['equity'], rd('cash')['cash'], rd('positions'), rd('fills'), rd('orders'), rd('trades'),
                    pd.Series(doc['costs'], dtype=float), st, doc['inputs'], doc['notes'], bench)
+
+@contextmanager
+def _staged_dir(path: str | Path) -> Iterator[tuple[Path, Path]]:
+    "(directory, staging directory): files written to the staging one move into the directory together when the block ends."
+    p = Path(path); p.mkdir(parents=True, exist_ok=True)
+    tmp = p / '.partial'
+    if tmp.exists(): shutil.rmtree(tmp)                  # a previous save that died half-way
+    tmp.mkdir()
+    yield p, tmp                                         # an error leaves the previous files untouched
+    for q in tmp.iterdir(): q.replace(p / q.name)
+    tmp.rmdir()
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     out = {}

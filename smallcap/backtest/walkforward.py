@@ -481,27 +481,23 @@ class WalkForwardResult:
 
     def save(self, path: str | Path) -> Path:
         "Write to a directory (Parquet frames, result.json, verdict.json); returns the directory."
-        p = Path(path); p.mkdir(parents=True, exist_ok=True)
-        tmp = p / '.partial'
-        if tmp.exists(): shutil.rmtree(tmp)
-        tmp.mkdir()
-        self.oos_equity.rename('equity').to_frame().to_parquet(tmp / 'oos_equity.parquet')
-        if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
-        for k in _FRAMES:
-            v = getattr(self, k)
-            if v is None: continue
-            v = v.copy()
-            if k == 'folds' and 'embargoed' in v.columns: v['embargoed'] = v['embargoed'].map(json.dumps)
-            v.columns = [str(c) for c in v.columns]
-            v.to_parquet(tmp / f'{k}.parquet')
-        doc = {'kind': 'walkforward', 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
-               'efficiency': _js(self.efficiency), 'stability_score': _js(self.stability_score), 'dsr': _js(self.dsr), 'pbo': _js(self.pbo),
-               'pbo_details': _js(self.pbo_details), 'lookahead': _js(self.lookahead), 'verdict': None if self.verdict is None else 'verdict.json'}
-        (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
-        if self.verdict is not None: (tmp / 'verdict.json').write_text(self.verdict.to_json())
-        elif (p / 'verdict.json').exists(): (p / 'verdict.json').unlink()
-        for q in tmp.iterdir(): q.replace(p / q.name)
-        tmp.rmdir()
+        from smallcap.backtest.core import _staged_dir
+        with _staged_dir(path) as (p, tmp):
+            self.oos_equity.rename('equity').to_frame().to_parquet(tmp / 'oos_equity.parquet')
+            if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
+            for k in _FRAMES:
+                v = getattr(self, k)
+                if v is None: continue
+                v = v.copy()
+                if k == 'folds' and 'embargoed' in v.columns: v['embargoed'] = v['embargoed'].map(json.dumps)
+                v.columns = [str(c) for c in v.columns]
+                v.to_parquet(tmp / f'{k}.parquet')
+            doc = {'kind': 'walkforward', 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
+                   'efficiency': _js(self.efficiency), 'stability_score': _js(self.stability_score), 'dsr': _js(self.dsr), 'pbo': _js(self.pbo),
+                   'pbo_details': _js(self.pbo_details), 'lookahead': _js(self.lookahead), 'verdict': None if self.verdict is None else 'verdict.json'}
+            (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
+            if self.verdict is not None: (tmp / 'verdict.json').write_text(self.verdict.to_json())
+            elif (p / 'verdict.json').exists(): (p / 'verdict.json').unlink()
         return p
 
     @classmethod
