@@ -70,7 +70,7 @@ def test_compiled_table_equals_vectorbt_path(bars, name, grid, costs, fill, risk
     assert fast.table.trades.sum() > 0
     assert_tables_close(fast.table, slow.table)
     pd.testing.assert_index_equal(fast.equity.columns, slow.equity.columns)
-    np.testing.assert_allclose(fast.equity.to_numpy(), slow.equity.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(fast.equity.to_numpy(), slow.equity.to_numpy(), rtol=1e-10, atol=1e-6)  # dollars: cash sums in another order differ by ~1e-10 where equity crosses zero
 
 
 def test_session_strategy_gap_and_go(gap_bars):
@@ -141,7 +141,7 @@ def test_random_signals(bars, seeds, density, borrow, eod):
     slow = sweep(RandomSignals, bars, grid, costs=costs, risk=risk, fill='simple', equity=True, compiled=False)
     assert fast.inputs['path'] == 'compiled'
     assert_tables_close(fast.table, slow.table)
-    np.testing.assert_allclose(fast.equity.to_numpy(), slow.equity.to_numpy(), rtol=1e-10)
+    np.testing.assert_allclose(fast.equity.to_numpy(), slow.equity.to_numpy(), rtol=1e-10, atol=1e-6)  # dollars: cash sums in another order differ by ~1e-10 where equity crosses zero
 
 
 def test_sized_signals_go_through_vectorbt(bars):
