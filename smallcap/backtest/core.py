@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -252,6 +253,12 @@ def fingerprint(bars: Panel) -> str:
         h.update(f.encode()); h.update(memoryview(a if a.flags.c_contiguous else np.ascontiguousarray(a)))
     return h.hexdigest()[:20]
 
+@functools.cache
+def _hasher() -> Any:
+    "One helper thread for fingerprints (SHA-256 releases the GIL, so a panel is hashed while its signals are computed)."
+    from concurrent.futures import ThreadPoolExecutor
+    return ThreadPoolExecutor(1, thread_name_prefix='smallcap-fingerprint')
+
 def _ffill(a: np.ndarray) -> np.ndarray:
     "Forward-fill NaNs down each column (vectorised)."
     ok = ~np.isnan(a)
@@ -303,6 +310,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     if not isinstance(bars, Panel): raise DataError(f"bars must be a smallcap Panel, got {type(bars).__name__}")
     if len(bars.index) < 2: raise DataError(f"a backtest needs at least 2 bars, got {len(bars.index)}")
     if not bars.index.is_monotonic_increasing or bars.index.has_duplicates: raise DataError("bars' index must be strictly increasing")
+    fp = _hasher().submit(fingerprint, bars)                                  # hashed on the helper thread meanwhile
     if fill == 'simple':
         if risk.sizing == 'fixed_risk': raise ConfigError("the simple fill model has no stops, so RiskConfig.sizing='fixed_risk' cannot size entries; use fixed_fraction, fixed_notional or kelly")
         risk = risk.update(stop_pct=None, stop_atr=None, target_pct=None, target_r=None, trail_pct=None, trail_atr=None)
@@ -341,7 +349,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     pos = pd.Index(pd.to_datetime(cal['date'])).get_indexer(ny.normalize().tz_localize(None))
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
     gaps, counts = np.unique(np.diff(idx.as_unit('ns').asi8), return_counts=True)   # the most frequent bar spacing (the smallest on ties)
-    m = {'fingerprint': fingerprint(bars), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
+    m = {'fingerprint': fp.result(), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
          'timeframe': timeframe, **(meta or {})}
     if store is not None:
         try: sm = store.meta()
@@ -351,6 +359,25 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     return Plan(idx, list(bars.symbols), fill_px(bars.open), fill_px(bars.high), fill_px(bars.low), close, vol, traded, hs,
                 _ssr_frame(store, bars), ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
                 sig, strat, costs, risk, float(cash), fill, m, bars)
+
+def _arrow_strings(offsets: np.ndarray, data: np.ndarray) -> Any:
+    "A pandas 'str' array over UTF-8 `data` cut at `offsets` (Arrow's own layout: no Python string per row)."
+    import pyarrow as pa
+    a = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return _str_array(a)
+
+def _str_array(a: Any) -> Any:
+    "An Arrow string array as a pandas 'str' array (the default string dtype)."
+    dt = pd.StringDtype(na_value=np.nan)
+    return pd.array(a, dtype=dt) if dt.storage == 'pyarrow' else pd.array(a.to_numpy(zero_copy_only=False).astype(object), dtype=dt)
+
+def _strings(values: Any,  # the distinct strings
+             codes: np.ndarray,  # index into `values` of each row
+            ) -> Any:
+    "`values[codes]` as a pandas 'str' array, taken in Arrow (a frame's text column without a Python string per row)."
+    import pyarrow as pa
+    if len(codes) == 0: return np.array([], dtype=object)                    # no rows: an object column, as pandas makes of an empty list
+    return _str_array(pa.array(np.asarray(values, dtype=object), pa.large_string()).take(np.asarray(codes, np.int64)))
 
 # %% ../../nbs/51_backtest.core.ipynb #b47b64b8
 FILL_COLUMNS: tuple[str, ...] = ('ts', 'symbol', 'side', 'qty', 'price', 'fees', 'slippage', 'intent', 'order_id', 'reason')
@@ -375,7 +402,7 @@ def _trades(fills: pd.DataFrame, ts: pd.DatetimeIndex, code: np.ndarray, names: 
     "`trades_from_fills` given the fills' times and their symbols as sorted codes (`names[code]`), all in numpy."
     o = np.lexsort((ts.asi8, code))                                          # by symbol, then time (stable)
     sym = code[o]
-    sq = np.where(fills['side'].to_numpy()[o] == 'buy', 1, -1) * fills['qty'].to_numpy(np.int64)[o]
+    sq = np.where((fills['side'] == 'buy').to_numpy(bool)[o], 1, -1) * fills['qty'].to_numpy(np.int64)[o]
     first = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])                  # each symbol's first fill
     cs = np.cumsum(sq)
     pos = cs - np.repeat((cs - sq)[first], np.diff(np.r_[first, len(sq)]))   # position after each fill, per symbol (integers: exact)
@@ -393,15 +420,16 @@ def _trades(fills: pd.DataFrame, ts: pd.DatetimeIndex, code: np.ndarray, names: 
     closed = pos[end] == 0
     sel, fin = start[closed], end[closed]
     qty, cq = np.add.reduceat(open_q, start)[closed].astype(np.int64), np.add.reduceat(close_q, start)[closed]
-    t = ts[o].tz_convert('UTC')
-    entry, exit_ = t[sel], t[fin]
-    k = np.lexsort((sym[sel], entry.asi8))                                   # by entry time, then symbol (stable)
+    t8 = ts.asi8[o]
+    k = np.lexsort((sym[sel], t8[sel]))                                      # by entry time, then symbol (stable)
+    entry, exit_ = ts[o[sel[k]]].tz_convert('UTC'), ts[o[fin[k]]].tz_convert('UTC')
     entry_price, pnl = sums[0][closed] / qty, sums[2][closed]
-    held = (index.get_indexer(t[fin]) - index.get_indexer(entry)).astype(np.int64) if index is not None and len(sel) else np.zeros(len(sel), np.int64)
-    out = pd.DataFrame({'symbol': names[sym[sel]][k], 'side': np.where(sq[sel] > 0, 'long', 'short')[k], 'entry_time': entry[k], 'exit_time': exit_[k],
-                        'qty': qty[k], 'entry_price': entry_price[k], 'exit_price': (sums[1][closed] / cq)[k], 'pnl': pnl[k], 'fees': sums[3][closed][k],
-                        'return': (pnl / (entry_price * qty))[k], 'bars_held': held[k], 'exit_intent': fills['intent'].to_numpy()[o][fin][k]})
-    return out
+    held = (index.get_indexer(exit_) - index.get_indexer(entry)).astype(np.int64) if index is not None and len(sel) else np.zeros(len(sel), np.int64)
+    it = fills['intent'].array                                               # taken as it is when a text array (no Python strings), else as objects
+    intent = it.take(o[fin][k]) if isinstance(it.dtype, pd.StringDtype) else fills['intent'].to_numpy()[o[fin][k]]
+    return pd.DataFrame({'symbol': _strings(names, sym[sel][k]), 'side': _strings(('short', 'long'), (sq[sel] > 0)[k]), 'entry_time': entry, 'exit_time': exit_,
+                         'qty': qty[k], 'entry_price': entry_price[k], 'exit_price': (sums[1][closed] / cq)[k], 'pnl': pnl[k], 'fees': sums[3][closed][k],
+                         'return': (pnl / (entry_price * qty))[k], 'bars_held': held, 'exit_intent': intent})
 
 # %% ../../nbs/51_backtest.core.ipynb #e0994bf7
 @dataclass(eq=False)
@@ -505,11 +533,11 @@ def assemble(plan: Plan,  # the plan the engine executed
     names = np.asarray(names, dtype=object)
     col = pd.Index(plan.symbols).get_indexer(names)[code] if len(fills) else np.zeros(0, np.int64)
     if (col < 0).any(): raise DataError(f"fills name symbols outside the plan: {sorted(set(fills.symbol[col < 0]))}")
-    side, qty, price = fills['side'].to_numpy(), fills['qty'].to_numpy(np.int64), fills['price'].to_numpy(float)
-    sq = np.where(side == 'buy', 1, -1) * qty
-    d = np.zeros((T, N), np.int64); np.add.at(d, (row, col), sq)
-    pos = np.cumsum(d, axis=0)
-    flow = np.zeros(T); np.add.at(flow, row, -sq * price - fills['fees'].to_numpy(float))
+    buy, qty, price = (fills['side'] == 'buy').to_numpy(bool), fills['qty'].to_numpy(np.int64), fills['price'].to_numpy(float)
+    sq = np.where(buy, 1, -1) * qty
+    d = np.bincount(row * N + col, weights=sq, minlength=T * N).reshape(T, N)   # share changes per bar and symbol (whole shares: exact in float)
+    pos = np.cumsum(d.astype(np.int64), axis=0)
+    flow = np.bincount(row, weights=-sq * price - fills['fees'].to_numpy(float), minlength=T)   # summed in fill order, as np.add.at
     close = np.nan_to_num(plan.close)
     short_value = np.maximum(-pos, 0) * close
     dt = np.diff(plan.index.as_unit('ns').asi8, append=plan.index.as_unit('ns').asi8[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
@@ -517,24 +545,24 @@ def assemble(plan: Plan,  # the plan the engine executed
     cash = plan.cash + np.cumsum(flow) - np.cumsum(borrow)
     equity = cash + (pos * close).sum(1)
     idx = plan.index
-    eq = pd.Series(equity, index=idx, name='equity')
+    eq = pd.Series(equity, index=idx, name='equity', copy=False)
     trades = _trades(fills, ts, code, names, idx) if len(fills) else trades_from_fills(fills, idx)
-    comm, sec, taf = plan.costs._fee_parts(qty, price, side == 'sell')
-    costs = pd.Series({'commission': float(comm.sum()), 'sec_fee': float(sec.sum()), 'taf': float(taf.sum()),
-                       'slippage': float(fills['slippage'].sum()), 'borrow': float(borrow.sum())})
+    comm, sec, taf = plan.costs._fee_parts(qty, price, ~buy)
+    paid = {'commission': float(comm.sum()), 'sec_fee': float(sec.sum()), 'taf': float(taf.sum()), 'slippage': float(fills['slippage'].sum()), 'borrow': float(borrow.sum())}
+    costs = pd.Series(paid)
     costs['total'] = costs.sum()
     first = np.where(np.isfinite(plan.close[0]), plan.close[0], np.nan)
     with np.errstate(invalid='ignore', divide='ignore'):
         rel = plan.close / np.where(np.isfinite(first), first, _first_valid(plan.close))
-    bench = pd.Series(plan.cash * np.nanmean(rel, axis=1), index=idx, name='benchmark').ffill()
-    positions = pd.DataFrame(pos, index=idx, columns=plan.symbols)
+    bench = pd.Series(plan.cash * np.nanmean(rel, axis=1), index=idx, name='benchmark', copy=False).ffill()
+    positions = pd.DataFrame(pos, index=idx, columns=plan.symbols, copy=False)
     from smallcap.backtest.stats import stats as _stats
     st = _stats(eq, trades, fills=fills, positions=positions, benchmark=bench)
     inputs = {'strategy': plan.strategy_id, 'name': plan.strategy.name if plan.strategy is not None else None,
               'params': _jsonable(plan.strategy.params()) if plan.strategy is not None else {}, 'engine': engine, 'fill': plan.fill,
               'cash': plan.cash, 'costs': plan.costs.to_dict(), 'risk': plan.risk.to_dict(), 'data': _jsonable(dict(plan.meta)),
               'smallcap_version': __version__}
-    return BacktestResult(eq, pd.Series(cash, index=idx, name='cash'), positions, fills, orders if orders is not None else pd.DataFrame(),
+    return BacktestResult(eq, pd.Series(cash, index=idx, name='cash', copy=False), positions, fills, orders if orders is not None else pd.DataFrame(),
                           trades, costs, st, inputs, list(notes or []), bench)
 
 def _first_valid(a: np.ndarray) -> np.ndarray:
@@ -708,9 +736,12 @@ def _run_vectorbt(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     inp = _vbt_inputs(plan)
     return _vbt_read(plan, inp, _vbt_simulate([plan], [inp])[0])
 
+_INTENTS: tuple[str, ...] = ('enter_long', 'enter_short', 'exit_long', 'exit_short', 'stop_loss', 'take_profit', 'flatten')
+_EXIT_REASONS: tuple[str, ...] = ('exit_signal', 'exit_stop', 'exit_target', 'exit_eod')
+
 def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, src_el: np.ndarray, src_es: np.ndarray,
                src_xl: np.ndarray, src_xs: np.ndarray, eod: np.ndarray, bits: np.ndarray) -> pd.DataFrame:
-    "vectorbt order records as fills: reversals split into exit + entry, exact fees, intents and client order ids."
+    "vectorbt order records as fills (by time, then symbol): reversals split into exit + entry, exact fees, intents and client order ids."
     if len(rec) == 0: return empty_fills()
     T, N = plan.shape
     col, row = rec['col'].astype(np.int64), rec['idx'].astype(np.int64)
@@ -734,7 +765,8 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
     hs = plan.half_spread[rr, cc]
     raw = np.where(buy, px / (1 + hs), px / (1 - hs))
     slip = q * np.abs(px - raw)
-    fee = plan.costs.fees(q, px, ~buy).sum(axis=1).to_numpy()
+    comm, sec, taf = plan.costs._fee_parts(q, px, ~buy)
+    fee = comm + sec + taf
     long_pos = np.where(opening, buy, b4 > 0)
     sig_exit = ext[rr, cc]
     is_stop = ~opening & ~sig_exit                                                   # a closing fill without an exit order: a stop or target
@@ -742,57 +774,154 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
     g0 = np.maximum.accumulate(np.where(np.r_[True, cc[1:] != cc[:-1]], np.arange(len(R)), 0))   # the first row of each row's column
     entry_px = np.where(last_open >= g0, raw[np.maximum(last_open, 0)], np.nan)                 # the position's entry price
     was_eod = ~opening & sig_exit & eod[np.maximum(np.where(long_pos, src_xl[rr, cc], src_xs[rr, cc]), 0)]
-    intent = np.where(opening, np.where(buy, 'enter_long', 'enter_short'),
-                      np.where(is_stop, np.where((raw - entry_px) * np.where(long_pos, 1, -1) >= 0, 'take_profit', 'stop_loss'),
-                               np.where(was_eod, 'flatten', np.where(long_pos, 'exit_long', 'exit_short'))))
+    intent = np.where(opening, np.where(buy, 0, 1),                                 # codes into _INTENTS
+                      np.where(is_stop, np.where((raw - entry_px) * np.where(long_pos, 1, -1) >= 0, 5, 4),
+                               np.where(was_eod, 6, np.where(long_pos, 2, 3))))
     srow = np.where(opening, np.where(buy, src_el[rr, cc], src_es[rr, cc]), np.where(is_stop, rr, np.where(long_pos, src_xl[rr, cc], src_xs[rr, cc])))
     srow = np.where(srow >= 0, srow, rr)
-    sym = np.asarray(plan.symbols, dtype=object)[cc]
-    ts = plan.index[rr]
-    oid = client_ids(plan.strategy_id, sym, plan.index[srow], intent)
-    reason = np.where(opening, _reason_text(bits[srow, cc]),
-                      np.where(is_stop, np.where(intent == 'take_profit', 'exit_target', 'exit_stop'), np.where(was_eod, 'exit_eod', 'exit_signal')))
-    return pd.DataFrame({'ts': ts, 'symbol': sym, 'side': np.where(buy, 'buy', 'sell'), 'qty': q, 'price': px, 'fees': fee, 'slippage': slip,
-                         'intent': intent, 'order_id': oid, 'reason': reason})
+    rank = np.empty(N, np.int64); rank[np.argsort(np.asarray(plan.symbols, dtype=object), kind='stable')] = np.arange(N)
+    k = np.lexsort((rank[cc], rr))                                                   # by time, then symbol name (stable: exit part before entry part)
+    rr, cc, srow, intent, opening, is_stop, was_eod = rr[k], cc[k], srow[k], intent[k], opening[k], is_stop[k], was_eod[k]
+    u, inv = np.unique(bits[srow[opening], cc[opening]], return_inverse=True)       # an entry's reason: its risk decision
+    reason = np.where(is_stop, np.where(intent == 5, 2, 1), np.where(was_eod, 3, 0))                 # codes into _EXIT_REASONS
+    reason[opening] = len(_EXIT_REASONS) + inv.ravel()
+    texts = [*_EXIT_REASONS, *(','.join(reasons_of(b)) for b in u.tolist())]
+    oid = _client_ids(plan.strategy_id, plan.symbols, cc, plan.index.as_unit('ns').asi8[srow], _INTENTS, intent)
+    return pd.DataFrame({'ts': plan.index[rr], 'symbol': _strings(plan.symbols, cc), 'side': _strings(('sell', 'buy'), buy[k]), 'qty': q[k],
+                         'price': px[k], 'fees': fee[k], 'slippage': slip[k], 'intent': _strings(_INTENTS, intent), 'order_id': oid,
+                         'reason': _strings(texts, reason)})
 
 def _entry_orders(plan: Plan, cand: np.ndarray, shares: np.ndarray, requested: np.ndarray, bits: np.ndarray,
                   stop: np.ndarray, target: np.ndarray) -> pd.DataFrame:
     "One row per entry signal with the risk module's decision (approved, reduced or rejected, with reason codes)."
     r, k = np.nonzero(cand)
-    return pd.DataFrame({'ts': plan.index[r], 'symbol': np.asarray(plan.symbols, dtype=object)[k],
-                         'side': np.where(plan._sig['entries_long'][r, k], 'buy', 'sell'), 'requested': requested[r, k],
-                         'qty': np.abs(shares[r, k]), 'stop': stop[r, k], 'target': target[r, k],
-                         'status': np.where(shares[r, k] != 0, 'approved', 'rejected'),
-                         'reason': _reason_text(bits[r, k])})
+    sh = shares[r, k]
+    if not len(r):                                                           # no entry signal: the column types an empty frame always had
+        e = np.array([], dtype=object)
+        return pd.DataFrame({'ts': plan.index[r], 'symbol': e, 'side': np.array([], str), 'requested': requested[r, k], 'qty': np.abs(sh),
+                             'stop': stop[r, k], 'target': target[r, k], 'status': np.array([], str), 'reason': e})
+    return pd.DataFrame({'ts': plan.index[r], 'symbol': _strings(plan.symbols, k),
+                         'side': _strings(('sell', 'buy'), plan._sig['entries_long'][r, k]), 'requested': requested[r, k],
+                         'qty': np.abs(sh), 'stop': stop[r, k], 'target': target[r, k],
+                         'status': _strings(('rejected', 'approved'), sh != 0), 'reason': _reason_strings(bits[r, k])})
 
-def _reason_text(bits: np.ndarray) -> np.ndarray:
-    "Reason-code bit masks as comma-joined text (each distinct mask decoded once)."
+def _reason_strings(bits: np.ndarray) -> Any:
+    "Reason-code bit masks as comma-joined text, a pandas 'str' array (each distinct mask decoded once)."
     u, inv = np.unique(np.asarray(bits, np.int64), return_inverse=True)
-    return np.array([','.join(reasons_of(b)) for b in u], dtype=object)[inv] if len(u) else np.array([], dtype=object)
+    return _strings([','.join(reasons_of(b)) for b in u.tolist()], inv.ravel())
 
 def client_ids(strategy: str,  # the strategy configuration id
                symbols: np.ndarray,  # symbol of each order
                times: pd.DatetimeIndex,  # open time of the bar whose signal caused each order
                intents: np.ndarray,  # intent of each order
               ) -> np.ndarray:
-    "`smallcap.core.client_order_id` for many orders at once (the same ids, computed with vectorised formatting)."
-    from smallcap.core import _slug
+    "`smallcap.core.client_order_id` for many orders at once (the same ids, built and hashed in compiled code)."
     if len(symbols) == 0: return np.array([], dtype=object)
-    t = pd.DatetimeIndex(times).tz_convert('UTC')
-    ns = t.as_unit('ns').asi8
-    un, at = np.unique(ns, return_inverse=True)                              # each distinct time formatted once, as '%y%m%d%H%M%S'
-    u = pd.DatetimeIndex(un, tz='UTC')
-    num = (u.year % 100).to_numpy(np.int64) * 10**10 + u.month.to_numpy(np.int64) * 10**8 + u.day.to_numpy(np.int64) * 10**6 \
-        + u.hour.to_numpy(np.int64) * 10**4 + u.minute.to_numpy(np.int64) * 100 + u.second.to_numpy(np.int64)
-    stamp = [f"{x:012d}" for x in num.tolist()]                             # each distinct time formatted once, as '%y%m%d%H%M%S'
-    usym, inv = np.unique(np.asarray(symbols, dtype=str), return_inverse=True)
-    up = [x.upper() for x in usym.tolist()]
+    kj, usym = pd.factorize(np.asarray(symbols, dtype=object))
+    ii, uint = pd.factorize(np.asarray(intents, dtype=object))
+    ns = pd.DatetimeIndex(times).tz_convert('UTC').as_unit('ns').asi8
+    return np.asarray(_client_ids(strategy, list(usym), kj, ns, list(uint), ii).to_numpy(object))
+
+def _client_ids(strategy: str, names: list[str], kj: np.ndarray, ns: np.ndarray, intents: list[str], ii: np.ndarray) -> Any:
+    "`client_ids` of orders given as codes (symbol `names[kj]`, intent `intents[ii]`, signal bar time `ns` in UTC nanoseconds), as a pandas 'str' array."
+    from smallcap.core import _slug
+    up = [str(x).upper() for x in names]
     head = _slug(strategy, 16)
-    pre = [f"{head}-{_slug(x, 8)}-" for x in up]                             # per symbol: the id's head and the hashed key's head
-    key = [f"{strategy}|{x}|" for x in up]
-    b2 = hashlib.blake2b
-    return np.array([f"{pre[j]}{stamp[a]}-" + b2(f"{key[j]}{n}|{it}".encode(), digest_size=8).hexdigest()
-                     for j, a, n, it in zip(inv.ravel().tolist(), at.ravel().tolist(), ns.tolist(), np.asarray(intents).tolist())], dtype=object)
+    keys, klen = _byte_table([f"{strategy}|{x}|" for x in up])            # the hashed key's head per symbol (UTF-8)
+    heads, hlen = _byte_table([f"{head}-{_slug(x, 8)}-" for x in up])      # the id's head per symbol (ASCII)
+    its, ilen = _byte_table([str(x) for x in intents])
+    kj = np.asarray(kj, np.int64)
+    offsets = np.zeros(len(kj) + 1, np.int64); np.cumsum(hlen[kj] + 29, out=offsets[1:])   # head + 12-digit stamp + '-' + 16 hex digits
+    data = np.zeros(int(offsets[-1]), np.uint8)
+    _ids_kernel()(keys, klen, kj, np.ascontiguousarray(ns, np.int64), its, ilen, np.asarray(ii, np.int64), heads, hlen, offsets, data)
+    return _arrow_strings(offsets, data)
+
+def _byte_table(items: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    "Strings as a zero-padded (n, width) uint8 table of their UTF-8 bytes, and their lengths."
+    b = [x.encode() for x in items]
+    t = np.zeros((len(b), max(map(len, b), default=1) or 1), np.uint8)
+    for k, x in enumerate(b): t[k, :len(x)] = np.frombuffer(x, np.uint8)   # a handful of distinct symbols and intents
+    return t, np.array([len(x) for x in b], np.int64)
+
+@functools.cache
+def _ids_kernel() -> Any:
+    "The compiled client-id builder: each id's key hashed with BLAKE2b-64 (RFC 7693, as `hashlib.blake2b(key, digest_size=8)`) and the id written as text."
+    import numba
+    IV = np.array([0x6a09e667f3bcc908, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b, 0xa54ff53a5f1d36f1,
+                   0x510e527fade682d1, 0x9b05688c2b3e6c1f, 0x1f83d9abfb41bd6b, 0x5be0cd19137e2179], np.uint64)
+    SIGMA = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
+                      [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4], [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
+                      [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13], [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
+                      [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11], [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
+                      [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5], [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0]], np.int64)
+    ABCD = np.array([[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15], [0, 5, 10, 15], [1, 6, 11, 12], [2, 7, 8, 13], [3, 4, 9, 14]], np.int64)
+    HEX = np.frombuffer(b'0123456789abcdef', np.uint8)
+
+    @numba.njit(cache=True, inline='always')
+    def rotr(x, n):
+        return (x >> np.uint64(n)) | (x << np.uint64(64 - n))
+
+    @numba.njit(cache=True)
+    def compress(h, blk, t, last, v, m):                                     # RFC 7693 section 3.2, function F
+        for i in range(16):
+            w = np.uint64(0)
+            for b in range(8): w |= np.uint64(blk[8 * i + b]) << np.uint64(8 * b)   # little-endian words
+            m[i] = w
+        for i in range(8): v[i] = h[i]; v[i + 8] = IV[i]
+        v[12] ^= np.uint64(t)
+        if last: v[14] = ~v[14]
+        for r in range(12):
+            s = SIGMA[r % 10]
+            for g in range(8):                                               # G on the columns, then on the diagonals
+                a, b, c, d = ABCD[g, 0], ABCD[g, 1], ABCD[g, 2], ABCD[g, 3]
+                v[a] = v[a] + v[b] + m[s[2 * g]]; v[d] = rotr(v[d] ^ v[a], 32); v[c] = v[c] + v[d]; v[b] = rotr(v[b] ^ v[c], 24)
+                v[a] = v[a] + v[b] + m[s[2 * g + 1]]; v[d] = rotr(v[d] ^ v[a], 16); v[c] = v[c] + v[d]; v[b] = rotr(v[b] ^ v[c], 63)
+        for i in range(8): h[i] ^= v[i] ^ v[i + 8]
+
+    @numba.njit(cache=True)
+    def ids(keys, klen, kj, ns, intents, ilen, ii, heads, hlen, offsets, out):
+        h = np.empty(8, np.uint64); v = np.empty(16, np.uint64); m = np.empty(16, np.uint64)
+        buf = np.zeros(keys.shape[1] + intents.shape[1] + 22, np.uint8)
+        blk = np.zeros(128, np.uint8); dig = np.zeros(20, np.uint8)
+        for r in range(len(kj)):
+            j, i, x = kj[r], ii[r], ns[r]
+            L = 0                                                            # the key: 'strategy|SYMBOL|' + str(ns) + '|' + intent, as bytes
+            for q in range(klen[j]): buf[L] = keys[j, q]; L += 1
+            if x < 0: buf[L] = 45; L += 1
+            y, nd = abs(x), 0
+            while True:
+                dig[nd] = 48 + y % 10; nd += 1; y //= 10
+                if y == 0: break
+            for q in range(nd): buf[L] = dig[nd - 1 - q]; L += 1
+            buf[L] = 124; L += 1
+            for q in range(ilen[i]): buf[L] = intents[i, q]; L += 1
+            for q in range(8): h[q] = IV[q]
+            h[0] ^= np.uint64(0x01010008)                                    # parameter block: 8-byte digest, no key, fanout 1, depth 1
+            done = 0
+            while True:                                                      # 128-byte blocks, the last one zero-padded
+                left = L - done
+                blk[:] = 0
+                for q in range(min(left, 128)): blk[q] = buf[done + q]
+                done += min(left, 128)
+                compress(h, blk, done, left <= 128, v, m)
+                if left <= 128: break
+            o = offsets[r]                                                   # the id: head + '%y%m%d%H%M%S' (UTC) + '-' + 16 hex digits
+            for q in range(hlen[j]): out[o] = heads[j, q]; o += 1
+            sec = x // 1_000_000_000                                         # floor: times before 1970 too
+            z, s = sec // 86400 + 719468, sec % 86400                        # days since 0000-03-01, seconds of the day
+            era = z // 146097; doe = z - era * 146097                        # the civil date, proleptic Gregorian (H. Hinnant's days_from_civil inverse)
+            yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+            doy = doe - (365 * yoe + yoe // 4 - yoe // 100); mp = (5 * doy + 2) // 153
+            d = doy - (153 * mp + 2) // 5 + 1; mo = mp + 3 if mp < 10 else mp - 9; yr = yoe + era * 400 + (1 if mo <= 2 else 0)
+            stamp = (yr % 100) * 10**10 + mo * 10**8 + d * 10**6 + (s // 3600) * 10**4 + (s // 60 % 60) * 100 + s % 60
+            for q in range(12): out[o + 11 - q] = 48 + stamp % 10; stamp //= 10
+            o += 12
+            out[o] = 45; o += 1
+            w = h[0]
+            for q in range(8):
+                byte = (w >> np.uint64(8 * q)) & np.uint64(255)
+                out[o] = HEX[byte >> np.uint64(4)]; out[o + 1] = HEX[byte & np.uint64(15)]; o += 2
+    return ids
 
 # %% ../../nbs/51_backtest.core.ipynb #01df915a
 ENGINES: tuple[str, ...] = ('vectorbt', 'backtrader')

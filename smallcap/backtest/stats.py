@@ -43,13 +43,18 @@ def _ny_dates(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
     if idx.tz is not None: idx = idx.tz_convert(_NY).tz_localize(None)
     return idx.normalize()
 
-def _daily(eq: pd.Series) -> tuple[pd.Series, pd.Series]:
-    "(anchored daily curve C_0..C_n, daily returns r_1..r_n indexed by date) of a checked curve."
-    d = _ny_dates(eq.index)
+def _day_ends(idx: pd.DatetimeIndex) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    "(each New York day's last bar as a mask, the dates of those bars) of a time index, normalising only the days' last bars."
+    loc = idx.tz_convert(_NY).tz_localize(None) if idx.tz is not None else idx
+    day = loc.as_unit('ns').asi8 // 86_400_000_000_000                     # local days (floor: before 1970 too)
+    last = np.r_[day[1:] != day[:-1], True]
+    return last, loc[last].normalize()
+
+def _daily(eq: pd.Series, ends: tuple[np.ndarray, pd.DatetimeIndex] | None = None) -> tuple[pd.Series, pd.Series]:
+    "(anchored daily curve C_0..C_n, daily returns r_1..r_n indexed by date) of a checked curve (`ends`: `_day_ends(eq.index)` if known)."
+    last, dates = ends if ends is not None else _day_ends(eq.index)
     v = eq.to_numpy(float)
-    dn = d.to_numpy()
-    last = np.r_[dn[1:] != dn[:-1], True]
-    vals, dates = v[last], d[last]
+    vals = v[last]
     if not last[0]: vals, dates = np.r_[v[0], vals], dates[:1].append(dates)   # intraday first date: anchor at E_0
     with np.errstate(all='ignore'): r = vals[1:] / vals[:-1] - 1
     dates = dates.rename('date')
@@ -79,6 +84,14 @@ def _dd_table(v: np.ndarray, idx: pd.DatetimeIndex) -> pd.DataFrame:
     return pd.DataFrame({'peak': idx[peak], 'trough': idx[trough], 'recovery': recovery, 'depth': dd[trough],
                          'duration': idx[last] - idx[peak], 'peak_equity': v[peak], 'trough_equity': v[trough]},
                         columns=_DD_COLS)
+
+def _longest_dd(v: np.ndarray, idx: pd.DatetimeIndex) -> pd.Timedelta:
+    "The longest drawdown's duration, peak to recovery (or to the last time if not recovered): `_dd_table(v, idx)['duration'].max()` without the table."
+    uw = v < np.maximum.accumulate(v)
+    if not uw.any(): return pd.Timedelta(0)
+    start, end = np.flatnonzero(uw & ~np.r_[False, uw[:-1]]), np.flatnonzero(uw & ~np.r_[uw[1:], False])
+    t = np.asarray(idx.asi8)
+    return pd.Timedelta(int((t[np.minimum(end + 1, len(v) - 1)] - t[start - 1]).max()), unit=idx.unit)
 
 # %% ../../nbs/52_backtest.stats.ipynb #14fed3fe
 def drawdown_series(equity: pd.Series,  # equity (or price) curve indexed by time
@@ -120,12 +133,19 @@ def _trade_table(t: pd.DataFrame, key: Any) -> pd.DataFrame:
                          'fees': a.fees if 'fees' in t.columns else np.nan}, columns=_TRADE_COLS)
 
 def _trade_stats(trades: pd.DataFrame | None) -> dict[str, Any]:
-    "Overall trade figures (NaN when trades are not given; trades = 0 for an empty frame)."
+    "Overall trade figures (NaN when trades are not given; trades = 0 for an empty frame): `_trade_table` of one group, in numpy."
     if trades is None: return {k: np.nan for k in _TRADE_COLS}
     t = _check_trades(trades)
     if not len(t): return {**{k: np.nan for k in _TRADE_COLS}, 'trades': 0}
-    row = _trade_table(t, np.zeros(len(t), np.int64)).iloc[0].to_dict()
-    return {**row, 'trades': int(row['trades'])}
+    pnl, ret = t['pnl'].to_numpy(float, na_value=np.nan), t['return'].to_numpy(float, na_value=np.nan)
+    n, win, loss = len(pnl), int((pnl > 0).sum()), int((pnl < 0).sum())
+    gw, gl, tot = float(np.where(pnl > 0, pnl, 0.).sum()), float(np.where(pnl < 0, -pnl, 0.).sum()), float(np.nansum(pnl))
+    ok = ~np.isnan(ret)
+    return {'trades': n, 'win_rate': win / n, 'profit_factor': gw / gl if gl > 0 else np.nan, 'pnl': tot, 'expectancy': tot / n,
+            'expectancy_pct': float(ret[ok].mean()) if ok.any() else np.nan, 'avg_win': gw / win if win else np.nan,
+            'avg_loss': -gl / loss if loss else np.nan, 'best_trade': float(ret[ok].max()) if ok.any() else np.nan,
+            'worst_trade': float(ret[ok].min()) if ok.any() else np.nan,
+            'fees': float(np.nansum(t['fees'].to_numpy(float, na_value=np.nan))) if 'fees' in t.columns else np.nan}
 
 # %% ../../nbs/52_backtest.stats.ipynb #e7b09403
 _TINY = 1e-12   # a daily dispersion below this is the rounding noise of a constant return: it counts as zero
@@ -187,7 +207,8 @@ def stats(equity: pd.Series,  # equity marked at each bar's close, indexed by ba
     "Return, risk, drawdown, trade, exposure and benchmark figures of a backtest, on daily returns (definitions in the notebook)."
     if not periods_per_year > 0: raise ValueError(f"periods_per_year must be > 0, not {periods_per_year!r}")
     eq = _check_curve(equity)
-    curve, r = _daily(eq)
+    ends = _day_ends(eq.index)
+    curve, r = _daily(eq, ends)
     c, x0 = curve.to_numpy(), r.to_numpy()
     n, P = len(x0), float(periods_per_year)
     rf = (1 + risk_free) ** (1 / P) - 1
@@ -205,13 +226,16 @@ def stats(equity: pd.Series,  # equity marked at each bar's close, indexed by ba
             sortino = x.mean() * P / (down * np.sqrt(P)) if down > _TINY else nan
         mdd = float(np.min(_dd(c)))
         calmar = cagr / abs(mdd) if mdd < 0 and np.isfinite(cagr) else nan
-    tbl = _dd_table(c, curve.index)
-    dur = tbl['duration'].max() if len(tbl) else pd.Timedelta(0)
+    dur = _longest_dd(c, curve.index)
     bench = {'benchmark_return': nan, 'alpha': nan, 'beta': nan}
     if benchmark is not None:
-        _, b = _daily(_check_curve(benchmark, 'benchmark'))
-        j = pd.concat([r.rename('r'), b.rename('b')], axis=1, join='inner').dropna()
-        y, xr = j['b'].to_numpy(), j['r'].to_numpy()
+        bc = _check_curve(benchmark, 'benchmark')
+        if bc.index.equals(eq.index):                                        # the usual case: the same bars, so the same days
+            y, xr = _daily(bc, ends)[1].to_numpy(), x0
+            ok = ~(np.isnan(y) | np.isnan(xr)); y, xr = y[ok], xr[ok]
+        else:
+            j = pd.concat([r.rename('r'), _daily(bc)[1].rename('b')], axis=1, join='inner').dropna()
+            y, xr = j['b'].to_numpy(), j['r'].to_numpy()
         bench['benchmark_return'] = float(np.prod(1 + y) - 1) if len(y) else nan
         if len(y) >= 2:
             yc = y - y.mean(); var = np.mean(yc * yc)

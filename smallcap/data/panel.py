@@ -63,9 +63,12 @@ class Panel:
         have = [f for f in ('open', 'high', 'low', 'close', 'volume', 'vwap', 'trades') if f in b.columns]
         wide = b.pivot(index='ts', columns='symbol', values=have).sort_index()
         wide.columns.names = [None, None]
-        out = {f: wide[f].astype('float64').rename_axis(columns=None).rename_axis(index='ts') for f in have}
-        for f in ('volume', 'trades'):
-            if f in out: out[f] = out[f].fillna(0.0)
+        idx, cols = wide.index.rename('ts'), wide[have[0]].columns.rename(None)
+        out = {}
+        for f in have:                                                       # a loop over the fields, not over bars or symbols
+            a = np.array(wide[f].to_numpy(np.float64, na_value=np.nan).T, order='C')   # one C-contiguous (symbols, bars) block per field:
+            if f in ('volume', 'trades'): a[np.isnan(a)] = 0.0                        # kernels, engines and hashes read it without copying
+            out[f] = pd.DataFrame(a.T, index=idx, columns=cols, copy=False)
         return cls(**out)
 
     def to_bars(self) -> pd.DataFrame:
