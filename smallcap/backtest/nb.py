@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 # %% auto #0
 __all__ = ['conflict_signal_nb', 'sweep_nb']
@@ -48,7 +49,7 @@ def _fee_nb(q: float, px: float, sell: bool, fee: np.ndarray) -> float:
     if not sell: return comm + 0.0 + 0.0
     return comm + _up_cent_nb(fee[3] * value) + _up_cent_nb(min(fee[4] * q, fee[5]))
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def sweep_nb(el: np.ndarray,  # bool (C, N, Tp): long entries of each combination at their signal bars (Tp: bars padded to a multiple of 8 with False; C may be 1: shared)
              xl: np.ndarray,  # bool (C or 1, N, Tp): long exits
              es: np.ndarray,  # bool (C or 1, N, Tp): short entries
@@ -71,15 +72,16 @@ def sweep_nb(el: np.ndarray,  # bool (C, N, Tp): long entries of each combinatio
     C = max(el.shape[0], xl.shape[0], es.shape[0], xs.shape[0])
     N, T = q_long.shape
     D, W = len(anchors), el.shape[2] // 8
-    elw, xlw, esw, xsw = el.view(np.uint64), xl.view(np.uint64), es.view(np.uint64), xs.view(np.uint64)   # 8 bars per word: quiet stretches are skipped
-    is_anchor = np.zeros(T, np.bool_); quiet = np.ones(W, np.bool_)
+    elw, xlw, esw, xsw = el.view(np.uint64), xl.view(np.uint64), es.view(np.uint64), xs.view(np.uint64)   # 8 bars per word
+    is_anchor = np.zeros(8 * W, np.bool_); in_eod = np.zeros(8 * W, np.bool_)
     for d in range(D): is_anchor[anchors[d]] = True
-    for t in range(T):
-        if eod[t] or is_anchor[t]: quiet[t >> 3] = False
-    if T % 8: quiet[W - 1] = False
+    in_eod[:T] = eod
+    anw, eodw = is_anchor.view(np.uint64), in_eod.view(np.uint64)
+    spw = anw | eodw                                                   # words every symbol visits: anchors, the end-of-day window
+    ONE, FF, ALL = np.uint64(1), np.uint64(255), np.uint64(0x0101010101010101)
     eq = np.empty((C, D)); tr = np.zeros((C, 7)); held_n = np.zeros(C, np.int64)
     curve = np.empty((C, T if curves else 0))
-    for c in prange(C):
+    for c in range(C):
         ci = np.int64(c)
         cel = ci if el.shape[0] > 1 else 0; cxl = ci if xl.shape[0] > 1 else 0
         ces = ci if es.shape[0] > 1 else 0; cxs = ci if xs.shape[0] > 1 else 0
@@ -92,78 +94,88 @@ def sweep_nb(el: np.ndarray,  # bool (C, N, Tp): long entries of each combinatio
             pend = False; kb = -1; p_el = False; p_xl = False; p_es = False; p_xs = False; s_l = 0; s_s = 0
             t_cash = 0.0; t_val = 0.0
             d = 0
-            t = 0
-            while t < T:
-                if not curves and (t & 7) == 0:
-                    w = t >> 3
-                    if quiet[w] and (not pend or kb >= t + 8) and (elw[cel, j, w] | xlw[cxl, j, w] | esw[ces, j, w] | xsw[cxs, j, w]) == 0:
-                        t += 8
-                        continue
-                if pend and kb == t:                                   # orders reach their fill bar
-                    a_el, a_xl, a_es, a_xs = p_el, p_xl, p_es, p_xs
-                    size = s_s if p_es else (s_l if p_el else 0)
-                    if a_el and a_xl:                                  # conflict_signal_nb
-                        if pos > 0: a_el = False
-                        else: a_xl = False
-                    if a_es and a_xs:
-                        if pos < 0: a_es = False
-                        else: a_xs = False
-                    if a_el and a_es: a_el = False; a_es = False       # direction conflict: ignored
-                    order = 0                                          # signals_to_size_nb (no accumulation)
-                    if pos > 0:
-                        if a_es: order = -pos - size
-                        elif a_xl: order = -pos
-                    elif pos < 0:
-                        if a_el: order = -pos + size
-                        elif a_xs: order = -pos
-                    else:
-                        if a_el: order = size
-                        elif a_es: order = -size
-                    if order != 0:
-                        buy = order > 0
-                        px = open_[j, t] * (1 + half_spread[j, t]) if buy else open_[j, t] * (1 - half_spread[j, t])
-                        after = pos + order
-                        sgn = 1.0 if buy else -1.0
-                        if pos != 0:                                   # the exit part: closes the position (no partial exits)
-                            if pos < 0: cj -= (-pos * (borrow_days[j, t] - borrow_days[j, since])) * borrow_rate / 360.0
-                            q = abs(pos)
-                            flow = -sgn * q * px - _fee_nb(float(q), px, not buy, fee)
-                            cj += flow; t_cash += flow
-                            n_tr += 1; spnl += t_cash; sret += t_cash / t_val
-                            if t_cash > 0: n_win += 1; gw += t_cash
-                            elif t_cash < 0: n_loss += 1; gl -= t_cash
-                            hd[t + 1] -= 1
-                        if after != 0:                                 # the entry part
-                            q = abs(after)
-                            flow = -sgn * q * px - _fee_nb(float(q), px, not buy, fee)
-                            cj += flow; t_cash = flow; t_val = q * px
-                            hd[t] += 1; since = t
-                        pos = after
-                    pend = False
-                v_el = el[cel, j, t]; v_xl = xl[cxl, j, t]; v_es = es[ces, j, t]; v_xs = xs[cxs, j, t]
-                if v_el or v_xl or v_es or v_xs or eod[t]:            # decisions at the signal bar
-                    ok_l = v_el and not v_es and not v_xl and q_long[j, t] > 0
-                    ok_s = v_es and not v_el and not v_xs and q_short[j, t] > 0
-                    x_l = v_xl or (v_es and not ok_s) or eod[t]
-                    x_s = v_xs or (v_el and not ok_l) or eod[t]
-                    if ok_l or ok_s or x_l or x_s:
-                        k = nxt[j, t]
-                        if k < T:
-                            if not pend:
-                                pend = True; kb = k; p_el = False; p_xl = False; p_es = False; p_xs = False
-                            if ok_l: p_el = True; s_l = q_long[j, t]
-                            if ok_s: p_es = True; s_s = q_short[j, t]
-                            if x_l: p_xl = True
-                            if x_s: p_xs = True
-                if curves or is_anchor[t]:                             # equity: cash, borrow accrued so far, position at the close
-                    v = cj
-                    if pos != 0:
-                        v += pos * close[j, t]
-                        if pos < 0: v -= (-pos * (borrow_days[j, t + 1] - borrow_days[j, since])) * borrow_rate / 360.0
-                    if curves: curve[c, t] += v
-                    if is_anchor[t]:
-                        eqc[d] += v; d += 1
-                t += 1
+            w = 0
+            while w < W:
+                if curves: m = ALL                                     # every bar
+                else:
+                    lim = (kb >> 3) if pend else W                     # a tight scan to the next word with something to do (the fill's word at the latest)
+                    while w < lim and (elw[cel, j, w] | xlw[cxl, j, w] | esw[ces, j, w] | xsw[cxs, j, w] | spw[w]) == 0: w += 1
+                    if w >= W: break
+                    m = elw[cel, j, w] | xlw[cxl, j, w] | esw[ces, j, w] | xsw[cxs, j, w] | anw[w]
+                    if pos != 0: m |= eodw[w]                          # flat, the end-of-day window changes nothing
+                    if pend and (kb >> 3) == w: m |= ONE << np.uint64((kb & 7) << 3)
+                while m != 0:                                          # the word's bars with something to do, in order
+                    sh = np.uint64((np.int64(trailing_zeros(m)) >> 3) << 3)
+                    m &= ~(FF << sh)
+                    t = (w << 3) + np.int64(sh >> np.uint64(3))
+                    if t >= T: break
+                    if pend and kb == t:                               # orders reach their fill bar
+                        a_el, a_xl, a_es, a_xs = p_el, p_xl, p_es, p_xs
+                        size = s_s if p_es else (s_l if p_el else 0)
+                        if a_el and a_xl:                              # conflict_signal_nb
+                            if pos > 0: a_el = False
+                            else: a_xl = False
+                        if a_es and a_xs:
+                            if pos < 0: a_es = False
+                            else: a_xs = False
+                        if a_el and a_es: a_el = False; a_es = False   # direction conflict: ignored
+                        order = 0                                      # signals_to_size_nb (no accumulation)
+                        if pos > 0:
+                            if a_es: order = -pos - size
+                            elif a_xl: order = -pos
+                        elif pos < 0:
+                            if a_el: order = -pos + size
+                            elif a_xs: order = -pos
+                        else:
+                            if a_el: order = size
+                            elif a_es: order = -size
+                        if order != 0:
+                            buy = order > 0
+                            px = open_[j, t] * (1 + half_spread[j, t]) if buy else open_[j, t] * (1 - half_spread[j, t])
+                            after = pos + order
+                            sgn = 1.0 if buy else -1.0
+                            if pos != 0:                               # the exit part: closes the position (no partial exits)
+                                if pos < 0: cj -= (-pos * (borrow_days[j, t] - borrow_days[j, since])) * borrow_rate / 360.0
+                                q = abs(pos)
+                                flow = -sgn * q * px - _fee_nb(float(q), px, not buy, fee)
+                                cj += flow; t_cash += flow
+                                n_tr += 1; spnl += t_cash; sret += t_cash / t_val
+                                if t_cash > 0: n_win += 1; gw += t_cash
+                                elif t_cash < 0: n_loss += 1; gl -= t_cash
+                                hd[t + 1] -= 1
+                            if after != 0:                             # the entry part
+                                q = abs(after)
+                                flow = -sgn * q * px - _fee_nb(float(q), px, not buy, fee)
+                                cj += flow; t_cash = flow; t_val = q * px
+                                hd[t] += 1; since = t
+                                if pos == 0: m |= eodw[w] & ~((FF << sh) | ((ONE << sh) - ONE))   # now held: the window's later bars in this word
+                            pos = after
+                        pend = False
+                    v_el = el[cel, j, t]; v_xl = xl[cxl, j, t]; v_es = es[ces, j, t]; v_xs = xs[cxs, j, t]
+                    if v_el or v_xl or v_es or v_xs or eod[t]:        # decisions at the signal bar
+                        ok_l = v_el and not v_es and not v_xl and q_long[j, t] > 0
+                        ok_s = v_es and not v_el and not v_xs and q_short[j, t] > 0
+                        x_l = pos != 0 and (v_xl or (v_es and not ok_s) or eod[t])   # flat (now and so at the fill), exits change nothing
+                        x_s = pos != 0 and (v_xs or (v_el and not ok_l) or eod[t])
+                        if ok_l or ok_s or x_l or x_s:
+                            k = nxt[j, t]
+                            if k < T:
+                                if not pend:
+                                    pend = True; kb = k; p_el = False; p_xl = False; p_es = False; p_xs = False
+                                    if (k >> 3) == w: m |= ONE << np.uint64((k & 7) << 3)   # the fill is later in this word
+                                if ok_l: p_el = True; s_l = q_long[j, t]
+                                if ok_s: p_es = True; s_s = q_short[j, t]
+                                if x_l: p_xl = True
+                                if x_s: p_xs = True
+                    if curves or is_anchor[t]:                         # equity: cash, borrow accrued so far, position at the close
+                        v = cj
+                        if pos != 0:
+                            v += pos * close[j, t]
+                            if pos < 0: v -= (-pos * (borrow_days[j, t + 1] - borrow_days[j, since])) * borrow_rate / 360.0
+                        if curves: curve[c, t] += v
+                        if is_anchor[t]:
+                            eqc[d] += v; d += 1
+                w += 1
             if pos != 0: hd[T] -= 1
         eq[c, :] = eqc
         tr[c, 0] = n_tr; tr[c, 1] = n_win; tr[c, 2] = n_loss; tr[c, 3] = gw; tr[c, 4] = gl; tr[c, 5] = spnl; tr[c, 6] = sret

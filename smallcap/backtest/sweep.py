@@ -134,13 +134,17 @@ def _static_inputs(plan: Any) -> dict[str, Any]:
     c = plan.risk
     sess = np.isin(plan.session.astype(object), np.asarray(c.sessions, dtype=object))[:, None]
     close = plan.close.ravel(); nan = np.full(T * N, np.nan)
+    tick = plan.tick if c.ssr_rule == 'uptick' and plan.ssr.any() else 0                      # the tick only matters to the uptick rule,
+    adv = plan.avg_volume if c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 else np.nan   # the volume to the liquidity gate (lazy fields)
     q = {}
     with np.errstate(invalid='ignore', divide='ignore'):
+        # no signal stop, size or limit: the shares and reasons do not depend on the side (only the unused stop and target prices do)
+        sz = size_shares(c, plan.cash, close, 1, atr=plan.atr.ravel() if c.stop_atr is not None else None, stop=nan, size=nan, limit=nan,
+                         avg_volume=plan.avg_volume.ravel() if c.max_adv_pct is not None else None)
+        bad = np.where(close > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
         for side in (1, -1):                                      # `_vbt_inputs` at every cell, without the (parameter-dependent) conflict gate
-            g = entry_gates(c, side, plan.close, sess, plan.eod[:, None], ~plan.traded, True, plan.ssr, plan.tick, plan.avg_volume, False).ravel()
-            sz = size_shares(c, plan.cash, close, side, atr=plan.atr.ravel(), stop=nan, size=nan, limit=nan, avg_volume=plan.avg_volume.ravel())
-            gb = g | np.where(close > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
-            qq = np.where(gb == 0, sz.shares, 0)
+            g = entry_gates(c, side, plan.close, sess, plan.eod[:, None], ~plan.traded, True, plan.ssr, tick, adv, False).ravel()
+            qq = np.where((g | bad) == 0, sz.shares, 0)
             q[side] = np.ascontiguousarray(np.where(qq >= c.min_shares, qq, 0).astype(np.int64).reshape(T, N).T)
     ns = plan.index.as_unit('ns').asi8
     days = np.diff(ns, append=ns[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
@@ -192,7 +196,8 @@ def _compiled_rows(combos: list[Strategy], names: list[str], plan0: Any, bars: P
     st = _static_inputs(plan0)
     T, N = plan0.shape
     Tp = -(-T // 8) * 8
-    zero = np.zeros((1, N, Tp), bool)
+    zero, none = np.zeros((1, N, Tp), bool), np.zeros((N, T), bool)
+    buf: dict[str, np.ndarray] = {}                               # per signal, reused chunk after chunk: no fresh pages to zero, the padding stays False
     rows: dict[int, dict[str, Any]] = {}; curves: dict[int, pd.Series] = {}; left: list[int] = []
     for i in it:
         part = list(range(i, min(i + chunk, len(combos))))
@@ -203,10 +208,9 @@ def _compiled_rows(combos: list[Strategy], names: list[str], plan0: Any, bars: P
         sig = {}
         for name in ('entries_long', 'exits_long', 'entries_short', 'exits_short'):   # (combinations, symbols, bars padded to a multiple of 8)
             if any(name in r for _, r in go):
-                a = np.zeros((len(go), N, Tp), bool)
-                for m, (_, r) in enumerate(go):
-                    if name in r: a[m, :, :T] = r[name]
-                sig[name] = a
+                if name not in buf: buf[name] = np.zeros((min(chunk, len(combos)), N, Tp), bool)
+                sig[name] = a = buf[name][:len(go)]
+                np.stack([r.get(name, none) for _, r in go], out=a[:, :, :T], casting='unsafe')
             else: sig[name] = zero
         eq, tr, held, curve = sweep_nb(sig['entries_long'], sig['exits_long'], sig['entries_short'], sig['exits_short'], st['q_long'], st['q_short'],
                                        st['eod'], st['nxt'], st['open_'], st['half_spread'], st['close'], st['borrow_days'], st['borrow_rate'], st['fee'],
