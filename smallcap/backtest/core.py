@@ -138,8 +138,6 @@ class Plan:
     index: pd.DatetimeIndex  # bar open times (UTC)
     symbols: list[str]  # columns
     open: np.ndarray  # open prices (missing bars: the last close)
-    high: np.ndarray  # high prices (missing bars: the last close)
-    low: np.ndarray  # low prices (missing bars: the last close)
     close: np.ndarray  # close prices (missing bars: the last close; NaN before a symbol's first bar)
     volume: np.ndarray  # volume (0 where no bar)
     traded: np.ndarray  # the symbol traded in the bar: an order can fill there
@@ -154,12 +152,38 @@ class Plan:
     risk: RiskConfig  # the risk limits
     cash: float  # starting cash
     fill: str  # 'simple' or 'realistic'
-    meta: dict[str, Any] = field(default_factory=dict)  # data description: fingerprint, source, synthetic, timeframe
-    bars: Panel | None = None  # the bars: ATR and average volume are computed from them on first use
+    _meta: dict[str, Any] = field(default_factory=dict)  # data description (`meta`); the fingerprint may still be hashing (a Future)
+    bars: Panel | None = None  # the bars: highs, lows, ATR and average volume are computed from them on first use
+    _high: np.ndarray | None = field(default=None, repr=False)  # high prices (missing bars: the last close), once computed
+    _low: np.ndarray | None = field(default=None, repr=False)  # low prices (missing bars: the last close), once computed
     _atr: np.ndarray | None = field(default=None, repr=False)  # ATR(14), once computed
     _avg_volume: np.ndarray | None = field(default=None, repr=False)  # average daily volume, once computed
     _tick: np.ndarray | None = field(default=None, repr=False)  # tick direction, once computed
     _session: np.ndarray | None = field(default=None, repr=False)  # session labels, once computed
+
+    @property
+    def high(self) -> np.ndarray:
+        "High prices, a missing bar at the last close (computed on first use: stops, targets and the backtrader engine need them)."
+        if self._high is None: self._high = self._filled('high')
+        return self._high
+
+    @property
+    def low(self) -> np.ndarray:
+        "Low prices, a missing bar at the last close (computed on first use)."
+        if self._low is None: self._low = self._filled('low')
+        return self._low
+
+    def _filled(self, name: str) -> np.ndarray:
+        "A price field of the bars with each missing bar at the last close."
+        if self.bars is None: return self.close
+        return np.where(np.isnan(self.bars.close.to_numpy(float)), self.close, getattr(self.bars, name).to_numpy(float))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        "Data description: fingerprint, range, source, synthetic, timeframe (waits for the fingerprint's helper thread on first use)."
+        fp = self._meta.get('fingerprint')
+        if hasattr(fp, 'result'): self._meta['fingerprint'] = fp.result()
+        return self._meta
 
     @property
     def atr(self) -> np.ndarray:
@@ -229,8 +253,11 @@ class Plan:
 
     @cached_property
     def _sig(self) -> dict[str, np.ndarray]:
-        d = {f: self.signal_array(f) for f in ('entries_long', 'exits_long', 'entries_short', 'exits_short', 'size', 'limit', 'stop')}
-        if self.fill == 'simple': d['limit'] = d['stop'] = np.full(self.shape, np.nan)
+        "The signals as row-major (bars, symbols) arrays for the engines; an absent float signal is a read-only all-NaN view (nothing allocated)."
+        nan = np.broadcast_to(np.nan, self.shape)
+        d = {f: np.ascontiguousarray(self.signal_array(f)) if getattr(self.signals, f) is not None else nan
+             for f in ('entries_long', 'exits_long', 'entries_short', 'exits_short', 'size', 'limit', 'stop')}
+        if self.fill == 'simple': d['limit'] = d['stop'] = nan
         return d
 
     @cached_property
@@ -310,7 +337,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     if not isinstance(bars, Panel): raise DataError(f"bars must be a smallcap Panel, got {type(bars).__name__}")
     if len(bars.index) < 2: raise DataError(f"a backtest needs at least 2 bars, got {len(bars.index)}")
     if not bars.index.is_monotonic_increasing or bars.index.has_duplicates: raise DataError("bars' index must be strictly increasing")
-    fp = _hasher().submit(fingerprint, bars)                                  # hashed on the helper thread meanwhile
+    fp = _hasher().submit(fingerprint, bars)                                  # hashed on the helper thread while the backtest runs (`Plan.meta` waits)
     if fill == 'simple':
         if risk.sizing == 'fixed_risk': raise ConfigError("the simple fill model has no stops, so RiskConfig.sizing='fixed_risk' cannot size entries; use fixed_fraction, fixed_notional or kelly")
         risk = risk.update(stop_pct=None, stop_atr=None, target_pct=None, target_r=None, trail_pct=None, trail_atr=None)
@@ -336,27 +363,30 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     traded = np.isfinite(raw_c) & (vol > 0)
     if spread is not None: hs = spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)
     elif costs.slippage == 'spread':
-        hs = np.asfortranarray(costs._half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float)))   # column-major, as the frame it was
+        hs = costs._half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float))
         if store is not None:
             q = quoted_half_spread(store, bars, timeframe).to_numpy(float)
             hs = np.where(np.isfinite(q), q, hs)
     elif costs.slippage == 'bps': hs = np.full(raw_c.shape, costs.slippage_bps / 1e4)
     else: hs = np.zeros(raw_c.shape)
-    hs = np.where(np.isfinite(hs), hs, 0.0)
+    hs = np.ascontiguousarray(np.where(np.isfinite(hs), hs, 0.0))          # row-major, as the simulators read it
     idx = bars.index
     ny = idx.tz_convert('America/New_York')
     cal = trading_sessions(ny[0].date(), ny[-1].date())
-    pos = pd.Index(pd.to_datetime(cal['date'])).get_indexer(ny.normalize().tz_localize(None))
+    day = ny.tz_localize(None).as_unit('ns').asi8 // 86_400_000_000_000      # each bar's New York day, and the calendar's days (both sorted)
+    cd = pd.DatetimeIndex(pd.to_datetime(cal['date'])).as_unit('ns').asi8 // 86_400_000_000_000
+    i = np.searchsorted(cd, day)
+    pos = np.where(cd[np.minimum(i, len(cd) - 1)] == day, i, -1) if len(cd) else np.full(len(day), -1)   # the bar's session row (-1: none that day)
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
     gaps, counts = np.unique(np.diff(idx.as_unit('ns').asi8), return_counts=True)   # the most frequent bar spacing (the smallest on ties)
-    m = {'fingerprint': fp.result(), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
+    m = {'fingerprint': fp, 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
          'timeframe': timeframe, **(meta or {})}
     if store is not None:
         try: sm = store.meta()
         except Exception: sm = {}
         m.setdefault('synthetic', str(sm.get('synthetic', 'false')).lower() == 'true')
         m.setdefault('source', sm.get('source', type(store).__name__))
-    return Plan(idx, list(bars.symbols), fill_px(bars.open), fill_px(bars.high), fill_px(bars.low), close, vol, traded, hs,
+    return Plan(idx, list(bars.symbols), fill_px(bars.open), close, vol, traded, hs,
                 _ssr_frame(store, bars), ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
                 sig, strat, costs, risk, float(cash), fill, m, bars)
 
@@ -572,6 +602,11 @@ def _first_valid(a: np.ndarray) -> np.ndarray:
     return np.where(ok.any(0), a[i, np.arange(a.shape[1])], np.nan)
 
 # %% ../../nbs/51_backtest.core.ipynb #24cb463e
+def _nz(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    "`np.nonzero` of a 2-D mask (rows, columns; the same row-major order), from its flat indices: several times faster for 2-D arrays."
+    f = np.flatnonzero(m)
+    return f // m.shape[1], f % m.shape[1]
+
 def _next_traded(traded: np.ndarray) -> np.ndarray:
     "For each bar and symbol, the row of the symbol's next traded bar strictly after it (T when none)."
     T = len(traded)
@@ -604,13 +639,12 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     from smallcap.risk import _B, _REJECT_BITS, size_shares
     T, N = plan.shape
     c, s = plan.risk, plan._sig
-    el, es = s['entries_long'].copy(), s['entries_short'].copy()
-    xl, xs = s['exits_long'].copy(), s['exits_short'].copy()
+    el, es, xl, xs = s['entries_long'], s['entries_short'], s['exits_long'], s['exits_short']   # read only
     # 1-2. gates and sizing of every candidate entry at its signal bar
     bits = np.zeros((T, N), np.int64)
     shares = np.zeros((T, N), np.int64); stop = np.full((T, N), np.nan); target = np.full((T, N), np.nan); requested = np.zeros((T, N), np.int64)
     for side, ent in ((1, el), (-1, es)):
-        r, k = np.nonzero(ent)
+        r, k = _nz(ent)
         if not len(r): continue
         g = _static_gates(plan, side, r, k)
         sz = size_shares(c, plan.cash, plan.close[r, k], side, atr=plan.atr[r, k] if c.stop_atr is not None else None, stop=s['stop'][r, k],
@@ -632,14 +666,14 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     ft = np.flatnonzero(plan.traded.T)
     def move(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out, src = np.zeros((T + 1, N), bool), np.full((T + 1, N), -1, np.int64)
-        r, k = np.nonzero(m)
+        r, k = _nz(m)
         nx = _next_traded_at(plan.traded, r, k, ft)
         out[nx, k] = True; src[nx, k] = r
         return out[:T], src[:T]
     EL, src_el = move(ok_l); ES, src_es = move(ok_s); XL, src_xl = move(xl_all); XS, src_xs = move(xs_all)
     size = np.zeros((T, N))
     for src, m in ((src_el, EL), (src_es, ES)):
-        rr, kk = np.nonzero(m); size[rr, kk] = np.abs(shares[src[rr, kk], kk])
+        rr, kk = _nz(m); size[rr, kk] = np.abs(shares[src[rr, kk], kk])
     realistic = plan.fill == 'realistic'
     hs = plan.half_spread
     kw = {}
@@ -654,7 +688,7 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
         buy_px = plan.open * (1 + hs); sell_px = plan.open * (1 - hs)
         sl, tp = np.full((T, N), np.nan), np.full((T, N), np.nan)
         for src, m, fp, sgn in ((src_el, EL, buy_px, 1), (src_es, ES, sell_px, -1)):
-            rr, kk = np.nonzero(m)
+            rr, kk = _nz(m)
             st_, tg_ = stop[src[rr, kk], kk], target[src[rr, kk], kk]
             with np.errstate(invalid='ignore', divide='ignore'):
                 sl[rr, kk] = np.where(np.isfinite(st_), np.maximum(sgn * (1 - st_ / fp[rr, kk]), 0.0), np.nan)
@@ -794,7 +828,7 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
 def _entry_orders(plan: Plan, cand: np.ndarray, shares: np.ndarray, requested: np.ndarray, bits: np.ndarray,
                   stop: np.ndarray, target: np.ndarray) -> pd.DataFrame:
     "One row per entry signal with the risk module's decision (approved, reduced or rejected, with reason codes)."
-    r, k = np.nonzero(cand)
+    r, k = _nz(cand)
     sh = shares[r, k]
     if not len(r):                                                           # no entry signal: the column types an empty frame always had
         e = np.array([], dtype=object)
