@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import click
 
 import smallcap
+from .backtest import kv_pairs, run_options
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
@@ -360,30 +361,11 @@ def scan(filters: tuple[str, ...], spec: str | None, at: str | None, store_path:
     if len(df): click.echo(df.to_string(index=False))
 
 # %% ../nbs/80_cli.ipynb #d9f99b05
-def _pairs(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
-    "KEY=VALUE pairs with YAML-typed values; a malformed pair is named."
-    import yaml
-    out = {}
-    for p in pairs:
-        if '=' not in p: raise click.BadParameter(f"{p!r} is not KEY=VALUE", param_hint=what)
-        k, v = p.split('=', 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else None
-    return out
-
 @click.command()
 @click.argument('strategy')
 @click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
 @_STORE_OPT
-@click.option('--symbols', default=None, help='Comma-separated symbols (default: every symbol in the store).')
-@click.option('--start', default=None, help='First New York date (default: the store\'s first).')
-@click.option('--end', default=None, help='End date, exclusive (default: after the store\'s last).')
-@click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.')
-@click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all']))
-@click.option('--engine', default='vectorbt', show_default=True, type=click.Choice(['vectorbt', 'backtrader']))
-@click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple']))
-@click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.')
-@click.option('--risk', 'risk_spec', default=None, help='Risk config: a YAML file or text.')
-@click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.')
+@run_options
 @click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy>-<fingerprint>).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
 def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str | None, end: str | None,
@@ -397,14 +379,14 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
     from smallcap.risk import RiskConfig
     from smallcap.strategy.base import get_strategy
     with _clean_errors():
-        strat = get_strategy(strategy, **_pairs(params, 'PARAMS'))
+        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
         st = _store(store_path, read_only=True)
         syms = [s.strip().upper() for s in symbols.split(',')] if symbols else None
         b = st.bars(syms, start, end, timeframe=timeframe, session=None if session == 'all' else session)
         if len(b) == 0: raise click.ClickException(f"no {timeframe} bars in {store_path or _settings().store_path} for those symbols and dates")
         bars = Panel.from_bars(b)
         risk = RiskConfig.from_yaml(risk_spec) if risk_spec else RiskConfig()
-        res = _backtest(strat, bars, engine=engine, costs=Costs.from_dict(_pairs(cost_pairs, '--cost')), risk=risk, cash=cash, fill=fill, store=st,
+        res = _backtest(strat, bars, engine=engine, costs=Costs.from_dict(kv_pairs(cost_pairs, '--cost')), risk=risk, cash=cash, fill=fill, store=st,
                         timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
         slug = re.sub(r'[^A-Za-z0-9_.=-]+', '_', strat.id)[:80]
         dest = res.save(Path(out) if out else Path('reports') / 'results' / f"{slug}-{res.inputs['data']['fingerprint']}")

@@ -23,6 +23,7 @@ import click
 import numpy as np
 import pandas as pd
 
+from . import kv_pairs, run_options
 from ..core import ConfigError, DataError
 from ..data.panel import Panel
 from ..risk import RiskConfig
@@ -849,19 +850,6 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     return res
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #d5443182
-def _kv(pairs: tuple[str, ...], what: str, lists: bool = False) -> dict[str, Any]:
-    "KEY=VALUE pairs with YAML-typed values (comma-separated lists when `lists`); a malformed pair is named."
-    import yaml
-    out: dict[str, Any] = {}
-    for p in pairs:
-        if '=' not in p: raise click.BadParameter(f"{p!r} is not KEY=VALUE", param_hint=what)
-        k, v = (x.strip() for x in p.split('=', 1))
-        if not k: raise click.BadParameter(f"{p!r} has no key", param_hint=what)
-        vals = [yaml.safe_load(x) for x in v.split(',')] if lists else yaml.safe_load(v)
-        if lists and (not v or any(x is None for x in vals)): raise click.BadParameter(f"{p!r} needs values: KEY=v1,v2,...", param_hint=what)
-        out[k] = vals
-    return out
-
 def _int_or_spec(v: str | None) -> int | str | None:
     return None if v is None else int(v) if v.strip().isdigit() else v
 
@@ -879,16 +867,7 @@ def _int_or_spec(v: str | None) -> int | str | None:
 @click.option('--executor', default=None, help="inprocess, process, dask, or a Dask scheduler address (default: by the size of the work).")
 @click.option('--workers', default=None, type=int, help='Worker processes (default: the CPU count).')
 @click.option('--store', 'store_path', default=None, help='DuckDB store or Parquet export directory (default: the configured store).')
-@click.option('--symbols', default=None, help='Comma-separated symbols (default: all).')
-@click.option('--start', default=None, help='First New York date.')
-@click.option('--end', default=None, help='End date (exclusive).')
-@click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.')
-@click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all']))
-@click.option('--engine', default='vectorbt', show_default=True, type=click.Choice(['vectorbt', 'backtrader']))
-@click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple']))
-@click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.')
-@click.option('--risk', 'risk_spec', default=None, help='Risk config: a YAML file or text.')
-@click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable).')
+@run_options
 @click.option('--gate-policy', 'gate_policy', default=None, help='Gate policy: a YAML file or text (default: the standard policy).')
 @click.option('--seed', default=0, show_default=True, type=int, help='Seed (look-ahead sample).')
 @click.option('--progress/--no-progress', default=True, show_default=True, help='Progress bar.')
@@ -904,11 +883,11 @@ def walkforward_command(strategy: str, params: tuple[str, ...], grid: tuple[str,
     from smallcap.config import Settings
     from smallcap.core import SmallcapError
     try:
-        strat = get_strategy(strategy, **_kv(params, 'PARAMS'))
+        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
         path = Path(store_path) if store_path else Path(Settings().store_path)
         if not path.exists(): raise click.ClickException(f"no store at {path}")
-        res = walk_forward(strat, str(path), _kv(grid, '--grid', lists=True) or None, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
-                           anchored, objective, purge, embargo, engine, executor, Costs.from_dict(_kv(cost_pairs, '--cost')),
+        res = walk_forward(strat, str(path), kv_pairs(grid, '--grid', lists=True) or None, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
+                           anchored, objective, purge, embargo, engine, executor, Costs.from_dict(kv_pairs(cost_pairs, '--cost')),
                            RiskConfig.from_yaml(risk_spec) if risk_spec else None, cash, fill, None, seed, progress and not as_json,
                            GatePolicy.from_yaml(gate_policy) if gate_policy else None,
                            symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=start, end=end,
