@@ -13,11 +13,12 @@
 """
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Iterator
 
 import numpy as np
+
+from benchmarks import medians
 
 
 def _bars(n_symbols: int = 20, n_sessions: int = 26, seed: int = 7):
@@ -94,11 +95,8 @@ def run(rounds: int = 3) -> Iterator[dict]:
                                           size=np.roll(shares, 1, 0), size_type='amount', price=o, fees=0.005 / o, init_cash=100_000,
                                           cash_sharing=True, group_by=True, call_seq='auto', freq='1min').value()
     ours(); bare()
-    to, tb = [], []
-    for _ in range(rounds):
-        t = time.perf_counter(); ours(); to.append(time.perf_counter() - t)
-        t = time.perf_counter(); bare(); tb.append(time.perf_counter() - t)
-    a, b = statistics.median(to), statistics.median(tb)
+    m = medians(rounds, ours=ours, bare=bare)
+    a, b = m['ours'], m['bare']
     yield {'figure': f'one vectorbt-engine backtest, sma_cross, {bars.close.shape[1]} symbols x {len(bars):,} bars', 'seconds': round(a, 4),
            'reference': 'bare vbt.Portfolio.from_signals on the same signals', 'reference_seconds': round(b, 4), 'ratio': round(a / b, 2),
            'target_ratio': 1.25, 'rounds': rounds}
@@ -125,12 +123,9 @@ def run(rounds: int = 3) -> Iterator[dict]:
     fused = _fused()
     F = np.array([f for f, _ in combos], np.int64); S = np.array([s for _, s in combos], np.int64)
     fused(c[:500], o[:500], F[:2], S[:2], 5_000.0, 0.005)
-    our_sweep()                                                        # numba's on-disk cache loads once per process, as for the fused loop
-    to, tf = [], []
-    for _ in range(rounds):                                            # ours and the fused loop alternate, median of each
-        t = time.perf_counter(); sw = our_sweep(); to.append(time.perf_counter() - t)
-        t = time.perf_counter(); fused(c, o, F, S, 5_000.0, 0.005); tf.append(time.perf_counter() - t)
-    t_ours, t_fused = statistics.median(to), statistics.median(tf)
+    sw = our_sweep()                                                   # numba's on-disk cache loads once per process, as for the fused loop
+    m = medians(rounds, ours=our_sweep, fused=lambda: fused(c, o, F, S, 5_000.0, 0.005))   # ours and the fused loop in turn, median of each
+    t_ours, t_fused = m['ours'], m['fused']
     t = time.perf_counter(); plain_sweep(); t_plain = time.perf_counter() - t
     n = f"{len(combos)} combinations, {bars.close.size:,} bars ({bars.close.shape[1]} symbols x {len(bars):,})"
     yield {'figure': f'sweep sma_cross {n} ({sw.inputs["path"]} path)', 'seconds': round(t_ours, 3), 'reference': 'plain vectorbt sweep (MA.run + one from_signals per combination)',

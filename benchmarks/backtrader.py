@@ -16,12 +16,12 @@ each side once, alternating; figures are ratios of medians.
 """
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from collections.abc import Iterator
 
 import numpy as np
+
+from benchmarks import medians
 
 
 def plan(n_symbols: int = 20, n_sessions: int = 13, seed: int = 5):
@@ -89,12 +89,8 @@ def run(rounds: int = 3) -> Iterator[dict]:
     T, N = p.shape
     fills, _, _ = bt_run(p)                                    # warm up (imports, first calls)
     n_bare = bare(p)
-    t_ours, t_bare, t_fast = [], [], []
-    for _ in range(rounds):
-        t = time.perf_counter(); bt_run(p); t_ours.append(time.perf_counter() - t)
-        t = time.perf_counter(); bare(p); t_bare.append(time.perf_counter() - t)
-        t = time.perf_counter(); bare(p, fast_feed=True); t_fast.append(time.perf_counter() - t)
-    o, b, f = statistics.median(t_ours), statistics.median(t_bare), statistics.median(t_fast)
+    m = medians(rounds, ours=lambda: bt_run(p), bare=lambda: bare(p), fast=lambda: bare(p, fast_feed=True))
+    o, b, f = m['ours'], m['bare'], m['fast']
     label = f"{N} symbols x {T:,} minute bars, sma_cross signals"
     yield {'figure': f'backtrader engine (risk module, order logic, exact fills) vs bare backtrader, {label}', 'seconds': round(o, 3),
            'reference': 'bare backtrader: PandasData feeds, default broker and commission, market orders on the same signals',

@@ -11,6 +11,8 @@ import statistics
 import time
 from collections.abc import Iterator
 
+from benchmarks import medians
+
 LIBRARY = ['sma_cross', 'rsi_reversion', 'bollinger_reversion', 'stochrsi_ema', 'dual_momentum', 'atr_breakout', 'orb', 'gap_and_go', 'vwap_reclaim']
 
 
@@ -40,11 +42,8 @@ def run(rounds: int = 5, n_symbols: int = 5000, window: int = 400) -> Iterator[d
         for s in strats: s.signals(p)
     def plain():
         c = p.close.to_numpy(); cs = np.cumsum(c, 0); (cs[20:] - cs[:-20]) / 20
-    t_ours, t_plain = [], []
-    for _ in range(rounds):
-        t = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t)
-        t = time.perf_counter(); plain(); t_plain.append(time.perf_counter() - t)
-    o, r = statistics.median(t_ours), statistics.median(t_plain)
+    m = medians(rounds, ours=ours, plain=plain)
+    o, r = m['ours'], m['plain']
     yield {'figure': f'all {len(LIBRARY)} library strategies, {n_symbols:,} symbols, one new minute bar ({window}-bar window)', 'seconds': round(o, 4),
            'reference': 'plain numpy 20-bar moving average of the same panel', 'reference_seconds': round(r, 4), 'ratio': round(o / r, 1),
            'target_seconds': 0.25, 'rounds': rounds}

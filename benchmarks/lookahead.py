@@ -11,11 +11,11 @@ Data: 8 symbols x 5 sessions of synthetic extended-hours minute bars (3,530 bars
 """
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
+
+from benchmarks import medians
 
 MEMBERS = {'arbiter': dict(members=('gap_and_go', 'orb', 'vwap_reclaim')),
            'ensemble': dict(members=('sma_cross', 'rsi_reversion', 'bollinger_reversion'), threshold=0.5)}
@@ -55,11 +55,9 @@ def run(rounds: int = 1) -> Iterator[dict]:
     total = {'ours': 0.0, 'ref': 0.0}
     for s in strategies:
         s.signals(panel); check_lookahead(s, panel, cuts=2)                 # compile kernels, load imports
-        ours, ref = [], []
-        for _ in range(rounds):
-            t = time.perf_counter(); r = check_lookahead(s, panel, cuts=50); ours.append(time.perf_counter() - t)
-            t = time.perf_counter(); check_causal(s, panel, cuts=50); ref.append(time.perf_counter() - t)
-        o, f = statistics.median(ours), statistics.median(ref)
+        r = check_lookahead(s, panel, cuts=50)
+        m = medians(rounds, ours=lambda: check_lookahead(s, panel, cuts=50), ref=lambda: check_causal(s, panel, cuts=50))
+        o, f = m['ours'], m['ref']
         total['ours'] += o; total['ref'] += f
         yield {'figure': f'check_lookahead, 50 cuts, {s.name}', 'seconds': round(o, 3), 'reference': 'check_causal, 50 cuts',
                'reference_seconds': round(f, 3), 'ratio': round(o / f, 2), 'target_seconds': 5.0, 'clean': r.ok, 'rounds': rounds}

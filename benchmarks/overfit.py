@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
-import time
 from collections.abc import Iterator
 
 import numpy as np
+
+from benchmarks import medians
 
 
 def _loop_logits(X: np.ndarray, S: int) -> np.ndarray:
@@ -40,11 +40,8 @@ def run(rounds: int = 3) -> Iterator[dict]:
     ours = lambda: pbo(X, n_splits=16)
     ref = lambda: _loop_logits(X, 16)
     np.testing.assert_allclose(ours().logits, ref(), atol=1e-9)          # same answer (also warms both up)
-    times: dict[str, list[float]] = {'ours': [], 'loop': []}
-    for i in range(rounds):
-        for name, f in ([('ours', ours), ('loop', ref)] if i % 2 == 0 else [('loop', ref), ('ours', ours)]):
-            t = time.perf_counter(); f(); times[name].append(time.perf_counter() - t)
-    a, b = statistics.median(times['ours']), statistics.median(times['loop'])
+    m = medians(rounds, alternate=True, ours=ours, loop=ref)
+    a, b = m['ours'], m['loop']
     yield {'figure': 'pbo, 100 trials x 1,000 periods, 16 splits (12,870 combinations): speed-up over a loop over combinations',
            'seconds': round(a, 4), 'reference': 'loop over combinations (concatenate blocks, scipy rankdata)',
            'reference_seconds': round(b, 4), 'ratio': round(b / a, 1), 'target_ratio': 10, 'better': 'higher', 'rounds': rounds}

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from benchmarks import medians
 
 N = 10_000_000
 SYMBOLS = 200
@@ -34,10 +35,7 @@ def _batch(n: int = N, seed: int = 0):
 
 
 def _med(f, rounds: int) -> float:
-    ts = []
-    for _ in range(rounds):
-        t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return medians(rounds, f=f)['f']
 
 
 BARE_1MIN = """SELECT symbol, make_timestamp(epoch_us(ts) // 60000000 * 60000000)::TIMESTAMPTZ AS ts, arg_min(price, ts) AS open,
