@@ -102,8 +102,9 @@ class _BlockStrategy(Strategy):
                 if isinstance(v, tuple):                          # (cells, values): a float signal, NaN elsewhere
                     if k not in out: out[k] = np.full((n, T), np.nan)
                     out[k][sl].reshape(-1)[v[0]] = v[1]
-                elif len(blocks) == 1 and v.base is None and v.dtype == np.bool_ and v.shape == (n, T) and id(v) not in taken:
-                    out[k] = v; taken.add(id(v))                  # one block: its own fresh array is the result (no copy)
+                elif (len(blocks) == 1 and v.dtype == np.bool_ and v.shape == (n, T) and v.flags.c_contiguous
+                      and (v.base is None or type(v.base).__name__ == '_MemInfo') and v.ctypes.data not in taken):
+                    out[k] = v; taken.add(v.ctypes.data)          # one block: its own fresh array (numpy's or a kernel's) is the result, no copy
                 else:
                     if k not in out: out[k] = np.zeros((n, T), bool)
                     out[k][sl] = v
