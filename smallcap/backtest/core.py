@@ -261,6 +261,11 @@ class Plan:
         return d
 
     @cached_property
+    def _close0(self) -> np.ndarray:
+        "Closes with 0 before a symbol's first bar (for marking positions)."
+        return np.nan_to_num(self.close)
+
+    @cached_property
     def _sym(self) -> np.ndarray:
         return np.asarray(self.symbols, dtype=object)
 
@@ -568,7 +573,7 @@ def assemble(plan: Plan,  # the plan the engine executed
     d = np.bincount(row * N + col, weights=sq, minlength=T * N).reshape(T, N)   # share changes per bar and symbol (whole shares: exact in float)
     pos = np.cumsum(d.astype(np.int64), axis=0)
     flow = np.bincount(row, weights=-sq * price - fills['fees'].to_numpy(float), minlength=T)   # summed in fill order, as np.add.at
-    close = np.nan_to_num(plan.close)
+    close = plan._close0
     short_value = np.maximum(-pos, 0) * close
     dt = np.diff(plan.index.as_unit('ns').asi8, append=plan.index.as_unit('ns').asi8[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
     borrow = short_value.sum(1) * plan.costs.borrow_rate * dt / 360.0
@@ -579,8 +584,7 @@ def assemble(plan: Plan,  # the plan the engine executed
     trades = _trades(fills, ts, code, names, idx) if len(fills) else trades_from_fills(fills, idx)
     comm, sec, taf = plan.costs._fee_parts(qty, price, ~buy)
     paid = {'commission': float(comm.sum()), 'sec_fee': float(sec.sum()), 'taf': float(taf.sum()), 'slippage': float(fills['slippage'].sum()), 'borrow': float(borrow.sum())}
-    costs = pd.Series(paid)
-    costs['total'] = costs.sum()
+    costs = pd.Series({**paid, 'total': float(np.sum(list(paid.values())))})   # numpy's sum, as Series.sum adds
     first = np.where(np.isfinite(plan.close[0]), plan.close[0], np.nan)
     with np.errstate(invalid='ignore', divide='ignore'):
         rel = plan.close / np.where(np.isfinite(first), first, _first_valid(plan.close))
@@ -996,7 +1000,7 @@ def _unenforced(plan: Plan, res: BacktestResult) -> list[str]:
     "The limits the vectorised engine does not enforce, each checked against the result: which would have bound."
     c, out = plan.risk, []
     pos = res.positions.to_numpy()
-    close = np.nan_to_num(plan.close)
+    close = plan._close0
     eq = res.equity.to_numpy()
     n_open = (pos != 0).sum(1)
     if (n_open > c.max_positions).any(): out.append(f"max_positions={c.max_positions} NOT enforced by the vectorbt engine: {int((n_open > c.max_positions).sum())} bars held more (up to {int(n_open.max())})")
