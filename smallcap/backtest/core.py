@@ -357,14 +357,15 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     else: raise ConfigError(f"strategy must be a Strategy or Signals, got {type(strategy).__name__}")
     if not (sig.index.equals(bars.index) and sig.entries_long.columns.equals(bars.close.columns)): raise DataError("signals are not aligned with the bars")
     raw_c = bars.close.to_numpy(float)
-    bad = np.isfinite(raw_c) & (raw_c <= 0)
-    if bad.any():
+    bad = raw_c <= 0
+    if bad.any() and (bad := bad & np.isfinite(raw_c)).any():
         r, c = np.argwhere(bad)[0]
         raise DataError(f"bars have {int(bad.sum())} non-positive closes, first at {bars.index[r]} {bars.symbols[c]}")
     close = np.ascontiguousarray(pd.DataFrame(raw_c, copy=False).ffill().to_numpy(float))   # the last close carried forward (NaN before the first)
     miss = np.isnan(raw_c)
     fill_px = lambda df: np.where(miss, close, df.to_numpy(float))
-    vol = np.nan_to_num(bars.volume.to_numpy(float))
+    vol = bars.volume.to_numpy(float)
+    if np.isnan(vol).any(): vol = np.nan_to_num(vol)                          # a panel from `Panel.from_bars` has 0 where no bar already
     traded = np.isfinite(raw_c) & (vol > 0)
     if spread is not None: hs = spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)
     elif costs.slippage == 'spread':
@@ -573,12 +574,12 @@ def assemble(plan: Plan,  # the plan the engine executed
     d = np.bincount(row * N + col, weights=sq, minlength=T * N).reshape(T, N)   # share changes per bar and symbol (whole shares: exact in float)
     pos = np.cumsum(d.astype(np.int64), axis=0)
     flow = np.bincount(row, weights=-sq * price - fills['fees'].to_numpy(float), minlength=T)   # summed in fill order, as np.add.at
-    close = plan._close0
-    short_value = np.maximum(-pos, 0) * close
+    mv = pos * plan._close0                                                  # each position's market value at the close
+    short_value = np.where(pos < 0, -mv, 0.0)
     dt = np.diff(plan.index.as_unit('ns').asi8, append=plan.index.as_unit('ns').asi8[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
     borrow = short_value.sum(1) * plan.costs.borrow_rate * dt / 360.0
     cash = plan.cash + np.cumsum(flow) - np.cumsum(borrow)
-    equity = cash + (pos * close).sum(1)
+    equity = cash + mv.sum(1)
     idx = plan.index
     eq = pd.Series(equity, index=idx, name='equity', copy=False)
     trades = _trades(fills, ts, code, names, idx) if len(fills) else trades_from_fills(fills, idx)
