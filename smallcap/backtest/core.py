@@ -152,7 +152,7 @@ class Plan:
     risk: RiskConfig  # the risk limits
     cash: float  # starting cash
     fill: str  # 'simple' or 'realistic'
-    _meta: dict[str, Any] = field(default_factory=dict)  # data description (`meta`); the fingerprint may still be hashing (a Future)
+    meta: dict[str, Any] = field(default_factory=dict)  # data description: fingerprint, range, source, synthetic, timeframe
     bars: Panel | None = None  # the bars: highs, lows, ATR and average volume are computed from them on first use
     _high: np.ndarray | None = field(default=None, repr=False)  # high prices (missing bars: the last close), once computed
     _low: np.ndarray | None = field(default=None, repr=False)  # low prices (missing bars: the last close), once computed
@@ -177,13 +177,6 @@ class Plan:
         "A price field of the bars with each missing bar at the last close."
         if self.bars is None: return self.close
         return np.where(np.isnan(self.bars.close.to_numpy(float)), self.close, getattr(self.bars, name).to_numpy(float))
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        "Data description: fingerprint, range, source, synthetic, timeframe (waits for the fingerprint's helper thread on first use)."
-        fp = self._meta.get('fingerprint')
-        if hasattr(fp, 'result'): self._meta['fingerprint'] = fp.result()
-        return self._meta
 
     @property
     def atr(self) -> np.ndarray:
@@ -285,12 +278,6 @@ def fingerprint(bars: Panel) -> str:
         h.update(f.encode()); h.update(memoryview(a if a.flags.c_contiguous else np.ascontiguousarray(a)))
     return h.hexdigest()[:20]
 
-@functools.cache
-def _hasher() -> Any:
-    "One helper thread for fingerprints (SHA-256 releases the GIL, so a panel is hashed while its signals are computed)."
-    from concurrent.futures import ThreadPoolExecutor
-    return ThreadPoolExecutor(1, thread_name_prefix='smallcap-fingerprint')
-
 def _ffill(a: np.ndarray) -> np.ndarray:
     "Forward-fill NaNs down each column (vectorised)."
     ok = ~np.isnan(a)
@@ -342,7 +329,6 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     if not isinstance(bars, Panel): raise DataError(f"bars must be a smallcap Panel, got {type(bars).__name__}")
     if len(bars.index) < 2: raise DataError(f"a backtest needs at least 2 bars, got {len(bars.index)}")
     if not bars.index.is_monotonic_increasing or bars.index.has_duplicates: raise DataError("bars' index must be strictly increasing")
-    fp = _hasher().submit(fingerprint, bars)                                  # hashed on the helper thread while the backtest runs (`Plan.meta` waits)
     if fill == 'simple':
         if risk.sizing == 'fixed_risk': raise ConfigError("the simple fill model has no stops, so RiskConfig.sizing='fixed_risk' cannot size entries; use fixed_fraction, fixed_notional or kelly")
         risk = risk.update(stop_pct=None, stop_atr=None, target_pct=None, target_r=None, trail_pct=None, trail_atr=None)
@@ -385,7 +371,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     pos = np.where(cd[np.minimum(i, len(cd) - 1)] == day, i, -1) if len(cd) else np.full(len(day), -1)   # the bar's session row (-1: none that day)
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
     gaps, counts = np.unique(np.diff(idx.as_unit('ns').asi8), return_counts=True)   # the most frequent bar spacing (the smallest on ties)
-    m = {'fingerprint': fp, 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
+    m = {'fingerprint': fingerprint(bars), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
          'timeframe': timeframe, **(meta or {})}
     if store is not None:
         try: sm = store.meta()
@@ -729,6 +715,16 @@ def _vbt_simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.nd
     kw, cfg = _vbt_defaults()
     kw.update(_vbt_enums({'size_type': 'amount', 'accumulate': False, 'upon_opposite_entry': 'reverse', **rest}), **arr)
     use_stops = not all(isinstance(kw[k], float) and np.isnan(kw[k]) for k in ('sl_stop', 'tp_stop'))
+    rows = None
+    if not use_stops or not any(np.isfinite(kw[k]).any() for k in ('sl_stop', 'tp_stop')):
+        # no stop is ever armed: a bar where no column has a signal changes nothing (sizes are share amounts, cash is unlimited, fees are
+        # computed afterwards), so only the bars with a signal are simulated and the records are mapped back to their bars
+        act = np.zeros(shape[0], bool)
+        for s in sig: act |= s.any(1)
+        rows = np.flatnonzero(act) if act.any() else np.zeros(1, np.int64)
+        sig = tuple(np.ascontiguousarray(s[rows]) for s in sig)
+        kw = {k: np.ascontiguousarray(v[rows]) if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == shape[0] else v for k, v in kw.items()}
+        shape = (len(rows), shape[1])
     # what `vbt.Portfolio.from_signals` hands its compiled simulator, without the wrapper, the broadcasting and the portfolio object we do not use;
     # unlimited cash, one group per column: sizing and leverage are the risk module's
     ones = np.ones(shape[1], np.int64)
@@ -736,6 +732,7 @@ def _vbt_simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.nd
                                               signal_func_nb=conflict_signal_nb, signal_args=sig, **{k: np.asarray(v) for k, v in kw.items()},
                                               use_stops=use_stops, auto_call_seq=False, ffill_val_price=cfg['ffill_val_price'], update_value=cfg['update_value'],
                                               max_orders=shape[0] * shape[1], max_logs=1, init_temp_records=cfg['init_temp_records'], flex_2d=True)
+    if rows is not None: rec['idx'] = rows[rec['idx']]
     g = rec['col'] // N
     out = []
     for j in range(len(plans)):
