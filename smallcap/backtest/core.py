@@ -175,8 +175,7 @@ class Plan:
 
     def _filled(self, name: str) -> np.ndarray:
         "A price field of the bars with each missing bar at the last close."
-        if self.bars is None: return self.close
-        return np.where(np.isnan(self.bars.close.to_numpy(float)), self.close, getattr(self.bars, name).to_numpy(float))
+        return _at_last_close(self.bars, name, self.close) if self.bars is not None else self.close
 
     @property
     def atr(self) -> np.ndarray:
@@ -278,6 +277,10 @@ def fingerprint(bars: Panel) -> str:
         h.update(f.encode()); h.update(memoryview(a if a.flags.c_contiguous else np.ascontiguousarray(a)))
     return h.hexdigest()[:20]
 
+def _at_last_close(bars: Panel, name: str, close: np.ndarray) -> np.ndarray:
+    "Field `name` of the bars with each missing bar at `close` (the last close carried forward)."
+    return np.where(np.isnan(bars.close.to_numpy(float)), close, getattr(bars, name).to_numpy(float))
+
 def _ffill(a: np.ndarray) -> np.ndarray:
     "Forward-fill NaNs down each column (vectorised)."
     ok = ~np.isnan(a)
@@ -321,7 +324,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
             meta: dict[str, Any] | None = None,  # data description (source, synthetic, ...)
            ) -> Plan:
     "Compute signals once and every array the engines need."
-    from smallcap.data.calendar import trading_sessions
+    from smallcap.data.calendar import session_labels, trading_sessions
     from smallcap.strategy.base import PurityError, pure_calls
     costs, risk = costs or Costs(), risk or RiskConfig()
     if fill not in FILLS: raise ConfigError(f"fill must be one of {FILLS}, got {fill!r}")
@@ -348,8 +351,6 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
         r, c = np.argwhere(bad)[0]
         raise DataError(f"bars have {int(bad.sum())} non-positive closes, first at {bars.index[r]} {bars.symbols[c]}")
     close = np.ascontiguousarray(pd.DataFrame(raw_c, copy=False).ffill().to_numpy(float))   # the last close carried forward (NaN before the first)
-    miss = np.isnan(raw_c)
-    fill_px = lambda df: np.where(miss, close, df.to_numpy(float))
     vol = bars.volume.to_numpy(float)
     if np.isnan(vol).any(): vol = np.nan_to_num(vol)                          # a panel from `Panel.from_bars` has 0 where no bar already
     traded = np.isfinite(raw_c) & (vol > 0)
@@ -365,10 +366,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     idx = bars.index
     ny = idx.tz_convert('America/New_York')
     cal = trading_sessions(ny[0].date(), ny[-1].date())
-    day = ny.tz_localize(None).as_unit('ns').asi8 // 86_400_000_000_000      # each bar's New York day, and the calendar's days (both sorted)
-    cd = pd.DatetimeIndex(pd.to_datetime(cal['date'])).as_unit('ns').asi8 // 86_400_000_000_000
-    i = np.searchsorted(cd, day)
-    pos = np.where(cd[np.minimum(i, len(cd) - 1)] == day, i, -1) if len(cd) else np.full(len(day), -1)   # the bar's session row (-1: none that day)
+    pos = session_labels(idx).day                                            # each bar's row in `cal` (its trading date; -1 on other days)
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
     gaps, counts = np.unique(np.diff(idx.as_unit('ns').asi8), return_counts=True)   # the most frequent bar spacing (the smallest on ties)
     m = {'fingerprint': fingerprint(bars), 'start': str(idx[0]), 'end': str(idx[-1]), 'bars': len(idx), 'symbols': len(bars.symbols),
@@ -378,7 +376,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
         except Exception: sm = {}
         m.setdefault('synthetic', str(sm.get('synthetic', 'false')).lower() == 'true')
         m.setdefault('source', sm.get('source', type(store).__name__))
-    return Plan(idx, list(bars.symbols), fill_px(bars.open), close, vol, traded, hs,
+    return Plan(idx, list(bars.symbols), _at_last_close(bars, 'open', close), close, vol, traded, hs,
                 _ssr_frame(store, bars), ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
                 sig, strat, costs, risk, float(cash), fill, m, bars)
 
@@ -875,9 +873,10 @@ def _client_ids(strategy: str, names: list[str], kj: np.ndarray, ns: np.ndarray,
 def _byte_table(items: list[str]) -> tuple[np.ndarray, np.ndarray]:
     "Strings as a zero-padded (n, width) uint8 table of their UTF-8 bytes, and their lengths."
     b = [x.encode() for x in items]
-    t = np.zeros((len(b), max(map(len, b), default=1) or 1), np.uint8)
-    for k, x in enumerate(b): t[k, :len(x)] = np.frombuffer(x, np.uint8)   # a handful of distinct symbols and intents
-    return t, np.array([len(x) for x in b], np.int64)
+    n = np.array([len(x) for x in b], np.int64)
+    t = np.zeros((len(b), max(int(n.max(initial=0)), 1)), np.uint8)
+    t[np.repeat(np.arange(len(b)), n), np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)] = np.frombuffer(b''.join(b), np.uint8)
+    return t, n
 
 @functools.cache
 def _ids_kernel() -> Any:

@@ -38,14 +38,17 @@ def _check_curve(s: Any, what: str = 'equity') -> pd.Series:
     if len(back): raise _invalid(what, 'index', 'not increasing', 'bar times must be strictly increasing (no duplicates)', back, s.index[back])
     return pd.Series(v, index=s.index, name=s.name)
 
+def _ny_local(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    "New York wall-clock times (tz-naive); a naive index is taken as local time already."
+    return idx.tz_convert(_NY).tz_localize(None) if idx.tz is not None else idx
+
 def _ny_dates(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
     "The New York date of each time (tz-naive midnight); a naive index is taken as local time."
-    if idx.tz is not None: idx = idx.tz_convert(_NY).tz_localize(None)
-    return idx.normalize()
+    return _ny_local(idx).normalize()
 
 def _day_ends(idx: pd.DatetimeIndex) -> tuple[np.ndarray, pd.DatetimeIndex]:
     "(each New York day's last bar as a mask, the dates of those bars) of a time index, normalising only the days' last bars."
-    loc = idx.tz_convert(_NY).tz_localize(None) if idx.tz is not None else idx
+    loc = _ny_local(idx)
     day = loc.as_unit('ns').asi8 // 86_400_000_000_000                     # local days (floor: before 1970 too)
     last = np.r_[day[1:] != day[:-1], True]
     return last, loc[last].normalize()
@@ -67,12 +70,15 @@ def _dd(v: np.ndarray) -> np.ndarray:
 
 _DD_COLS = ['peak', 'trough', 'recovery', 'depth', 'duration', 'peak_equity', 'trough_equity']
 
+def _underwater(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(below the running peak, first bar of each drawdown period, last bar of each) of a value array."
+    uw = v < np.maximum.accumulate(v)
+    return uw, np.flatnonzero(uw & ~np.r_[False, uw[:-1]]), np.flatnonzero(uw & ~np.r_[uw[1:], False])
+
 def _dd_table(v: np.ndarray, idx: pd.DatetimeIndex) -> pd.DataFrame:
     "Drawdown periods of values `v` at times `idx` (positional, so `idx` may repeat a label)."
     n, dd = len(v), _dd(v)
-    uw = v < np.maximum.accumulate(v)
-    start = np.flatnonzero(uw & ~np.r_[False, uw[:-1]])
-    end = np.flatnonzero(uw & ~np.r_[uw[1:], False])
+    uw, start, end = _underwater(v)
     run = (np.cumsum(uw & ~np.r_[False, uw[:-1]]) - 1)[uw]   # period number of each underwater bar
     pos = np.flatnonzero(uw)
     order = np.lexsort((dd[uw], run))   # by period, then depth (stable: first bar on ties)
@@ -87,9 +93,8 @@ def _dd_table(v: np.ndarray, idx: pd.DatetimeIndex) -> pd.DataFrame:
 
 def _longest_dd(v: np.ndarray, idx: pd.DatetimeIndex) -> pd.Timedelta:
     "The longest drawdown's duration, peak to recovery (or to the last time if not recovered): `_dd_table(v, idx)['duration'].max()` without the table."
-    uw = v < np.maximum.accumulate(v)
-    if not uw.any(): return pd.Timedelta(0)
-    start, end = np.flatnonzero(uw & ~np.r_[False, uw[:-1]]), np.flatnonzero(uw & ~np.r_[uw[1:], False])
+    _, start, end = _underwater(v)
+    if not len(start): return pd.Timedelta(0)
     t = np.asarray(idx.asi8)
     return pd.Timedelta(int((t[np.minimum(end + 1, len(v) - 1)] - t[start - 1]).max()), unit=idx.unit)
 

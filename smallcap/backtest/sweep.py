@@ -128,7 +128,7 @@ def _needs_vbt(raw: dict[str, np.ndarray], plan: Any) -> bool:
 def _static_inputs(plan: Any) -> dict[str, Any]:
     "The compiled path's parameter-independent arrays, `(symbols, bars)`: entry shares per side after the state-free gates, next traded bar, prices, fees, anchors."
     from smallcap.backtest.core import _next_traded
-    from smallcap.backtest.stats import _ny_dates
+    from smallcap.backtest.stats import _day_ends
     from smallcap.risk import _B, entry_gates, size_shares
     T, N = plan.shape
     c = plan.risk
@@ -148,8 +148,7 @@ def _static_inputs(plan: Any) -> dict[str, Any]:
             q[side] = np.ascontiguousarray(np.where(qq >= c.min_shares, qq, 0).astype(np.int64).reshape(T, N).T)
     ns = plan.index.as_unit('ns').asi8
     days = np.diff(ns, append=ns[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
-    dn = _ny_dates(plan.index).to_numpy()
-    last = np.r_[dn[1:] != dn[:-1], True]
+    last = _day_ends(plan.index)[0]
     anchors = np.flatnonzero(last) if last[0] else np.r_[0, np.flatnonzero(last)]    # `stats._daily`: each day's last bar, anchored at the first
     k = plan.costs
     tr = lambda a: np.ascontiguousarray(a.T)
