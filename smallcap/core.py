@@ -18,9 +18,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'OPTIONAL_BAR_COLUMNS', 'SmallcapError', 'ConfigError', 'DataError', 'OrderError', 'RiskError',
-           'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'to_utc', 'Clock', 'SimClock', 'WallClock',
-           'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id', 'Order', 'Fill', 'Position',
-           'Account', 'validate_bars']
+           'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'to_utc', 'Clock',
+           'SimClock', 'WallClock', 'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id',
+           'Order', 'Fill', 'Position', 'Account', 'validate_bars']
 
 # %% ../nbs/00_core.ipynb #b6f61fdd
 class SmallcapError(Exception):
@@ -73,6 +73,24 @@ class ValidationError(DataError, ValueError):
                 lines.append(f"    row {r.row}" + (f" ({where})" if where else ''))
             if len(g) > max_rows: lines.append(f"    ... and {len(g) - max_rows} more")
         return '\n'.join(lines)
+
+# %% ../nbs/00_core.ipynb #18b25bf9
+def yaml_mapping(src: Any,  # YAML text, or the path of a file with one of `suffixes`
+                 what: str,  # what is being read, for the errors ('risk config', 'scan', ...)
+                 suffixes: tuple[str, ...] = ('.yaml', '.yml'),  # file name endings that make `src` a path
+                ) -> dict[str, Any] | None:
+    "A mapping from YAML text or a YAML file (None for an empty document); a missing file, bad YAML or a non-mapping raise ConfigError."
+    import yaml
+    from pathlib import Path
+    s = src if isinstance(src, Path) else str(src).strip()
+    if isinstance(s, Path) or ('\n' not in s and s.lower().endswith(suffixes)):
+        p = Path(s)
+        if not p.is_file(): raise ConfigError(f"{what} file {p} does not exist")
+        s = p.read_text()
+    try: d = yaml.safe_load(s) if s else None
+    except yaml.YAMLError as e: raise ConfigError(f"{what} is not valid YAML: {e}") from None
+    if d is not None and not isinstance(d, dict): raise ConfigError(f"{what} must be a mapping (YAML), not {type(d).__name__}")
+    return d
 
 # %% ../nbs/00_core.ipynb #ebee4736
 def to_utc(t: Any,  # a datetime, pandas Timestamp, numpy datetime64 or ISO string *with* an offset

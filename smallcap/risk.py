@@ -199,15 +199,8 @@ class RiskConfig:
     def from_yaml(cls, src: str | Path,  # a YAML document, or the path of a .yaml/.yml file
                  ) -> RiskConfig:
         "A configuration from YAML text or a YAML file."
-        import yaml
-        if isinstance(src, Path) or (isinstance(src, str) and '\n' not in src and src.endswith(('.yaml', '.yml'))):
-            p = Path(src)
-            if not p.is_file(): raise ConfigError(f"risk config file {p} does not exist")
-            src = p.read_text()
-        try: d = yaml.safe_load(src)
-        except yaml.YAMLError as e: raise ConfigError(f"risk config is not valid YAML: {e}") from None
-        if d is not None and not isinstance(d, dict): raise ConfigError("risk config YAML must be a mapping of fields")
-        return cls.from_dict(d)
+        from smallcap.core import yaml_mapping
+        return cls.from_dict(yaml_mapping(src, 'risk config'))
 
     def update(self, **changes: Any) -> RiskConfig:
         "A validated copy with some fields changed."

@@ -94,14 +94,8 @@ class Scan:
     @classmethod
     def from_text(cls, text: str) -> Scan:
         "A scan from YAML or JSON text (a mapping), or from a .yaml/.yml/.json file path."
-        import yaml
-        s = str(text).strip()
-        if re.search(r'\.(ya?ml|json)$', s, re.I) and '\n' not in s:
-            p = Path(s)
-            if not p.exists(): raise ConfigError(f"scan file {s} does not exist")
-            s = p.read_text()
-        try: d = yaml.safe_load(s) if s else {}
-        except yaml.YAMLError as e: raise ConfigError(f"scan is neither YAML nor JSON: {e}") from None
+        from smallcap.core import yaml_mapping
+        d = yaml_mapping(text, 'scan', ('.yaml', '.yml', '.json'))         # JSON is YAML
         return cls.from_dict(d if d is not None else {})
 
     @classmethod

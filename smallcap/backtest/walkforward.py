@@ -558,11 +558,8 @@ class GatePolicy:
     @classmethod
     def from_yaml(cls, src: str | Path) -> GatePolicy:
         "From a YAML document or the path of a .yaml/.yml file."
-        import yaml
-        text = Path(src).read_text() if isinstance(src, Path) or (isinstance(src, str) and src.strip().endswith(('.yaml', '.yml')) and '\n' not in src) else src
-        d = yaml.safe_load(text)
-        if d is not None and not isinstance(d, dict): raise ConfigError(f"a gate policy must be a YAML mapping, got {type(d).__name__}")
-        return cls.from_dict(d)
+        from smallcap.core import yaml_mapping
+        return cls.from_dict(yaml_mapping(src, 'gate policy'))
 
 def _canonical(d: dict[str, Any]) -> str:
     return json.dumps(_js(d), sort_keys=True, separators=(',', ':'), default=str)
