@@ -18,9 +18,9 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'OPTIONAL_BAR_COLUMNS', 'SmallcapError', 'ConfigError', 'DataError', 'OrderError', 'RiskError',
-           'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'to_utc', 'Clock',
-           'SimClock', 'WallClock', 'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id',
-           'Order', 'Fill', 'Position', 'Account', 'validate_bars']
+           'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'from_fields', 'to_utc',
+           'Clock', 'SimClock', 'WallClock', 'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus',
+           'client_order_id', 'Order', 'Fill', 'Position', 'Account', 'validate_bars']
 
 # %% ../nbs/00_core.ipynb #b6f61fdd
 class SmallcapError(Exception):
@@ -91,6 +91,15 @@ def yaml_mapping(src: Any,  # YAML text, or the path of a file with one of `suff
     except yaml.YAMLError as e: raise ConfigError(f"{what} is not valid YAML: {e}") from None
     if d is not None and not isinstance(d, dict): raise ConfigError(f"{what} must be a mapping (YAML), not {type(d).__name__}")
     return d
+
+def from_fields(cls: type,  # a dataclass
+                d: Mapping[str, Any] | None,  # field values; missing fields keep their defaults
+               ) -> Any:
+    "An instance of dataclass `cls` from a mapping of its fields; unknown keys raise ConfigError naming them and the known ones."
+    from dataclasses import fields
+    d, known = dict(d or {}), [f.name for f in fields(cls)]
+    if bad := sorted(set(d) - set(known)): raise ConfigError(f"{cls.__name__} has no fields {bad}; it has {known}")
+    return cls(**d)
 
 # %% ../nbs/00_core.ipynb #ebee4736
 def to_utc(t: Any,  # a datetime, pandas Timestamp, numpy datetime64 or ISO string *with* an offset

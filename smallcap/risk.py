@@ -186,9 +186,8 @@ class RiskConfig:
     def from_dict(cls, d: Mapping[str, Any] | None,  # field values; missing fields keep their defaults
                  ) -> RiskConfig:
         "A configuration from a mapping; unknown keys raise ConfigError naming them."
-        d = dict(d or {})
-        if bad := sorted(set(d) - {f.name for f in fields(cls)}): raise ConfigError(f"unknown RiskConfig field(s) {bad}; known: {[f.name for f in fields(cls)]}")
-        return cls(**d)
+        from smallcap.core import from_fields
+        return from_fields(cls, d)
 
     def to_yaml(self) -> str:
         "The configuration as a YAML document."

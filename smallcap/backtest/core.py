@@ -73,9 +73,8 @@ class Costs:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Costs:
         "From field values; unknown keys are named."
-        d = dict(d or {})
-        if bad := set(d) - {f.name for f in fields(cls)}: raise ConfigError(f"Costs has no fields {sorted(bad)}")
-        return cls(**d)
+        from smallcap.core import from_fields
+        return from_fields(cls, d)
 
     def fees(self, qty: Any,  # shares per order (> 0)
              price: Any,  # execution price per order

@@ -551,9 +551,8 @@ class GatePolicy:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> GatePolicy:
         "From field values; unknown fields are named."
-        d = dict(d or {})
-        if bad := sorted(set(d) - {f.name for f in dataclasses.fields(cls)}): raise ConfigError(f"GatePolicy has no fields {bad}; it has {[f.name for f in dataclasses.fields(cls)]}")
-        return cls(**d)
+        from smallcap.core import from_fields
+        return from_fields(cls, d)
 
     @classmethod
     def from_yaml(cls, src: str | Path) -> GatePolicy:
