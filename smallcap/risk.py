@@ -20,8 +20,8 @@ from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Positi
 
 # %% auto #0
 __all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reasons_of', 'kelly_fraction', 'RiskConfig', 'Decision', 'Decisions',
-           'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'iter_bars', 'eod_window',
-           'entry_gates', 'RiskEngine', 'check_order']
+           'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'iter_bars', 'protective_level',
+           'eod_window', 'entry_gates', 'RiskEngine', 'check_order']
 
 # %% ../nbs/40_risk.ipynb #9d1327d4
 class Reason(StrEnum):
@@ -726,20 +726,33 @@ def iter_bars(panel: Any,  # a `smallcap.data.panel.Panel` of bars
                          extended_close=cal['post_close'].iloc[j] if j >= 0 else None, bar_seconds=float(bar_seconds))
 
 # %% ../nbs/40_risk.ipynb #c280fb89
-def _exits(c: RiskConfig, s: RiskState, bar: BarContext, repeat: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Exit reason bits, inside-the-bar fill prices and at-bar flags for every symbol (before the bar is marked)."
-    q = s.qty; long_, short_ = q > 0, q < 0; open_ = long_ | short_; sgn = np.sign(q)
-    o, h, l, atr = bar.open, bar.high, bar.low, bar.atr
-    stop, tgt = s.stop, s.target
+def protective_level(config: RiskConfig,  # the risk configuration (its trailing rule)
+                     qty: np.ndarray,  # signed shares of each position (0: flat)
+                     stop: np.ndarray,  # each position's fixed stop (NaN: none)
+                     high: np.ndarray,  # highest price since entry, through the last marked bar
+                     low: np.ndarray,  # lowest price since entry, through the last marked bar
+                     atr: np.ndarray,  # ATR of each symbol (NaN: unknown; `trail_atr` falls back to `trail_pct`)
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    "Each position's protective exit level (its stop, tightened by the trailing level) and whether the trailing level is the one that binds."
+    c, q = config, np.asarray(qty)
+    long_ = q > 0
     tl = np.full(len(q), np.nan)
     if c.trail_pct is not None or c.trail_atr is not None:
-        best = np.where(long_, s.high, s.low)
+        best = np.where(long_, high, low)
         td = c.trail_pct * best if c.trail_pct is not None else np.full(len(q), np.nan)
         if c.trail_atr is not None: td = np.where(np.isfinite(atr) & (atr > 0), c.trail_atr * atr, td)
-        tl = best - sgn * td
-    prot = np.where(long_, np.fmax(stop, tl), np.fmin(stop, tl))
+        tl = best - np.sign(q) * td
+    level = np.where(long_, np.fmax(stop, tl), np.fmin(stop, tl))
+    return level, np.isfinite(tl) & ~np.where(long_, stop >= tl, stop <= tl)
+
+def _exits(c: RiskConfig, s: RiskState, bar: BarContext, repeat: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Exit reason bits, inside-the-bar fill prices and at-bar flags for every symbol (before the bar is marked)."
+    q = s.qty; long_, short_ = q > 0, q < 0; open_ = long_ | short_
+    o, h, l, atr = bar.open, bar.high, bar.low, bar.atr
+    tgt = s.target
+    prot, trails = protective_level(c, q, s.stop, s.high, s.low, atr)
     hit = open_ & np.where(long_, l <= prot, h >= prot)
-    trail = hit & np.isfinite(tl) & ~np.where(long_, stop >= tl, stop <= tl)
+    trail = hit & trails
     hit_t = open_ & ~hit & np.where(long_, h >= tgt, l <= tgt)
     price = np.where(hit, np.where(long_, np.fmin(o, prot), np.fmax(o, prot)), np.where(hit_t, np.where(long_, np.fmax(o, tgt), np.fmin(o, tgt)), np.nan))
     bits = np.where(hit & ~trail, _B.EXIT_STOP, 0) | np.where(trail, _B.EXIT_TRAILING, 0) | np.where(hit_t, _B.EXIT_TARGET, 0)

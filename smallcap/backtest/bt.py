@@ -15,7 +15,7 @@ import pandas as pd
 
 from .core import FILLS, Costs, Plan, empty_fills
 from ..core import ConfigError, Fill, Intent, client_order_id
-from ..risk import BarContext, RiskEngine, RiskState, reasons_of
+from ..risk import BarContext, RiskEngine, RiskState, protective_level, reasons_of
 
 # %% auto #0
 __all__ = ['run', 'support_matrix']
@@ -358,18 +358,8 @@ class _Engine:
 
     def _levels(self, js: np.ndarray, atr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         "The risk module's protective level for symbols js (the stop, tightened by the trailing level), and whether it trails."
-        st, c = self.state, self.c
-        q = st.qty[js]; long_ = q > 0
-        stop = st.stop[js]
-        tl = np.full(len(js), np.nan)
-        if self.trailing:
-            best = np.where(long_, st.high[js], st.low[js])
-            td = c.trail_pct * best if c.trail_pct is not None else np.full(len(js), np.nan)
-            if c.trail_atr is not None: td = np.where(np.isfinite(atr[js]) & (atr[js] > 0), c.trail_atr * atr[js], td)
-            tl = best - np.sign(q) * td
-        lvl = np.where(long_, np.fmax(stop, tl), np.fmin(stop, tl))
-        trail = np.isfinite(tl) & ~np.where(long_, stop >= tl, stop <= tl)
-        return lvl, trail
+        st = self.state
+        return protective_level(self.c, st.qty[js], st.stop[js], st.high[js], st.low[js], atr[js])
 
     # ---- orders -----------------------------------------------------------------------------------------------
     def _set(self, what: str, j: int, o: Any) -> None:
