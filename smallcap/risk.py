@@ -331,7 +331,8 @@ _ARRAYS: dict[str, tuple[Any, Any, str]] = dict(  # per-symbol arrays: dtype, va
     target=(float, np.nan, "Take-profit of the position (NaN: none)."), last_price=(float, np.nan, "Last close (the mark)."),
     last_exit=(np.int64, _NAT, "When the symbol's last position closed (ns, UTC)."), pending=(np.int64, 0, "Signed shares of approved, unfilled entries."),
     pending_stop=(float, np.nan, "Stop for the position a pending entry opens."), pending_target=(float, np.nan, "Take-profit for the position a pending entry opens."),
-    pending_bar=(np.int64, 0, "`bars_seen` when the pending entry was approved."))
+    pending_bar=(np.int64, 0, "`bars_seen` when the pending entry was approved."),
+    protections=(np.int64, 0, "Protective orders (stop, target) placed for the symbol so far: the attempt in the next one's client id."))
 _POS_FIELDS = ('qty', 'avg_price', 'realized', 'entry_time', 'bars_held', 'high', 'low', 'stop', 'target', 'last_price')
 _PENDING_FIELDS = ('pending', 'pending_stop', 'pending_target', 'pending_bar')
 
@@ -505,7 +506,8 @@ class RiskState:
                     positions={sym[i]: row(i, _POS_FIELDS) for i in np.flatnonzero(a['qty'])},
                     pending={sym[i]: row(i, _PENDING_FIELDS) for i in np.flatnonzero(a['pending'])},
                     realized={sym[i]: float(a['realized'][i]) for i in np.flatnonzero((a['realized'] != 0) & (a['qty'] == 0))},
-                    last_exit={sym[i]: _iso(a['last_exit'][i]) for i in np.flatnonzero(a['last_exit'] != _NAT)})
+                    last_exit={sym[i]: _iso(a['last_exit'][i]) for i in np.flatnonzero(a['last_exit'] != _NAT)},
+                    protections={sym[i]: int(a['protections'][i]) for i in np.flatnonzero(a['protections'])})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any],  # what `to_dict` produced
@@ -523,6 +525,7 @@ class RiskState:
                     for k, v in row.items(): s.arrays[k][i] = _ns(v) if k == 'entry_time' else (np.nan if v is None else v)
             for sym, v in (d.get('realized') or {}).items(): s.realized[s.index_of(sym)] = v
             for sym, v in (d.get('last_exit') or {}).items(): s.last_exit[s.index_of(sym)] = _ns(v)
+            for sym, v in (d.get('protections') or {}).items(): s.protections[s.index_of(sym)] = int(v)
         except (KeyError, TypeError, ValueError) as e: raise DataError(f"not a RiskState dict: {type(e).__name__}: {e}") from None
         return s
 
@@ -933,8 +936,8 @@ class RiskEngine:
         if s.day_halted and c.flatten_on_daily_loss: bits |= np.where(q != 0, _B.EXIT_DAILY_LOSS, 0)
         exiting = (q != 0) & (bits != 0)
         exits = self._exit_decisions(bar, q, bits, price, at_bar, exiting, frozen, mark)
-        q_post = np.where(exiting & (not frozen), 0, q)
-        entries = _entries(c, s, bar, q_post, mark, equity, day_pnl, limit_loss, exiting)
+        # an exit decided is not an exit filled: the position keeps its slot and exposure until its fill arrives (`apply_fill`)
+        entries = _entries(c, s, bar, q, mark, equity, day_pnl, limit_loss, exiting)
         return entries, exits
 
     def _exit_decisions(self, bar: BarContext, q: np.ndarray, bits: np.ndarray, price: np.ndarray, at_bar: np.ndarray,

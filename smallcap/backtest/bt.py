@@ -20,15 +20,6 @@ from ..risk import BarContext, RiskEngine, RiskState, protective_level, reasons_
 # %% auto #0
 __all__ = ['run', 'support_matrix']
 
-# %% ../../nbs/53_backtest.bt.ipynb #70e8bb3f
-def _fee_parts(c: Costs, q: float, p: float, sell: bool) -> tuple[float, float]:
-    "(commission, SEC fee + TAF) of one execution: `Costs.fees` on scalars, same arithmetic."
-    value = q * p
-    comm = min(max(c.commission_per_share * q, c.commission_min), c.commission_max_pct * value) if q > 0 else 0.0
-    if not sell: return float(comm), 0.0
-    up = lambda x: float(np.ceil(np.round(x * 100, 6)) / 100)
-    return float(comm), up(c.sec_fee_rate * value) + up(min(c.taf_per_share * q, c.taf_max))
-
 # %% ../../nbs/53_backtest.bt.ipynb #37efb601
 _CLS: dict[str, Any] = {}
 
@@ -50,12 +41,12 @@ def _classes() -> SimpleNamespace:
             self._last(); self.home()
 
     class Comm(bt.CommInfoBase):
-        "Stock-like commission scheme charging `Costs.fees` (commission, SEC fee, TAF) per execution."
+        "Stock-like commission scheme charging `Costs.fee` (commission, SEC fee, TAF) per execution."
         params = (('stocklike', True), ('commtype', bt.CommInfoBase.COMM_FIXED), ('percabs', True), ('costs', None))
 
         def parts(self, size: float, price: float) -> tuple[float, float]:
             "(commission, SEC fee + TAF) of one execution of `size` shares (negative: a sale)."
-            return _fee_parts(self.p.costs, abs(size), price, size < 0)
+            return self.p.costs.fee(abs(size), price, size < 0)
 
         def _getcommission(self, size: float, price: float, pseudoexec: bool) -> float:
             cm, reg = self.parts(size, price)

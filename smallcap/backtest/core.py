@@ -22,111 +22,13 @@ import pandas as pd
 
 from ..core import ConfigError, DataError
 from ..data.panel import Panel
+from ..execution.costs import SLIPPAGE_MODELS, Costs, quoted_half_spread
 from ..risk import NAT_NS, RiskConfig, eod_window, entry_gates, reasons_of
 from ..strategy.base import Signals, Strategy
 
 # %% auto #0
-__all__ = ['SLIPPAGE_MODELS', 'FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINES', 'Costs', 'quoted_half_spread', 'Plan',
-           'fingerprint', 'prepare', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids',
-           'backtest', 'run_plan']
-
-# %% ../../nbs/51_backtest.core.ipynb #9876b2c3
-SLIPPAGE_MODELS: tuple[str, ...] = ('spread', 'bps', 'none')
-
-@dataclass(frozen=True)
-class Costs:
-    "Every charge on a fill: commission, SEC fee, FINRA TAF, spread slippage, a participation cap and borrow."
-    commission_per_share: float = 0.005  # dollars per share
-    commission_min: float = 1.0  # minimum commission per order (dollars)
-    commission_max_pct: float = 0.01  # maximum commission as a fraction of the trade value
-    sec_fee_rate: float = 27.80e-6  # SEC Section 31 fee per dollar sold
-    taf_per_share: float = 0.000166  # FINRA trading activity fee per share sold
-    taf_max: float = 8.30  # TAF cap per trade
-    slippage: str = 'spread'  # 'spread' (half the quoted or modelled spread), 'bps' (fixed), 'none'
-    slippage_bps: float = 0.0  # fixed slippage for 'bps' (basis points of price)
-    spread_bps: float = 10.0  # modelled spread: base (basis points of price)
-    tick: float = 0.01  # modelled spread: one tick added (dollars), which widens it at low prices
-    spread_range: float = 0.1  # modelled spread: this share of the bar's high-low range added (volatile bars)
-    max_half_spread: float = 0.05  # a modelled half spread never exceeds this fraction of price
-    participation: float | None = 0.1  # largest share of a bar's volume one order may take (None: no cap)
-    borrow_rate: float = 0.05  # annual borrow fee on the short market value (actual/360)
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == 'slippage':
-                if v not in SLIPPAGE_MODELS: raise ConfigError(f"Costs.slippage must be one of {SLIPPAGE_MODELS}, got {v!r}")
-            elif f.name == 'participation':
-                if v is not None and not (0 < v <= 1): raise ConfigError(f"Costs.participation must be in (0, 1] or None, got {v!r}")
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-                raise ConfigError(f"Costs.{f.name} must be a finite number >= 0, got {v!r}")
-
-    @classmethod
-    def none(cls) -> Costs:
-        "No charges at all (for tests and for isolating a strategy's raw edge)."
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 'none', participation=None, borrow_rate=0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        "Field values (JSON-safe)."
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Costs:
-        "From field values; unknown keys are named."
-        from smallcap.core import from_fields
-        return from_fields(cls, d)
-
-    def fees(self, qty: Any,  # shares per order (> 0)
-             price: Any,  # execution price per order
-             sell: Any,  # True for sales (regulatory fees apply)
-            ) -> pd.DataFrame:
-        "Commission, SEC fee and TAF (dollars) of each order, vectorised."
-        comm, sec, taf = self._fee_parts(qty, price, sell)
-        return pd.DataFrame({'commission': comm, 'sec_fee': sec, 'taf': taf})
-
-    def _fee_parts(self, qty: Any, price: Any, sell: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        "`fees` as three arrays (commission, SEC fee, TAF)."
-        q, p = np.asarray(qty, float), np.asarray(price, float)
-        s = np.broadcast_to(np.asarray(sell, bool), q.shape)
-        value = q * p
-        comm = np.minimum(np.maximum(self.commission_per_share * q, self.commission_min), self.commission_max_pct * value)
-        comm = np.where(q > 0, comm, 0.0)
-        up = lambda x: np.ceil(np.round(x * 100, 6)) / 100
-        sec = np.where(s, up(self.sec_fee_rate * value), 0.0)
-        taf = np.where(s, up(np.minimum(self.taf_per_share * q, self.taf_max)), 0.0)
-        return comm, sec, taf
-
-    def model_half_spread(self, bars: Panel) -> pd.DataFrame:
-        "Modelled half spread as a fraction of price, per bar and symbol (wider at low prices and in wide bars)."
-        hs = self._half_spread(bars.close.to_numpy(float), bars.high.to_numpy(float), bars.low.to_numpy(float))
-        return pd.DataFrame(hs, index=bars.index, columns=bars.close.columns)
-
-    def _half_spread(self, c: np.ndarray, h: np.ndarray, l: np.ndarray) -> np.ndarray:
-        "`model_half_spread` on arrays (close, high, low)."
-        rng = h - l
-        with np.errstate(invalid='ignore', divide='ignore'):
-            rel = self.spread_bps / 1e4 + self.tick / c + self.spread_range * rng / c
-        return np.minimum(0.5 * rel, self.max_half_spread)
-
-# %% ../../nbs/51_backtest.core.ipynb #05b9c47c
-def quoted_half_spread(store: Any,  # a TickStore or ParquetStore with quotes
-                       bars: Panel,  # the bars to price (their index and symbols)
-                       timeframe: str = '1min',  # the bars' timeframe
-                      ) -> pd.DataFrame:
-    "Mean quoted half spread (fraction of the mid) per bar and symbol from the store's quotes (NaN where none)."
-    import polars as pl
-    from smallcap.data.store import timeframe_us
-    step = timeframe_us(timeframe)
-    if step <= 0 or 3_600_000_000 % step: raise ConfigError(f"quoted_half_spread needs a timeframe that divides an hour, got {timeframe!r}")
-    out = pd.DataFrame(np.nan, index=bars.index, columns=bars.close.columns)
-    if len(bars.index) == 0: return out
-    q = store.quotes(list(bars.symbols), bars.index[0], bars.index[-1] + pd.Timedelta(microseconds=step), as_='polars')
-    if q.height == 0: return out
-    g = (q.with_columns(pl.col('ts').dt.truncate(f"{step}us").alias('bar'), ((pl.col('ask') - pl.col('bid')) / (pl.col('ask') + pl.col('bid'))).alias('hs'))
-          .group_by('symbol', 'bar').agg(pl.col('hs').mean()).to_pandas())
-    w = g.pivot(index='bar', columns='symbol', values='hs')
-    w.index = pd.DatetimeIndex(w.index).tz_convert('UTC').as_unit(bars.index.unit)
-    return w.reindex(index=bars.index, columns=bars.close.columns)
+__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINES', 'Plan', 'fingerprint', 'prepare', 'empty_fills',
+           'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids', 'backtest', 'run_plan']
 
 # %% ../../nbs/51_backtest.core.ipynb #f64649d2
 FILLS: tuple[str, ...] = ('simple', 'realistic')
@@ -566,7 +468,7 @@ def assemble(plan: Plan,  # the plan the engine executed
     idx = plan.index
     eq = pd.Series(equity, index=idx, name='equity', copy=False)
     trades = _trades(fills, ts, code, names, idx) if len(fills) else trades_from_fills(fills, idx)
-    comm, sec, taf = plan.costs._fee_parts(qty, price, ~buy)
+    comm, sec, taf = plan.costs.fee_parts(qty, price, ~buy)
     paid = {'commission': float(comm.sum()), 'sec_fee': float(sec.sum()), 'taf': float(taf.sum()), 'slippage': float(fills['slippage'].sum()), 'borrow': float(borrow.sum())}
     costs = pd.Series({**paid, 'total': float(np.sum(list(paid.values())))})   # numpy's sum, as Series.sum adds
     first = np.where(np.isfinite(plan.close[0]), plan.close[0], np.nan)
@@ -798,7 +700,7 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
     hs = plan.half_spread[rr, cc]
     raw = np.where(buy, px / (1 + hs), px / (1 - hs))
     slip = q * np.abs(px - raw)
-    comm, sec, taf = plan.costs._fee_parts(q, px, ~buy)
+    comm, sec, taf = plan.costs.fee_parts(q, px, ~buy)
     fee = comm + sec + taf
     long_pos = np.where(opening, buy, b4 > 0)
     sig_exit = ext[rr, cc]

@@ -11,6 +11,8 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from ..execution.costs import fee_parts
+
 # %% auto #0
 __all__ = ['conflict_signal_nb', 'sweep_nb']
 
@@ -36,18 +38,13 @@ def conflict_signal_nb(c: Any,  # vectorbt's SignalContext (i, col, position_now
 conflict_signal_nb: Any  # a numba dispatcher: typed by the signature above
 
 # %% ../../nbs/59_backtest.nb.ipynb #55c56aa9
-@njit(cache=True, inline='always')
-def _up_cent_nb(x: float) -> float:
-    "Round dollars up to the cent as `Costs.fees` does: ceil(round(x * 100, 6)) / 100."
-    return np.ceil(np.rint(x * 100 * 1e6) / 1e6) / 100
+_fee_parts_nb = njit(cache=True, inline='always')(fee_parts)   # the one fee rule (`smallcap.execution.costs.fee_parts`), compiled
 
 @njit(cache=True, inline='always')
 def _fee_nb(q: float, px: float, sell: bool, fee: np.ndarray) -> float:
-    "`Costs.fees(q, px, sell).sum(axis=1)` of one order; fee = (per share, min, max fraction, SEC rate, TAF per share, TAF cap)."
-    value = q * px
-    comm = min(max(fee[0] * q, fee[1]), fee[2] * value) if q > 0 else 0.0
-    if not sell: return comm + 0.0 + 0.0
-    return comm + _up_cent_nb(fee[3] * value) + _up_cent_nb(min(fee[4] * q, fee[5]))
+    "`Costs.fees(q, px, sell).sum(axis=1)` of one order; fee = `Costs.fee_args` as an array."
+    comm, sec, taf = _fee_parts_nb(q, px, sell, fee[0], fee[1], fee[2], fee[3], fee[4], fee[5])
+    return comm.item() + sec.item() + taf.item()
 
 @njit(cache=True)
 def sweep_nb(el: np.ndarray,  # bool (C, N, Tp): long entries of each combination at their signal bars (Tp: bars padded to a multiple of 8 with False; C may be 1: shared)

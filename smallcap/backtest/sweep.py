@@ -156,7 +156,7 @@ def _static_inputs(plan: Any) -> dict[str, Any]:
     borrow_days = np.zeros((N, T + 1)); np.cumsum(close * days, axis=1, out=borrow_days[:, 1:])
     return dict(q_long=q[1], q_short=q[-1], eod=np.ascontiguousarray(plan.eod, dtype=bool), nxt=tr(_next_traded(plan.traded)), open_=tr(plan.open),
                 half_spread=tr(plan.half_spread), close=close, borrow_days=borrow_days, borrow_rate=float(k.borrow_rate),
-                fee=np.array([k.commission_per_share, k.commission_min, k.commission_max_pct, k.sec_fee_rate, k.taf_per_share, k.taf_max], float),
+                fee=np.array(k.fee_args, float),
                 anchors=anchors.astype(np.int64), cash=float(plan.cash))
 
 def _table_stats(eq: np.ndarray,  # (C, D) equity at the anchor bars (each day's close, anchored at the first bar)
