@@ -16,6 +16,8 @@ import pandas as pd
 from .core import FILLS, Costs, Plan, empty_fills
 from ..core import ConfigError, Fill, Intent, client_order_id
 from ..risk import BarContext, RiskEngine, RiskState, protective_level, reasons_of
+from ..execution.sim import fill_price, short_sale_blocked, slipped
+from .event import engine_notes, fills_frame, orders_frame, quiet_bars
 
 # %% auto #0
 __all__ = ['run', 'support_matrix']
@@ -92,49 +94,26 @@ def _classes() -> SimpleNamespace:
             self._work = None
 
         def _try(self, o: Any, k: int) -> None:
-            "Price one working order against bar k and fill what the bar allows."
+            "Price one working order against bar k (`fill_price`, the one fill rule) and fill what the bar allows."
             e = self.e
             j = o.data._j
             if not e.traded[k, j]: return                       # no trade in the bar: nothing can trigger or fill
             base = self._price(o, e.open[k, j], e.high[k, j], e.low[k, j], e.close[k, j], k)
             if base is None: return
-            hs = e.hs[k, j]
-            self._fill(o, k, j, base, base * (1 + hs) if o.isbuy() else base * (1 - hs))
+            self._fill(o, k, j, base, slipped(base, o.isbuy(), e.hs[k, j]))
 
         def _price(self, o: Any, op: float, hi: float, lo: float, cl: float, k: int) -> float | None:
-            "The unslipped execution price of an order in a bar (None: it does not execute there)."
-            O, buy, et = bt.Order, o.isbuy(), o.exectype
-            if et == O.Market or o.info.get('triggered') is not None and et in (O.Stop, O.StopTrail): return op
-            if et == O.Limit or (et in (O.StopLimit, O.StopTrailLimit) and o.info.get('triggered') is not None):
-                lim = o.created.price if et == O.Limit else o.created.pricelimit
-                if buy: return op if op <= lim else (lim if lo <= lim else None)
-                return op if op >= lim else (lim if hi >= lim else None)
-            stop = o.created.price
-            gap, touch = (op >= stop, hi >= stop) if buy else (op <= stop, lo <= stop)
-            if et in (O.Stop, O.StopTrail):
-                if gap or touch:
-                    o.info['triggered'] = k
-                    if o.info.get('kind') == 'stop': self.e.on_trigger(o, k)
-                    return op if gap else stop
-                if et == O.StopTrail and not o.info.get('managed'): o.trailadjust(cl)
-                return None
-            # stop-limit: triggered at the open -> a limit from the open; triggered inside the bar -> fills at the stop when
-            # the limit allows it, else at the limit only if the bar closed through it (the path after the trigger is unknown)
-            lim = o.created.pricelimit
-            if gap:
+            "The unslipped execution price of an order in a bar (None: it does not execute there), by `fill_price`."
+            O, et = bt.Order, o.exectype
+            kind = 'market' if et == O.Market else 'limit' if et == O.Limit else 'stop' if et in (O.Stop, O.StopTrail) else 'stop_limit'
+            lim = o.created.price if et == O.Limit else (o.created.pricelimit if kind == 'stop_limit' else np.nan)
+            stop = o.created.price if kind in ('stop', 'stop_limit') else np.nan
+            base, trig = fill_price(kind, o.isbuy(), op, hi, lo, cl, lim, stop, o.info.get('triggered') is not None)
+            if trig:
                 o.info['triggered'] = k
-                return self._price_limit(buy, op, hi, lo, lim)
-            if touch:
-                o.info['triggered'] = k
-                if (lim >= stop) if buy else (lim <= stop): return stop
-                return lim if ((cl <= lim) if buy else (cl >= lim)) else None
-            if et == O.StopTrailLimit and not o.info.get('managed'): o.trailadjust(cl)
-            return None
-
-        @staticmethod
-        def _price_limit(buy: bool, op: float, hi: float, lo: float, lim: float) -> float | None:
-            if buy: return op if op <= lim else (lim if lo <= lim else None)
-            return op if op >= lim else (lim if hi >= lim else None)
+                if o.info.get('kind') == 'stop': self.e.on_trigger(o, k)
+            elif base is None and et in (O.StopTrail, O.StopTrailLimit) and not o.info.get('managed'): o.trailadjust(cl)
+            return base
 
         def _fill(self, o: Any, k: int, j: int, base: float, price: float) -> None:
             "Execute what bar k allows of an order at `price` (volume cap; exits capped by the position)."
@@ -148,6 +127,7 @@ def _classes() -> SimpleNamespace:
                     self.cancel(o); e.on_done(o); return
                 q = min(q, abs(pos))
             elif (pos != 0 and (pos > 0) != buy) or e.has_exit[j] or e.trig[j]: return   # an entry waits for the symbol's exit to complete
+            if e.ssr is not None and short_sale_blocked(o.info.get('kind') == 'entry' and not buy, bool(e.ssr[k, j]), int(e.tick[k, j])): return
             if q <= 0: return
             size = q if buy else -q
             data = o.data
@@ -246,7 +226,9 @@ class _Engine:
         s = plan._sig
         self.busy = s['entries_long'].any(1) | s['entries_short'].any(1)
         self.skip = _SKIP
-        self.quiet = self._quiet_bars()
+        self.quiet = quiet_bars(plan)
+        self.ssr = plan.ssr if plan.ssr.any() else None
+        self.tick = plan.tick if self.ssr is not None else None
         ny = plan.index.tz_convert('America/New_York').normalize()
         last = pd.Series(np.arange(T)).groupby(np.asarray(ny.asi8)).transform('max').to_numpy()
         self.expiry = last if self.realistic else None
@@ -267,19 +249,6 @@ class _Engine:
         self.rejected: list[Any] = []
         self.count = dict(market_at_bar=0, at_bar_left=0, expired=0, expired_shares=0)
         self.broker = self.strat = self.datas = None
-
-    def _quiet_bars(self) -> np.ndarray:
-        "Bars at which decide() cannot decide anything while no position has a stop or target (and nothing is pending or working)."
-        c, p, s = self.c, self.plan, self.plan._sig
-        rules = (c.stop_pct, c.stop_atr, c.target_pct, c.target_r, c.trail_pct, c.trail_atr, c.max_bars_held, c.max_hold_minutes,
-                 c.max_daily_loss_pct, c.max_daily_loss)
-        if any(r is not None for r in rules) or c.loss_budget: return np.zeros(self.T, bool)
-        sig = self.busy | s['exits_long'].any(1) | s['exits_short'].any(1)
-        end = p.index.as_unit('ns').asi8 + int(p.bar_seconds * 1e9)
-        close = p.extended_close if 'after-hours' in c.sessions else p.session_close
-        nat = np.iinfo(np.int64).min
-        eod = c.eod_flatten & (close != nat) & (end >= close - int((c.eod_minutes + 1) * 60e9) - int(p.bar_seconds * 1e9))   # a bar early, to be safe
-        return ~sig & ~eod
 
     # ---- per bar ----------------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -372,7 +341,7 @@ class _Engine:
         o = fn(self.strat, self.datas[j], qty, price=price, plimit=plimit, exectype=exectype, **info)
         self.sent.append((dict(ts=self.bars.times[k], symbol=self.plan.symbols[j], side='buy' if buy else 'sell', type=_TYPE_NAMES[exectype],
                                intent=str(intent), requested=qty if requested is None else requested, qty=qty,
-                               limit=limit if limit is not None else plimit if plimit is not None else np.nan,
+                               limit=limit if limit is not None else plimit if plimit is not None else price if kind == 'target' else np.nan,
                                stop=price if exectype in (3, 4, 5, 6) else stop, target=price if kind == 'target' else target, reason=reason, order_id=oid), o))
         return o
 
@@ -451,58 +420,19 @@ class _Engine:
 
     # ---- results ----------------------------------------------------------------------------------------------
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-        "Fills, orders and notes of the run."
+        "Fills, orders and notes of the run (the frames every order-level engine reports)."
         p = self.plan
-        if self.fills:
-            k, j, buy, q, price, slip, intent, oid, reason = (np.asarray(x) for x in zip(*self.fills))
-            q = q.astype(np.int64)
-            fees = p.costs.fees(q, price, ~buy).sum(axis=1).to_numpy()
-            fills = pd.DataFrame({'ts': p.index[k], 'symbol': np.asarray(p.symbols, dtype=object)[j], 'side': np.where(buy, 'buy', 'sell').astype(object),
-                                  'qty': q, 'price': price.astype(float), 'fees': fees, 'slippage': slip.astype(float), 'intent': intent.astype(object),
-                                  'order_id': oid.astype(object), 'reason': reason.astype(object)})
-        else: fills = empty_fills()
-        return fills, self._orders(), self._notes()
-
-    def _orders(self) -> pd.DataFrame:
+        fills = fills_frame(p, [(p.index[k], *rest) for k, *rest in self.fills])
         bt = _CLS.get('bt')
         status = {}
         if bt is not None:
             O = bt.Order
             status = {O.Completed: 'filled', O.Canceled: 'canceled', O.Expired: 'expired', O.Margin: 'rejected', O.Rejected: 'rejected'}
-        rows = []
-        for rec, o in self.sent:
-            filled = abs(int(o.executed.size))
-            rows.append({**rec, 'filled': filled, 'status': status.get(o.status, 'working' if o.alive() else 'canceled')})
-        cols = ['ts', 'symbol', 'side', 'type', 'intent', 'requested', 'qty', 'filled', 'limit', 'stop', 'target', 'status', 'reason', 'order_id']
-        sent = pd.DataFrame(rows, columns=cols)
-        rej = None
-        if self.rejected:
-            R = self.rejected
-            m = [d.approved <= 0 for d in R]
-            cat = lambda f: np.concatenate([getattr(d, f)[mi] for d, mi in zip(R, m)])
-            bits = cat('reasons')
-            rej = pd.DataFrame({'ts': np.concatenate([np.repeat(np.int64(d.time.value), int(mi.sum())) for d, mi in zip(R, m)]),
-                                'symbol': cat('symbols'), 'side': np.where(cat('side') > 0, 'buy', 'sell').astype(object), 'type': 'none',
-                                'intent': [str(i) for i in cat('intent')], 'requested': cat('requested'), 'qty': 0, 'filled': 0,
-                                'limit': cat('limit'), 'stop': cat('stop'), 'target': cat('target'), 'status': 'rejected',
-                                'reason': [_reasons(int(x)) for x in bits], 'order_id': ''})
-            rej['ts'] = pd.to_datetime(rej['ts'], utc=True)
-        out = pd.concat([sent, rej], ignore_index=True) if rej is not None and len(rej) else sent
-        if len(out): out['ts'] = pd.DatetimeIndex(out['ts']).tz_convert('UTC') if len(out) else out['ts']
-        return out.sort_values('ts', kind='stable').reset_index(drop=True)[cols]
-
-    def _notes(self) -> list[str]:
-        n, c = [], self.count
+        rows = [{**rec, 'filled': abs(int(o.executed.size)), 'status': status.get(o.status, 'working' if o.alive() else 'canceled')} for rec, o in self.sent]
         entries = [o for r, o in self.sent if o.info['kind'] == 'entry']
         partial = sum(len(o.executed.exbits) > 1 or 0 < abs(o.executed.size) < abs(o.created.size) for o in entries)
-        if partial: n.append(f"backtrader engine: {partial} entries filled in parts (participation cap {self.costs.participation:.0%} of bar volume); the rest worked on in later traded bars")
-        if c['expired']: n.append(f"backtrader engine: {c['expired']} entries expired at the end of their session with {c['expired_shares']:,} shares unfilled")
-        if c['market_at_bar']: n.append(f"backtrader engine: {c['market_at_bar']} inside-the-bar exits of the risk module had no resting order and were sent as market orders for the next traded bar (later than the risk module assumed)")
-        if c['at_bar_left']: n.append(f"backtrader engine: {c['at_bar_left']} times the risk module judged a stop or target hit inside a bar in which the resting order did not close the whole position (participation cap, no trade in the bar, or the ATR trailing approximation); the resting order worked on")
-        if self.realistic and self.c.trail_atr is not None: n.append("backtrader engine: the ATR trailing distance of a resting stop uses the ATR known at the previous bar's close (the risk module's own check uses the decided bar's ATR)")
-        working = sum(o.alive() for _, o in self.sent)
-        if working: n.append(f"backtrader engine: {working} orders were still working at the end of the data")
-        return n
+        return fills, orders_frame(rows, self.rejected), engine_notes('backtrader', p, self.count, partial, sum(o.alive() for _, o in self.sent))
+
 
 # %% ../../nbs/53_backtest.bt.ipynb #6a243a0d
 def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)

@@ -27,8 +27,9 @@ from ..risk import NAT_NS, RiskConfig, eod_window, entry_gates, reasons_of
 from ..strategy.base import Signals, Strategy
 
 # %% auto #0
-__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINES', 'Plan', 'fingerprint', 'prepare', 'empty_fills',
-           'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids', 'backtest', 'run_plan']
+__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'Plan', 'fingerprint',
+           'prepare', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids', 'backtest',
+           'engine_runner', 'run_plan']
 
 # %% ../../nbs/51_backtest.core.ipynb #f64649d2
 FILLS: tuple[str, ...] = ('simple', 'realistic')
@@ -860,11 +861,17 @@ def _ids_kernel() -> Any:
     return ids
 
 # %% ../../nbs/51_backtest.core.ipynb #01df915a
-ENGINES: tuple[str, ...] = ('vectorbt', 'backtrader')
+ENGINE_RUNNERS: dict[str, str] = {           # engine name -> 'module:function' taking a Plan and returning (fills, orders, notes)
+    'event': 'smallcap.backtest.event:run',     # the trading loop with the paper broker: every risk limit, exactly (the default)
+    'backtrader': 'smallcap.backtest.bt:run',   # the independent order-level cross-check
+    'vectorbt': 'smallcap.backtest.core:_run_vectorbt',   # the fast screening path: state-free rules only (approximate when a limit binds)
+}
+ENGINES: tuple[str, ...] = tuple(ENGINE_RUNNERS)
+EXACT_ENGINES: tuple[str, ...] = ('event', 'backtrader')   # engines whose decisions are the risk engine's at every bar
 
 def backtest(strategy: Strategy | Signals | str,  # a strategy configuration, a registered name, or precomputed signals
              bars: Panel,  # bars (wide frames)
-             engine: str = 'vectorbt',  # 'vectorbt' (vectorised) or 'backtrader' (event-driven, order level)
+             engine: str = 'event',  # 'event' (the trading loop, every limit exact), 'backtrader' (cross-check) or 'vectorbt' (fast screening)
              costs: Costs | dict[str, Any] | None = None,  # cost model (default `Costs()`)
              risk: RiskConfig | dict[str, Any] | None = None,  # risk limits (default `RiskConfig()`)
              cash: float = 100_000.0,  # starting cash
@@ -881,17 +888,23 @@ def backtest(strategy: Strategy | Signals | str,  # a strategy configuration, a 
     plan = prepare(strategy, bars, costs, risk, cash, fill, store, **kwargs)
     return run_plan(plan, engine)
 
+def engine_runner(engine: str,  # an engine name
+                 ) -> Any:
+    "The function that executes a plan with `engine` (imported on first use, so no engine module imports another)."
+    import importlib
+    if engine not in ENGINE_RUNNERS: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
+    mod, fn = ENGINE_RUNNERS[engine].split(':')
+    return getattr(importlib.import_module(mod), fn)
+
 def run_plan(plan: Plan,  # a prepared plan
-             engine: str = 'vectorbt',  # engine name
+             engine: str = 'event',  # engine name
             ) -> BacktestResult:
-    "Execute a prepared plan with one engine and assemble the result (with the unenforced-limit checks)."
-    if engine == 'vectorbt': fills, orders, notes = _run_vectorbt(plan)
-    elif engine == 'backtrader':
-        from smallcap.backtest.bt import run as _bt_run
-        fills, orders, notes = _bt_run(plan)
-    else: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
+    "Execute a prepared plan with one engine and assemble the result (a screening engine's result says which limits it did not enforce, and whether they bound)."
+    fills, orders, notes = engine_runner(engine)(plan)
     res = assemble(plan, fills, engine, orders, notes)
-    if engine == 'vectorbt': res.notes.extend(_unenforced(plan, res))
+    if engine not in EXACT_ENGINES:
+        res.notes.extend(_unenforced(plan, res))
+        res.inputs['approximate'] = _binding(res.notes)
     return res
 
 def _unenforced(plan: Plan, res: BacktestResult) -> list[str]:
@@ -919,3 +932,8 @@ def _unenforced(plan: Plan, res: BacktestResult) -> list[str]:
     if c.sizing != 'fixed_notional' or (c.use_signal_size and plan.signals.size is not None):
         out.append(f"vectorbt engine sizes '{c.sizing}' entries from the starting cash ({plan.cash:,.0f}), not from the equity at each signal")
     return out
+
+def _binding(notes: list[str]) -> list[str]:
+    "The limits a screening engine did not enforce and that would have bound (each note of `_unenforced` that says NOT enforced)."
+    return [n.split(' NOT enforced')[0] for n in notes if ' NOT enforced' in n]
+
