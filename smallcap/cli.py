@@ -93,7 +93,7 @@ DEMO_STEPS: list[tuple[str, str]] = [
     ('publish the HTML report', 'smallcap.report'),
 ]
 DEMO_CONFIG: dict[str, Any] = {'strategy': 'gap_and_go', 'grid': None, 'train': '20D', 'test': '10D', 'objective': 'sharpe', 'timeframe': '1min',
-                               'session': 'extended', 'cash': 100_000.0, 'seed': 0, 'engine': 'vectorbt', 'fill': 'realistic',
+                               'session': 'extended', 'cash': 100_000.0, 'seed': 0, 'engine': 'event', 'fill': 'realistic',
                                'scan': {'gap_min': 0.05, 'rvol_min': 3.0, 'price_min': 1.0, 'price_max': 20.0}, 'scan_sessions': 5}
 STACK: tuple[str, ...] = ('pandas', 'numpy', 'polars', 'pyarrow', 'duckdb', 'numba', 'vectorbt', 'backtrader', 'pandas-ta',
                           'xgboost-cpu', 'scikit-learn', 'alpaca-py', 'ib-async', 'papermill', 'ipykernel', 'nbconvert', 'plotly')

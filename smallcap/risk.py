@@ -845,8 +845,11 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
     n = len(idx)
     if n == 0: return Decisions.empty(bar.time)
     side = np.where(bar.entries_long[idx], 1, -1).astype(np.int8)
-    px, book = bar.close[idx], q_post + s.pending
-    held_same = np.where(np.sign(book[idx]) == side, np.abs(book[idx]), 0)
+    # positions (exiting ones included: an exit frees nothing until it fills) and pending entries count side by side, never netted:
+    # a long that is exiting and a pending short entry in the same symbol are two exposures and one slot
+    px, pend = bar.close[idx], s.pending
+    busy = (q_post != 0) | (pend != 0)
+    held_same = (np.where(np.sign(q_post[idx]) == side, np.abs(q_post[idx]), 0) + np.where(np.sign(pend[idx]) == side, np.abs(pend[idx]), 0))
     sz = size_shares(c, equity, px, side, atr=bar.atr[idx], stop=bar.stop[idx], size=bar.size[idx], limit=bar.limit[idx],
                      qty=bar.qty[idx], avg_volume=bar.avg_volume[idx], held=held_same)
     B = _B
@@ -863,19 +866,19 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
     q = np.where(g == 0, sz.shares, 0).astype(np.int64)
     q = np.where(q >= c.min_shares, q, 0)
     # open positions: entries into a flat symbol use a slot, in order
-    new = (book[idx] == 0) & (q > 0)
-    slots = c.max_positions - int(np.count_nonzero(book))
+    new = ~busy[idx] & (q > 0)
+    slots = c.max_positions - int(np.count_nonzero(busy))
     over = new & (np.cumsum(new) > slots)
     bits |= np.where(over, B.REJECTED_MAX_POSITIONS, 0); q = np.where(over, 0, q)
     # gross exposure, margin, loss budget: greedy in order
     p = sz.price
     gross_cap = min(c.max_gross_pct * equity, c.max_gross_value if c.max_gross_value is not None else np.inf)
-    passes = [(B.REDUCED_GROSS_EXPOSURE, p, gross_cap - float(np.abs(book) @ mark)),
-              (B.REDUCED_MARGIN, p * _margin_rate(c, p, side), equity - float((np.abs(book) * mark) @ _margin_rate(c, mark, np.sign(book))))]
+    used = lambda v: np.abs(v) * mark                                    # dollars of each symbol's positions, or of its pending entries
+    passes = [(B.REDUCED_GROSS_EXPOSURE, p, gross_cap - float(np.sum(used(q_post)) + np.sum(used(pend)))),
+              (B.REDUCED_MARGIN, p * _margin_rate(c, p, side), equity - float(used(q_post) @ _margin_rate(c, mark, np.sign(q_post)) + used(pend) @ _margin_rate(c, mark, np.sign(pend))))]
     if c.loss_budget:
-        op = book != 0
-        at_risk = np.where(np.isfinite(s.stop), np.maximum((mark - s.stop) * np.sign(book), 0.0), mark)
-        passes.append((B.REDUCED_LOSS_BUDGET, np.where(np.isfinite(sz.risk), sz.risk, p), limit_loss + day_pnl - float(np.abs(book[op]) @ at_risk[op])))
+        risk_of = lambda v, stop: np.abs(v) @ np.where(v != 0, np.where(np.isfinite(stop), np.maximum((mark - stop) * np.sign(v), 0.0), mark), 0.0)
+        passes.append((B.REDUCED_LOSS_BUDGET, np.where(np.isfinite(sz.risk), sz.risk, p), limit_loss + day_pnl - float(risk_of(q_post, s.stop) + risk_of(pend, s.pending_stop))))
     for bit, unit, budget in passes:
         q2 = _allot(q, unit, budget, c.lot_size)
         bits |= np.where(q2 < q, bit, 0); q = q2

@@ -46,7 +46,7 @@ def market():
     mk = generate(SynthConfig(seed=3, n_symbols=6, n_sessions=6, gap_prob=0.3))
     bars = Panel.from_bars(mk.bars[session_of(mk.bars.ts).to_numpy() == 'regular'])
     risk = RiskConfig(sizing='fixed_notional', notional=10_000, max_position_pct=1.0, max_adv_pct=None, min_avg_volume=0, min_avg_dollar_volume=0,
-                      max_positions=10, max_gross_pct=5.0, leverage=4.0, max_daily_loss_pct=None, cooldown_minutes=0, min_price=0.5, max_price=100.0)
+                      max_positions=10, max_gross_pct=10.0, leverage=6.0, max_daily_loss_pct=None, cooldown_minutes=0, min_price=0.5, max_price=100.0)
     return bars, risk
 
 

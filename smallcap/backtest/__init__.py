@@ -35,7 +35,7 @@ def run_options(f: Any) -> Any:
             click.option('--end', default=None, help="End date, exclusive (default: after the store's last)."),
             click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.'),
             click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all'])),
-            click.option('--engine', default='vectorbt', show_default=True, type=click.Choice(['vectorbt', 'backtrader'])),
+            click.option('--engine', default='event', show_default=True, type=click.Choice(['event', 'backtrader', 'vectorbt'])),
             click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple'])),
             click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.'),
             click.option('--risk', 'risk_spec', default=None, help='Risk config: a YAML file or text.'),

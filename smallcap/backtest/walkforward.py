@@ -188,7 +188,7 @@ def _peak_rss_mb() -> float:
 
 def _flatten_at_end(plan: Any, res: Any, engine: str) -> Any:
     "Close positions still open at the plan's last bar at its close (less half spread and fees); re-assemble."
-    from smallcap.backtest.core import _unenforced, assemble, client_ids
+    from smallcap.backtest.core import EXACT_ENGINES, _unenforced, assemble, client_ids
     last = res.positions.iloc[-1].to_numpy()
     open_ = np.flatnonzero(last != 0)
     if not len(open_): return res
@@ -205,7 +205,7 @@ def _flatten_at_end(plan: Any, res: Any, engine: str) -> Any:
                           'reason': 'exit_fold_end'})
     fills = pd.concat([res.fills, extra], ignore_index=True) if len(res.fills) else extra
     out = assemble(plan, fills, engine, res.orders, res.notes + [f"{len(open_)} position(s) closed at the last close of the test window (no traded bar left)"])
-    if engine == 'vectorbt': out.notes.extend(n for n in _unenforced(plan, out) if n not in out.notes)
+    if engine not in EXACT_ENGINES: out.notes.extend(n for n in _unenforced(plan, out) if n not in out.notes)
     return out
 
 def run_fold(task: dict[str, Any],  # the fold's task description (from `walk_forward`)
@@ -626,6 +626,17 @@ class Verdict:
 def _fmt(v: Any) -> str:
     return 'n/a' if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}" if isinstance(v, float) else str(v)
 
+def _engine_check(result: WalkForwardResult) -> dict[str, Any]:
+    "The gate reads only results of an engine that enforces every limit: a screening engine's out-of-sample runs are refused, naming the limits that bound."
+    from smallcap.backtest.core import EXACT_ENGINES
+    eng = result.inputs.get('engine')
+    ok = eng in EXACT_ENGINES
+    bound = sorted({n.split(': ', 1)[-1].split(' NOT enforced')[0] for n in result.notes if ' NOT enforced' in n})
+    why = (f"out-of-sample runs on the {eng!r} engine, which enforces every risk limit" if ok else
+           f"out-of-sample runs on the {eng!r} engine are approximate: it does not enforce the stateful limits"
+           + (f" and these bound: {'; '.join(bound)}" if bound else "") + "; re-run with engine='event'")
+    return {'name': 'engine', 'value': eng, 'threshold': list(EXACT_ENGINES), 'passed': ok, 'reason': why}
+
 def evaluate_gate(result: WalkForwardResult,  # a walk-forward result
                   policy: GatePolicy | dict[str, Any] | str | None = None,  # the policy (a GatePolicy, a dict, YAML text/path; default GatePolicy())
                   key: str | bytes | None = None,  # HMAC key (default: $SMALLCAP_GATE_KEY)
@@ -662,6 +673,7 @@ def evaluate_gate(result: WalkForwardResult,  # a walk-forward result
         checks.append({'name': 'lookahead', 'value': ok, 'threshold': True, 'passed': ok,
                        'reason': f"look-ahead check clean on {len(la.get('checked', []))} configuration(s), {la.get('cuts')} cuts each" if ok else
                                  f"look-ahead found: {fst.get('strategy')} {fst.get('signal') or ''} of {fst.get('symbol') or ''} at {fst.get('bar') or ''} {fst.get('purity') or fst.get('error') or ''}".strip()})
+    checks.append(_engine_check(result))
     inp = result.inputs
     data = {k: inp.get('data', {}).get(k) for k in ('fingerprint', 'symbols', 'start', 'end', 'bars', 'synthetic', 'store')}
     cfg = f"{inp.get('strategy')}|{_canonical(inp.get('base', {}))}|grid={_canonical(inp.get('grid', {}))}|data={data['fingerprint']}"
@@ -723,7 +735,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
                  objective: str = 'sharpe',  # the sweep statistic maximised in sample
                  purge: int = 0,  # bars dropped at the end of each training window
                  embargo: int = 0,  # bars after each test window never used for later training
-                 engine: str = 'vectorbt',  # engine of the out-of-sample runs ('vectorbt' or 'backtrader'); sweeps use vectorbt
+                 engine: str = 'event',  # engine of the out-of-sample runs ('event': the trading loop, every limit exact; 'backtrader'; 'vectorbt' screens only, the gate refuses it); sweeps screen in sample
                  executor: Any = None,  # None (auto), 'inprocess', 'process', 'dask', a ProcessPoolExecutor, a Dask scheduler address or Client
                  costs: Any = None,  # cost model (Costs or dict; default Costs())
                  risk: RiskConfig | dict[str, Any] | None = None,  # risk limits (default RiskConfig())
