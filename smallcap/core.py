@@ -102,9 +102,12 @@ def from_fields(cls: type,  # a dataclass
     return cls(**d)
 
 # %% ../nbs/00_core.ipynb #ebee4736
+_UTC = pd.Timestamp(0, tz='UTC').tzinfo
+
 def to_utc(t: Any,  # a datetime, pandas Timestamp, numpy datetime64 or ISO string *with* an offset
           ) -> pd.Timestamp:
     "Convert an aware time to a UTC `pd.Timestamp`; refuse naive times with `ClockError`."
+    if type(t) is pd.Timestamp and t.tzinfo is _UTC: return t        # already UTC: the hot path of fills, orders and marks
     ts = pd.Timestamp(t)
     if ts is pd.NaT: raise ClockError(f"not a time: {t!r}")
     if ts.tzinfo is None: raise ClockError(f"naive timestamp {t!r}: smallcap needs tz-aware times (UTC inside the library)")

@@ -311,8 +311,14 @@ class Decisions:
                                  stop=self.stop, target=self.target, at_bar=self.at_bar))
 
 # %% ../nbs/40_risk.ipynb #7385bf3f
-def _ny_date(ts: pd.Timestamp) -> dt.date:
-    return ts.tz_convert('America/New_York').date()
+def _ny_date(ts: pd.Timestamp, _cache: dict[int, dt.date] = {}) -> dt.date:
+    "The New York date of a time (cached per UTC hour: New York's offsets are whole hours, so an hour has one date)."
+    h = ts.value // 3_600_000_000_000
+    d = _cache.get(h)
+    if d is None:
+        if len(_cache) > 100_000: _cache.clear()
+        d = _cache[h] = ts.tz_convert('America/New_York').date()
+    return d
 
 def _iso(ns: int) -> str | None:
     return None if ns == _NAT else pd.Timestamp(int(ns), tz='UTC').isoformat()
@@ -810,6 +816,7 @@ def entry_gates(config: RiskConfig,  # the risk configuration
 
 def _arm(c: RiskConfig, s: RiskState, atr: np.ndarray) -> None:
     "Give open positions without a stop (or target) the config's, from their average price."
+    if c.stop_pct is None and c.stop_atr is None and c.target_pct is None: return    # the config gives no stop, so no target either
     need = (s.qty != 0) & ~np.isfinite(s.stop)
     if not need.any(): return
     i = np.flatnonzero(need)
