@@ -18,6 +18,7 @@ from ..core import ConfigError, Fill, Intent, client_order_id
 from ..risk import BarContext, RiskEngine, RiskState, protective_level, reasons_of
 from ..execution.sim import fill_price, short_sale_blocked, slipped
 from .event import engine_notes, fills_frame, orders_frame, quiet_bars
+from ..execution.loop import halts_entries
 
 # %% auto #0
 __all__ = ['run', 'support_matrix']
@@ -258,6 +259,9 @@ class _Engine:
             if not self.busy[k] and not st.qty.any(): return                         # idle: flat, no entry signal
             if self.quiet[k] and not (np.isfinite(st.stop).any() or np.isfinite(st.target).any()): return   # quiet: nothing can fire
         entries, exits = self.risk.decide(st, self.bars.at(k))
+        if self.n_entry and halts_entries(st, self.c):                              # no new risk once the day is halted
+            for j in range(self.N):
+                if self.entry[j]: self._cancel_entries(j)
         if len(exits): self._exits(k, exits)
         if len(entries): self._entries(k, entries)
         if self.n_entry: self._keep_pending()
