@@ -21,7 +21,7 @@ from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Positi
 # %% auto #0
 __all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reasons_of', 'kelly_fraction', 'RiskConfig', 'Decision', 'Decisions',
            'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'iter_bars', 'protective_level',
-           'eod_window', 'entry_gates', 'RiskEngine', 'check_order']
+           'eod_window', 'entry_gates', 'Screened', 'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
 
 # %% ../nbs/40_risk.ipynb #9d1327d4
 class Reason(StrEnum):
@@ -827,6 +827,63 @@ def _arm(c: RiskConfig, s: RiskState, atr: np.ndarray) -> None:
 _EXIT_INTENT = [(_B.EXIT_STOP | _B.EXIT_TRAILING, Intent.STOP_LOSS), (_B.EXIT_TARGET, Intent.TAKE_PROFIT),
                 (_B.EXIT_KILL_SWITCH | _B.EXIT_DAILY_LOSS | _B.EXIT_EOD, Intent.FLATTEN)]
 
+# %% ../nbs/40_risk.ipynb #9cbcff4a
+_STOP_BITS = _B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP
+
+@dataclass(frozen=True)
+class Screened:
+    "Result of `screen_entries`: each candidate's sizing, the shares that pass the state-free half of the pipeline, and its reason bits."
+    sizing: Sizing  # `size_shares`' answer (arrays of the candidates' shape)
+    shares: np.ndarray  # shares after the gates, the per-symbol caps and `min_shares` (int64; 0: rejected)
+    reasons: np.ndarray  # reason bits so far: every gate that failed, else the caps that bound (int64)
+
+def screen_entries(config: RiskConfig,  # the risk configuration
+                   equity: float,  # equity the sizing uses
+                   side: np.ndarray | int,  # +1 long entry, -1 short entry
+                   close: np.ndarray,  # close at the signal bar
+                   in_session: np.ndarray | bool,  # the bar's session is one entries are allowed in
+                   eod: np.ndarray | bool,  # the bar ends inside the end-of-day window
+                   halted: np.ndarray | bool,  # no trading in the symbol
+                   shortable: np.ndarray | bool,  # borrow available
+                   ssr: np.ndarray | bool,  # short-sale restriction in effect
+                   tick: np.ndarray | int,  # last trade's tick direction
+                   avg_volume: np.ndarray | float,  # average daily volume (shares; NaN: unknown)
+                   conflict: np.ndarray | bool,  # contradictory signals at the bar
+                   atr: np.ndarray | None = None,  # ATR (NaN: unknown)
+                   stop: np.ndarray | None = None,  # the signal's stop price (NaN: none)
+                   size: np.ndarray | None = None,  # the signal's size, a fraction of equity (NaN: none)
+                   limit: np.ndarray | None = None,  # the entry's limit price (NaN: market)
+                   qty: np.ndarray | None = None,  # explicit shares (NaN: size it)
+                   held: np.ndarray | None = None,  # shares already held or pending on the same side
+                   gates: np.ndarray | int = 0,  # reason bits of the gates that need account state (kill switch, cooldown, ...)
+                   sizing: Sizing | None = None,  # a sizing already computed for these candidates (it is then not redone)
+                  ) -> Screened:
+    "The state-free half of the entry pipeline (gates, `size_shares`, `min_shares`) for arrays of any shape: one bar's candidates or a whole panel's cells."
+    c, px = config, np.asarray(close, float)
+    g = entry_gates(c, side, px, in_session, eod, halted, shortable, ssr, tick, avg_volume, conflict) | np.asarray(gates, np.int64)
+    shape = np.broadcast_shapes(g.shape, px.shape)
+    if sizing is None:
+        flat = lambda x, dtype=float: None if x is None else np.broadcast_to(np.asarray(x, dtype), shape).ravel()
+        sz = size_shares(c, equity, flat(px), flat(side, np.int8), atr=flat(atr), stop=flat(stop), size=flat(size), limit=flat(limit),
+                         qty=flat(qty), avg_volume=flat(avg_volume), held=flat(held, np.int64))
+        sizing = Sizing(*(np.reshape(getattr(sz, f.name), shape) for f in fields(Sizing)))
+    g = g | np.where(px > 0, sizing.reasons & _STOP_BITS, 0)
+    bits = g | np.where(g == 0, sizing.reasons & ~_STOP_BITS, 0)                 # caps are reported only for rows no gate rejected
+    q = np.where(g == 0, sizing.shares, 0).astype(np.int64)
+    return Screened(sizing, np.where(q >= c.min_shares, q, 0), bits)
+
+def settle_entries(config: RiskConfig,  # the risk configuration
+                   shares: np.ndarray,  # shares left after every limit (int64)
+                   reasons: np.ndarray,  # reason bits gathered so far
+                   requested: np.ndarray,  # shares the sizing asked for
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    "The pipeline's last step, (shares, reasons): `min_shares` again, reductions that took every share become rejections, else `APPROVED`."
+    q = np.where(shares >= config.min_shares, shares, 0).astype(np.int64)
+    zero, bits = q == 0, np.asarray(reasons, np.int64)
+    for red, rej in _REDUCED_TO_REJECTED: bits = np.where(zero & ((bits & red) != 0), (bits & ~red) | rej, bits)
+    bits = bits | np.where(zero & ((bits & _REJECT_BITS) == 0), _B.REJECTED_ZERO_SIZE, 0)
+    return q, bits | np.where(~zero & (q == requested), _B.APPROVED, 0)
+
 # %% ../nbs/40_risk.ipynb #38775ad2
 def _allot(q: np.ndarray, unit: np.ndarray, budget: float, lot: int) -> np.ndarray:
     "Share a budget among rows in order: each gets what is left of it, in whole lots."
@@ -857,21 +914,17 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
     px, pend = bar.close[idx], s.pending
     busy = (q_post != 0) | (pend != 0)
     held_same = (np.where(np.sign(q_post[idx]) == side, np.abs(q_post[idx]), 0) + np.where(np.sign(pend[idx]) == side, np.abs(pend[idx]), 0))
-    sz = size_shares(c, equity, px, side, atr=bar.atr[idx], stop=bar.stop[idx], size=bar.size[idx], limit=bar.limit[idx],
-                     qty=bar.qty[idx], avg_volume=bar.avg_volume[idx], held=held_same)
     B = _B
     short = side < 0
-    adv = bar.avg_volume[idx]
-    g = entry_gates(c, side, px, bar.session in c.sessions, _eod(c, bar), bar.halted[idx], bar.shortable[idx], bar.ssr[idx], bar.tick[idx], adv,
-                    (bar.entries_long & bar.entries_short)[idx] | np.where(short, bar.exits_short[idx], bar.exits_long[idx]))
     rules = [(s.kill_switch, B.REJECTED_KILL_SWITCH), (s.day_halted, B.REJECTED_DAILY_LOSS),
              ((bar.end.value < np.where(s.last_exit[idx] == _NAT, _NAT, s.last_exit[idx] + int(c.cooldown_minutes * 60e9))) | (exiting[idx] & (c.cooldown_minutes > 0)), B.REJECTED_COOLDOWN),
              ((held_same > 0) & (not c.allow_pyramiding), B.REJECTED_IN_POSITION)]
-    for cond, bit in rules: g |= np.where(cond, bit, 0)
-    g |= np.where(px > 0, sz.reasons & (B.REJECTED_INVALID_STOP | B.REJECTED_NO_STOP), 0)
-    bits = g | np.where(g == 0, sz.reasons & ~(B.REJECTED_INVALID_STOP | B.REJECTED_NO_STOP), 0)   # caps are reported only for live rows
-    q = np.where(g == 0, sz.shares, 0).astype(np.int64)
-    q = np.where(q >= c.min_shares, q, 0)
+    state_gates = np.zeros(n, np.int64)
+    for cond, bit in rules: state_gates |= np.where(cond, bit, 0)
+    sc = screen_entries(c, equity, side, px, bar.session in c.sessions, _eod(c, bar), bar.halted[idx], bar.shortable[idx], bar.ssr[idx], bar.tick[idx],
+                        bar.avg_volume[idx], (bar.entries_long & bar.entries_short)[idx] | np.where(short, bar.exits_short[idx], bar.exits_long[idx]),
+                        atr=bar.atr[idx], stop=bar.stop[idx], size=bar.size[idx], limit=bar.limit[idx], qty=bar.qty[idx], held=held_same, gates=state_gates)
+    sz, q, bits = sc.sizing, sc.shares, sc.reasons
     # open positions: entries into a flat symbol use a slot, in order
     new = ~busy[idx] & (q > 0)
     slots = c.max_positions - int(np.count_nonzero(busy))
@@ -889,12 +942,8 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
     for bit, unit, budget in passes:
         q2 = _allot(q, unit, budget, c.lot_size)
         bits |= np.where(q2 < q, bit, 0); q = q2
-    q = np.where(q >= c.min_shares, q, 0)
-    # reason bookkeeping: reductions that took every share become rejections
+    q, bits = settle_entries(c, q, bits, sz.requested)
     zero = q == 0
-    for red, rej in _REDUCED_TO_REJECTED: bits = np.where(zero & ((bits & red) != 0), (bits & ~red) | rej, bits)
-    bits |= np.where(zero & ((bits & _REJECT_BITS) == 0), B.REJECTED_ZERO_SIZE, 0)
-    bits |= np.where(~zero & (q == sz.requested), B.APPROVED, 0)
     # orders outside regular hours are limits through the close
     ext = bar.session is not None and bar.session != 'regular'
     lim = bar.limit[idx]

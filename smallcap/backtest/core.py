@@ -23,7 +23,7 @@ import pandas as pd
 from ..core import ConfigError, DataError
 from ..data.panel import Panel
 from ..execution.costs import SLIPPAGE_MODELS, Costs, quoted_half_spread
-from ..risk import NAT_NS, RiskConfig, eod_window, entry_gates, reasons_of
+from ..risk import NAT_NS, RiskConfig, eod_window, reasons_of, screen_entries, settle_entries
 from ..strategy.base import Signals, Strategy
 
 # %% auto #0
@@ -515,19 +515,21 @@ def _next_traded_at(traded: np.ndarray, r: np.ndarray, k: np.ndarray, ft: np.nda
     nx = ft[np.minimum(i, len(ft) - 1)]
     return np.where((i < len(ft)) & (nx // T == k), nx - np.asarray(k, np.int64) * T, T)
 
-def _static_gates(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> np.ndarray:
-    "The risk module's state-free entry gates (`risk.entry_gates`) for one side at the cells (bars `r`, symbols `k`) only (the gates are per cell)."
+def _screen_cells(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> Any:
+    "The risk module's state-free entry pipeline (`risk.screen_entries`) for one side at the cells (bars `r`, symbols `k`) only (it is per cell)."
     s, c = plan._sig, plan.risk
     sess = np.isin(plan._session_at(r).astype(object), np.asarray(c.sessions, dtype=object))
     conflict = (s['entries_long'][r, k] & s['entries_short'][r, k]) | (s['exits_long'][r, k] if side > 0 else s['exits_short'][r, k])
     ssr = plan.ssr[r, k]
-    tick = plan.tick[r, k] if c.ssr_rule == 'uptick' and ssr.any() else 0                        # the tick only matters to the uptick rule
-    adv = plan.avg_volume[r, k] if c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 else np.nan   # and the volume to the liquidity gate
-    return entry_gates(c, side, plan.close[r, k], sess, plan.eod[r], ~plan.traded[r, k], True, ssr, tick, adv, conflict)
+    tick = plan.tick[r, k] if c.ssr_rule == 'uptick' and ssr.any() else 0                        # the tick only matters to the uptick rule,
+    need_adv = c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 or c.max_adv_pct is not None   # the volume to the liquidity gate and ADV cap,
+    adv = plan.avg_volume[r, k] if need_adv else np.nan
+    atr = plan.atr[r, k] if c.stop_atr is not None else None                                     # the ATR to ATR stops (lazy fields)
+    return screen_entries(c, plan.cash, side, plan.close[r, k], sess, plan.eod[r], ~plan.traded[r, k], True, ssr, tick, adv, conflict,
+                          atr=atr, stop=s['stop'][r, k], size=s['size'][r, k], limit=s['limit'][r, k])
 
 def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     "The from_signals arrays of one plan (risk gates, sizing, timing and stops applied), with what is needed to read the orders back."
-    from smallcap.risk import _B, _REJECT_BITS, size_shares
     T, N = plan.shape
     c, s = plan.risk, plan._sig
     el, es, xl, xs = s['entries_long'], s['entries_short'], s['exits_long'], s['exits_short']   # read only
@@ -537,15 +539,9 @@ def _vbt_inputs(plan: Plan) -> dict[str, Any]:
     for side, ent in ((1, el), (-1, es)):
         r, k = _nz(ent)
         if not len(r): continue
-        g = _static_gates(plan, side, r, k)
-        sz = size_shares(c, plan.cash, plan.close[r, k], side, atr=plan.atr[r, k] if c.stop_atr is not None else None, stop=s['stop'][r, k],
-                         size=s['size'][r, k], limit=s['limit'][r, k], avg_volume=plan.avg_volume[r, k] if c.max_adv_pct is not None else None)
-        gb = g | np.where(plan.close[r, k] > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
-        q = np.where(gb == 0, sz.shares, 0)
-        q = np.where(q >= c.min_shares, q, 0)
-        b = gb | np.where(gb == 0, sz.reasons, 0)
-        b |= np.where((q == 0) & ((b & _REJECT_BITS) == 0), _B.REJECTED_ZERO_SIZE, 0)
-        b |= np.where((q > 0) & (q == sz.requested), _B.APPROVED, 0)
+        sc = _screen_cells(plan, side, r, k)
+        sz = sc.sizing
+        q, b = settle_entries(c, sc.shares, sc.reasons, sz.requested)
         bits[r, k] |= b; shares[r, k] = np.where(q > 0, side * q, shares[r, k]); requested[r, k] = sz.requested
         stop[r, k] = np.where(q > 0, sz.stop, stop[r, k]); target[r, k] = np.where(q > 0, sz.target, target[r, k])
     ok_l, ok_s = el & (shares > 0), es & (shares < 0)

@@ -129,23 +129,22 @@ def _static_inputs(plan: Any) -> dict[str, Any]:
     "The compiled path's parameter-independent arrays, `(symbols, bars)`: entry shares per side after the state-free gates, next traded bar, prices, fees, anchors."
     from smallcap.backtest.core import _next_traded
     from smallcap.backtest.stats import _day_ends
-    from smallcap.risk import _B, entry_gates, size_shares
+    from smallcap.risk import screen_entries
     T, N = plan.shape
     c = plan.risk
     sess = np.isin(plan.session.astype(object), np.asarray(c.sessions, dtype=object))[:, None]
-    close = plan.close.ravel(); nan = np.full(T * N, np.nan)
     tick = plan.tick if c.ssr_rule == 'uptick' and plan.ssr.any() else 0                      # the tick only matters to the uptick rule,
-    adv = plan.avg_volume if c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 else np.nan   # the volume to the liquidity gate (lazy fields)
-    q = {}
+    need_adv = c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 or c.max_adv_pct is not None   # the volume to the liquidity gate and ADV cap,
+    adv = plan.avg_volume if need_adv else np.nan
+    atr = plan.atr if c.stop_atr is not None else None                                         # the ATR to ATR stops (lazy fields)
+    q, sz = {}, None
     with np.errstate(invalid='ignore', divide='ignore'):
-        # no signal stop, size or limit: the shares and reasons do not depend on the side (only the unused stop and target prices do)
-        sz = size_shares(c, plan.cash, close, 1, atr=plan.atr.ravel() if c.stop_atr is not None else None, stop=nan, size=nan, limit=nan,
-                         avg_volume=plan.avg_volume.ravel() if c.max_adv_pct is not None else None)
-        bad = np.where(close > 0, sz.reasons & (_B.REJECTED_INVALID_STOP | _B.REJECTED_NO_STOP), 0)
+        # no signal stop, size or limit: the shares and reasons do not depend on the side (only the unused stop and target prices do), so
+        # the sizing of the long side serves the short side too
         for side in (1, -1):                                      # `_vbt_inputs` at every cell, without the (parameter-dependent) conflict gate
-            g = entry_gates(c, side, plan.close, sess, plan.eod[:, None], ~plan.traded, True, plan.ssr, tick, adv, False).ravel()
-            qq = np.where((g | bad) == 0, sz.shares, 0)
-            q[side] = np.ascontiguousarray(np.where(qq >= c.min_shares, qq, 0).astype(np.int64).reshape(T, N).T)
+            sc = screen_entries(c, plan.cash, side, plan.close, sess, plan.eod[:, None], ~plan.traded, True, plan.ssr, tick, adv, False, atr=atr, sizing=sz)
+            sz = sc.sizing
+            q[side] = np.ascontiguousarray(sc.shares.T)
     ns = plan.index.as_unit('ns').asi8
     days = np.diff(ns, append=ns[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
     last = _day_ends(plan.index)[0]
