@@ -5,6 +5,7 @@
 # %% ../nbs/00_core.ipynb #1dc43cdc
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -225,7 +226,12 @@ def client_order_id(strategy: str,  # the strategy configuration, e.g. 'sma_cros
     ts, sym, intent = to_utc(bar_time), symbol.upper(), str(intent)
     key = f"{strategy}|{sym}|{ts.value}|{intent}" + (f"|{attempt}" if attempt else '')
     h = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-    return f"{_slug(strategy, 16)}-{_slug(sym, 8)}-{ts:%y%m%d%H%M%S}-{h}"
+    return f"{_slug(strategy, 16)}-{_slug(sym, 8)}-{_stamp(ts.value)}-{h}"
+
+@functools.lru_cache(maxsize=65536)
+def _stamp(ns: int) -> str:
+    "A UTC time as yymmddHHMMSS (cached: a run has few distinct bar times, and strftime is slow)."
+    return f"{pd.Timestamp(ns, tz='UTC'):%y%m%d%H%M%S}"
 
 # %% ../nbs/00_core.ipynb #eb5dbdf9
 def _positive(name: str, v: float | None) -> None:

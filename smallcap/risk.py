@@ -570,7 +570,9 @@ class Sizing:
     risk: np.ndarray  # loss per share at the stop (the stop distance; NaN: no stop)
 
 def _arr(x: Any, n: int, fill: float = np.nan) -> np.ndarray:
-    return np.full(n, fill) if x is None else np.broadcast_to(np.asarray(x, float), (n,))
+    if x is None: return np.full(n, fill)
+    a = np.asarray(x, float)
+    return a if a.shape == (n,) else np.broadcast_to(a, (n,))          # already one value per row: no broadcast view
 
 def _lots(q: np.ndarray, lot: int) -> np.ndarray:
     q = np.floor(np.where(np.isfinite(q), np.maximum(q, 0), 0) + 1e-9)
@@ -590,7 +592,8 @@ def size_shares(config: RiskConfig,  # the risk configuration
                ) -> Sizing:
     "Size many entries at once: the sizing method, then the per-symbol caps (dollars, shares, % of ADV)."
     c, close = config, np.asarray(price, float)
-    n = len(close); side = np.broadcast_to(np.asarray(side, np.int8), (n,))
+    n = len(close); side = np.asarray(side, np.int8)
+    if side.shape != (n,): side = np.broadcast_to(side, (n,))
     atr, stop, size, limit, qty, adv = (_arr(x, n) for x in (atr, stop, size, limit, qty, avg_volume))
     held = np.zeros(n, np.int64) if held is None else np.asarray(held, np.int64)
     p = np.where(np.isfinite(limit), np.fmax(close, limit), close)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -35,6 +36,12 @@ def fee_parts(q: Any,  # shares of each execution (> 0)
     sec = np.where(sell, np.ceil(np.round(sec_rate * value * 100, 6)) / 100, 0.0)
     taf = np.where(sell, np.ceil(np.round(np.minimum(taf_per_share * q, taf_max) * 100, 6)) / 100, 0.0)
     return comm, sec, taf
+
+@functools.cache
+def _fee_parts_nb() -> Any:
+    "`fee_parts` compiled by numba (scalars in, 0-d arrays out): the same source, for one execution at a time."
+    import numba
+    return numba.njit(cache=True)(fee_parts)
 
 # %% ../../nbs/44_execution.costs.ipynb #9876b2c3
 SLIPPAGE_MODELS: tuple[str, ...] = ('spread', 'bps', 'none')
@@ -108,7 +115,7 @@ class Costs:
             sell: bool,  # a sale
            ) -> tuple[float, float]:
         "(commission, SEC fee + TAF) of one execution as floats, by `fee_parts` (what a broker charges a fill)."
-        comm, sec, taf = fee_parts(float(qty), float(price), bool(sell), *self.fee_args)
+        comm, sec, taf = _fee_parts_nb()(float(qty), float(price), bool(sell), *self.fee_args)   # the same rule, compiled: one fill at a time is the hot path
         return float(comm), float(sec) + float(taf)
 
     def model_half_spread(self, bars: Panel) -> pd.DataFrame:
