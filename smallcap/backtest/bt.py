@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from .core import FILLS, Costs, Plan, empty_fills
-from ..core import ConfigError, Fill, Intent, client_order_id
-from ..risk import BarContext, RiskEngine, RiskState, protective_level, reasons_of
+from ..core import ConfigError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from ..risk import BarContext, RiskEngine, RiskState
 from ..execution.sim import fill_price, short_sale_blocked, slipped
-from .event import engine_notes, fills_frame, orders_frame, quiet_bars
-from ..execution.loop import halts_entries
+from .event import busy_bars, engine_notes, fills_frame, orders_frame, quiet_bars
+from ..execution.broker import EventKind, OrderEvent, OrderState
+from ..execution.loop import TradingLoop
 
 # %% auto #0
 __all__ = ['run', 'support_matrix']
@@ -66,7 +67,7 @@ def _classes() -> SimpleNamespace:
             order.pannotated = None
             order.submit(); order.accept()
             # protective orders placed by an entry fill are tried in the rest of the same bar
-            (self._work if self._work is not None and order.info.get('now') else self.pending).append(order)
+            (self._work if self._work is not None else self.pending).append(order)
             self.notify(order)
 
         def cancel(self, order: Any, bracket: bool = False) -> bool:
@@ -80,6 +81,7 @@ def _classes() -> SimpleNamespace:
             e = self.e
             e.k += 1
             k = e.k
+            e.begin_bar(k)
             work = self._work = list(self.pending)
             self.pending.clear()
             i = 0
@@ -88,7 +90,7 @@ def _classes() -> SimpleNamespace:
                 if not o.alive(): continue
                 exp = o.info.get('expiry')
                 if exp is not None and k > exp:
-                    o.status = o.Expired; self.notify(o); e.on_done(o)
+                    o.status = o.Expired; self.notify(o); e.orders.done(o, k)
                     continue
                 self._try(o, k)
                 if o.alive(): self.pending.append(o)
@@ -112,7 +114,7 @@ def _classes() -> SimpleNamespace:
             base, trig = fill_price(kind, o.isbuy(), op, hi, lo, cl, lim, stop, o.info.get('triggered') is not None)
             if trig:
                 o.info['triggered'] = k
-                if o.info.get('kind') == 'stop': self.e.on_trigger(o, k)
+                if o.info.get('kind') == 'stop': self.e.orders.triggered(o, k)
             elif base is None and et in (O.StopTrail, O.StopTrailLimit) and not o.info.get('managed'): o.trailadjust(cl)
             return base
 
@@ -125,9 +127,9 @@ def _classes() -> SimpleNamespace:
             pos = int(e.state.qty[j])
             if o.info.get('kind') != 'entry':
                 if pos == 0 or (pos > 0) == buy:                # nothing (left) to close: the exit is moot
-                    self.cancel(o); e.on_done(o); return
+                    self.cancel(o); e.orders.done(o, k); return
                 q = min(q, abs(pos))
-            elif (pos != 0 and (pos > 0) != buy) or e.has_exit[j] or e.trig[j]: return   # an entry waits for the symbol's exit to complete
+            elif (pos != 0 and (pos > 0) != buy) or e.om.has_exit[j] or e.om.trig[j]: return   # an entry waits for the symbol's exit to complete
             if e.ssr is not None and short_sale_blocked(o.info.get('kind') == 'entry' and not buy, bool(e.ssr[k, j]), int(e.tick[k, j])): return
             if q <= 0: return
             size = q if buy else -q
@@ -145,7 +147,7 @@ def _classes() -> SimpleNamespace:
             if o.info.get('kind') != 'entry' and int(e.state.qty[j]) + size == 0 and o.alive():
                 o.status = o.Completed                          # the position is closed: nothing left to do
             self.notify(o)
-            e.on_exec(o, k, j, q, buy, price, base, cm, reg)
+            e.orders.executed(o, k, j, q, buy, price, base, cm, reg)
 
     class Strat(bt.Strategy):
         "Hands each closed bar to the engine: risk decision, then orders."
@@ -196,246 +198,115 @@ class _Bars:
         return b
 
 # %% ../../nbs/53_backtest.bt.ipynb #c88e1203
-def _reasons(bits: int, _cache: dict[int, str] = {}) -> str:
-    "Reason codes of a bit mask joined by ',' (cached: few distinct masks occur)."
-    r = _cache.get(bits)
-    if r is None: r = _cache[bits] = ','.join(reasons_of(bits))
-    return r
-
-_TYPE_NAMES: dict[int, str] = {0: 'market', 2: 'limit', 3: 'stop', 4: 'stop_limit', 5: 'trailing_stop', 6: 'trailing_stop_limit'}
-
 _SKIP: bool = True   # skip the bars at which decide() provably decides nothing (tests turn it off to check that)
 
+_BT_STATUS: dict[str, str] = {'Completed': 'filled', 'Canceled': 'canceled', 'Expired': 'expired', 'Margin': 'rejected', 'Rejected': 'rejected'}
+
+class _BtOrders:
+    "The `Broker` protocol over backtrader's broker: the order manager sends smallcap `Order`s, backtrader holds, triggers and fills them."
+    def __init__(self, e: Any) -> None:
+        self.e, self.by_id, self.sent = e, {}, {}
+        self.listener: Any = None
+
+    def submit(self, order: Order) -> OrderState:
+        "Send one order to backtrader (a client id it already holds is the same order)."
+        e = self.e
+        if (o := self.by_id.get(order.client_id)) is not None: return self._state(order.client_id, o)
+        O = _CLS['bt'].Order
+        rec = e.om.live[order.client_id]
+        et, price = O.Market, None
+        if order.type is OrderType.LIMIT: et, price = O.Limit, order.limit_price
+        elif order.type is OrderType.STOP: et, price = (O.StopTrail if e.om.trailing else O.Stop), order.stop_price
+        elif order.type is OrderType.STOP_LIMIT: et, price = O.StopLimit, order.stop_price
+        info = dict(kind=rec.role, cid=order.client_id)
+        if order.tif is TimeInForce.DAY and e.expiry is not None: info['expiry'] = int(e.expiry[max(e.k, 0)])
+        if et == O.StopTrail: info['managed'] = True                     # moved by the order manager, never by backtrader
+        fn = e.broker.buy if order.side is Side.BUY else e.broker.sell
+        o = fn(e.strat, e.datas[rec.j], order.qty, price=price, plimit=order.limit_price if et == O.StopLimit else None, exectype=et, **info)
+        self.by_id[order.client_id], self.sent[order.client_id] = o, order
+        return self._state(order.client_id, o)
+
+    def cancel(self, client_id: str) -> OrderState | None:
+        o = self.by_id.get(client_id)
+        if o is None: return None
+        self.e.broker.cancel(o)
+        return self._state(client_id, o)
+
+    def move_stop(self, client_id: str, stop: float) -> None:
+        "Move a resting stop's trigger (backtrader reads `created.price` each bar)."
+        self.by_id[client_id].created.price = float(stop)
+
+    def events(self) -> list[OrderEvent]: return []                      # backtrader's events are pushed to the listener
+
+    def status(self, o: Any) -> str:
+        "Our status name of a backtrader order."
+        return _BT_STATUS.get(o.getstatusname(), 'working' if o.alive() else 'canceled')
+
+    def _state(self, cid: str, o: Any) -> OrderState:
+        st, filled = self.status(o), abs(int(o.executed.size))
+        status = OrderStatus(st) if st != 'working' else OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.NEW
+        return OrderState(self.sent[cid], status, filled)
+
+    # ---- what backtrader's broker tells us ---------------------------------------------------------------
+    def triggered(self, o: Any, k: int) -> None:
+        self.listener(OrderEvent(EventKind.TRIGGERED, o.info['cid'], self.e.bars.times[k]))
+
+    def executed(self, o: Any, k: int, j: int, q: int, buy: bool, price: float, base: float, comm: float, reg: float) -> None:
+        e, done = self.e, not o.alive()
+        f = Fill(o.info['cid'], e.plan.symbols[j], 'buy' if buy else 'sell', q, price, e.bars.times[k], commission=comm, fees=reg)
+        self.listener(OrderEvent(EventKind.FILLED if done else EventKind.PARTIALLY_FILLED, f.client_id, f.ts, f, abs(int(o.executed.size)),
+                                 0 if done else abs(int(o.executed.remsize)), slippage=q * abs(price - base)))
+
+    def done(self, o: Any, k: int) -> None:
+        kind = EventKind.EXPIRED if o.status == o.Expired else EventKind.CANCELED
+        self.listener(OrderEvent(kind, o.info['cid'], self.e.bars.times[k], filled=abs(int(o.executed.size)), reason='end of day' if kind is EventKind.EXPIRED else 'nothing to close'))
+
 class _Engine:
-    "Per-bar glue between the plan, the risk module and backtrader's broker (state, working orders, records)."
+    "Per-bar glue: backtrader's broker as the trading loop's broker (the same order manager and risk engine as the event engine)."
     def __init__(self, plan: Plan) -> None:
-        from smallcap.risk import _B
-        self.plan, self.c = plan, plan.risk
+        self.plan = plan
         T, N = plan.shape
         self.T, self.N = T, N
         self.realistic = plan.fill == 'realistic'
-        self.costs = plan.costs
         self.open, self.high, self.low, self.close = plan.open, plan.high, plan.low, plan.close
         self.traded, self.hs = plan.traded, plan.half_spread
         part = plan.costs.participation
         self.cap = np.floor(part * plan.volume + 1e-9) if self.realistic and part is not None else None
-        self.state = RiskState.new(plan.symbols, plan.cash)
-        self.risk = RiskEngine(plan.risk)
-        self.bars = _Bars(plan)
-        self.sid = plan.strategy_id
-        self.upper = [str(x).strip().upper() for x in plan.symbols]
-        s = plan._sig
-        self.busy = s['entries_long'].any(1) | s['entries_short'].any(1)
-        self.skip = _SKIP
-        self.quiet = quiet_bars(plan)
         self.ssr = plan.ssr if plan.ssr.any() else None
         self.tick = plan.tick if self.ssr is not None else None
+        self.state = RiskState.new(plan.symbols, plan.cash)
+        self.orders = _BtOrders(self)
+        self.loop = TradingLoop(RiskEngine(plan.risk), self.state, self.orders, plan.strategy_id, protect=self.realistic, day_entries=self.realistic)
+        self.om = self.loop.orders
+        self.bars = _Bars(plan)
+        self.atr = plan.atr
+        self.busy, self.quiet = busy_bars(plan), quiet_bars(plan)
+        self.skip = _SKIP
         ny = plan.index.tz_convert('America/New_York').normalize()
-        last = pd.Series(np.arange(T)).groupby(np.asarray(ny.asi8)).transform('max').to_numpy()
-        self.expiry = last if self.realistic else None
-        self.trailing = self.realistic and (self.c.trail_pct is not None or self.c.trail_atr is not None)
-        self.exit_bits = int(_B.EXIT_STOP | _B.EXIT_TRAILING | _B.EXIT_TARGET)
+        self.expiry = pd.Series(np.arange(T)).groupby(np.asarray(ny.asi8)).transform('max').to_numpy() if self.realistic else None
         self.k = -1
-        self.entry: list[list] = [[] for _ in range(N)]    # working entry orders per symbol
-        self.n_entry = 0                                    # how many
-        self.exit: list[Any] = [None] * N                   # working market exit per symbol
-        self.stop: list[Any] = [None] * N                   # resting stop per symbol
-        self.target: list[Any] = [None] * N                 # resting target per symbol
-        self.level = np.full(N, np.nan)                     # price of each resting stop
-        self.has_stop, self.has_target = np.zeros(N, bool), np.zeros(N, bool)
-        self.has_exit, self.trig = np.zeros(N, bool), np.zeros(N, bool)    # a market exit is working; the resting stop triggered
-        self.n_prot = np.zeros(N, np.int64)                 # protective placements per symbol (client id attempts)
-        self.fills: list[tuple] = []
-        self.sent: list[tuple[dict, Any]] = []
-        self.rejected: list[Any] = []
-        self.count = dict(market_at_bar=0, at_bar_left=0, expired=0, expired_shares=0)
         self.broker = self.strat = self.datas = None
 
-    # ---- per bar ----------------------------------------------------------------------------------------------
+    def begin_bar(self, k: int) -> None:
+        "Backtrader's broker is about to trade bar k: protective orders placed at its fills know the last closed bar's ATR."
+        self.loop.begin_bar(self.bars.times[k], self.atr[k - 1] if k > 0 else self.atr[0])
+
     def step(self) -> None:
-        "Decide bar k (just closed) and turn the decisions into orders."
+        "Decide bar k (just closed) through the trading loop."
         k, st = self.k, self.state
         if self.skip and not self.broker.pending and not st.pending.any():
             if not self.busy[k] and not st.qty.any(): return                         # idle: flat, no entry signal
             if self.quiet[k] and not (np.isfinite(st.stop).any() or np.isfinite(st.target).any()): return   # quiet: nothing can fire
-        entries, exits = self.risk.decide(st, self.bars.at(k))
-        if self.n_entry and halts_entries(st, self.c):                              # no new risk once the day is halted
-            for j in range(self.N):
-                if self.entry[j]: self._cancel_entries(j)
-        if len(exits): self._exits(k, exits)
-        if len(entries): self._entries(k, entries)
-        if self.n_entry: self._keep_pending()
-        if self.realistic and st.qty.any(): self._sync_protection(k)
+        self.loop.step(self.bars.at(k))
 
-    def _oid(self, d: Any, i: int) -> str:
-        "The client order id `Decisions.orders` gives row i (strategy, symbol, bar time, intent)."
-        return client_order_id(self.sid, self.upper[int(d.index[i])], d.time, d.intent[i])
-
-    def _exits(self, k: int, d: Any) -> None:
-        for i in np.flatnonzero(d.approved > 0):
-            j = int(d.index[i])
-            if self.has_exit[j] or self.trig[j]: continue                 # already on its way out: never a second exit
-            bits = int(d.reasons[i])
-            if d.at_bar[i]:
-                if (self.has_stop[j] or self.has_target[j]) and bits & ~self.exit_bits == 0:   # the resting order does exactly this
-                    self.count['at_bar_left'] += 1                 # ... and has not (fully) done it in this bar
-                    continue
-                if not (self.has_stop[j] or self.has_target[j]): self.count['market_at_bar'] += 1
-            self._cancel_entries(j); self._cancel_protection(j)
-            q = abs(int(self.state.qty[j]))
-            if q == 0: continue
-            lim = float(d.limit[i])                                        # extended hours: a limit through the close
-            self._set('exit', j, self._send(j, k, d.side[i] > 0, q, 'exit', d.intent[i], self._oid(d, i), _reasons(bits),
-                                            limit=lim if np.isfinite(lim) else None))
-
-    def _entries(self, k: int, d: Any) -> None:
-        ok = d.approved > 0
-        if not ok.all(): self.rejected.append(d)
-        if not ok.any(): return
-        for i in np.flatnonzero(ok):
-            j, buy = int(d.index[i]), bool(d.side[i] > 0)
-            if any(w.isbuy() != buy for w in self.entry[j]): self._cancel_entries(j)
-            lim = float(d.limit[i])
-            w = self._send(j, k, buy, int(d.approved[i]), 'entry', d.intent[i], self._oid(d, i), _reasons(int(d.reasons[i])),
-                           limit=lim if np.isfinite(lim) else None, stop=float(d.stop[i]), target=float(d.target[i]), requested=int(d.requested[i]))
-            self.entry[j].append(w); self.n_entry += 1
-
-    def _keep_pending(self) -> None:
-        "Working entries stay pending in the risk state until they fill, expire or are cancelled."
-        st = self.state
-        for j, ws in enumerate(self.entry):
-            if ws:
-                st.pending[j] = sum(w.executed.remsize for w in ws)
-                st.pending_bar[j] = st.bars_seen + 1
-
-    def _sync_protection(self, k: int) -> None:
-        "Move resting stops to the risk state's level (trailing) and give open positions without protection their stop and target."
-        st = self.state
-        held = st.qty != 0
-        lvl, trail = self._levels(np.arange(self.N), self.plan.atr[k])
-        move = held & self.has_stop & ~self.trig & np.isfinite(lvl) & (lvl != self.level)
-        for j in np.flatnonzero(move):
-            s = self.stop[j]
-            s.created.price = float(lvl[j]); s.info['trail'] = bool(trail[j]); self.level[j] = lvl[j]
-        new = held & ~self.has_stop & ~self.has_target & ~self.has_exit & (np.isfinite(lvl) | np.isfinite(st.target))
-        for j in np.flatnonzero(new): self._protect(j, k, now=False)
-
-    def _levels(self, js: np.ndarray, atr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        "The risk module's protective level for symbols js (the stop, tightened by the trailing level), and whether it trails."
-        st = self.state
-        return protective_level(self.c, st.qty[js], st.stop[js], st.high[js], st.low[js], atr[js])
-
-    # ---- orders -----------------------------------------------------------------------------------------------
-    def _set(self, what: str, j: int, o: Any) -> None:
-        "Record the symbol's working exit / stop / target order (None: none)."
-        getattr(self, what)[j] = o
-        getattr(self, 'has_' + what)[j] = o is not None
-        if what == 'stop': self.trig[j] = False
-
-    def _send(self, j: int, k: int, buy: bool, qty: int, kind: str, intent: Any, oid: str, reason: str, limit: float | None = None,
-              stop: float = np.nan, target: float = np.nan, requested: int | None = None, exectype: Any = None, price: float | None = None,
-              now: bool = False, plimit: float | None = None) -> Any:
-        "Submit one backtrader order and record it."
-        bt = _CLS['bt']
-        if exectype is None: exectype, price = (bt.Order.Limit, limit) if limit is not None else (bt.Order.Market, None)
-        info = dict(kind=kind, intent=str(intent), oid=oid, reason=reason, now=now)
-        if kind == 'entry' and self.expiry is not None: info['expiry'] = int(self.expiry[k])
-        if exectype == bt.Order.StopTrail: info['managed'] = True
-        fn = self.broker.buy if buy else self.broker.sell
-        o = fn(self.strat, self.datas[j], qty, price=price, plimit=plimit, exectype=exectype, **info)
-        self.sent.append((dict(ts=self.bars.times[k], symbol=self.plan.symbols[j], side='buy' if buy else 'sell', type=_TYPE_NAMES[exectype],
-                               intent=str(intent), requested=qty if requested is None else requested, qty=qty,
-                               limit=limit if limit is not None else plimit if plimit is not None else price if kind == 'target' else np.nan,
-                               stop=price if exectype in (3, 4, 5, 6) else stop, target=price if kind == 'target' else target, reason=reason, order_id=oid), o))
-        return o
-
-    def _protect(self, j: int, k: int, now: bool) -> None:
-        "Place the position's stop and target (one-cancels-other), sized to the position."
-        bt = _CLS['bt']
-        self._cancel_protection(j)
-        q = int(self.state.qty[j])
-        if q == 0: return
-        lvl, trail = self._levels(np.array([j]), self.plan.atr[k - 1] if now and k > 0 else self.plan.atr[k])
-        n = int(self.n_prot[j]); self.n_prot[j] += 1
-        t, sym, buy = self.bars.times[k], self.plan.symbols[j], q < 0
-        if np.isfinite(lvl[0]):
-            s = self._send(j, k, buy, abs(q), 'stop', Intent.STOP_LOSS, client_order_id(self.sid, sym, t, Intent.STOP_LOSS, n),
-                           'exit_trailing' if trail[0] else 'exit_stop', exectype=bt.Order.StopTrail if self.trailing else bt.Order.Stop,
-                           price=float(lvl[0]), now=now)
-            s.info['trail'] = bool(trail[0])
-            self._set('stop', j, s); self.level[j] = lvl[0]
-        tg = float(self.state.target[j])
-        if np.isfinite(tg):
-            self._set('target', j, self._send(j, k, buy, abs(q), 'target', Intent.TAKE_PROFIT, client_order_id(self.sid, sym, t, Intent.TAKE_PROFIT, n),
-                                              'exit_target', exectype=bt.Order.Limit, price=tg, now=now))
-
-    def _cancel_entries(self, j: int) -> None:
-        for w in self.entry[j]: self.broker.cancel(w)
-        self.n_entry -= len(self.entry[j])
-        self.entry[j] = []
-        self.state.pending[j] = 0
-
-    def _cancel_protection(self, j: int) -> None:
-        for o in (self.stop[j], self.target[j]):
-            if o is not None: self.broker.cancel(o)
-        self._set('stop', j, None); self._set('target', j, None)
-        self.level[j] = np.nan
-
-    # ---- broker callbacks -------------------------------------------------------------------------------------
-    def on_trigger(self, o: Any, k: int) -> None:
-        "A resting stop triggered: it works on as a market order; its target and the symbol's working entry go."
-        j = o.data._j
-        if o is not self.stop[j]: return
-        self.trig[j] = True
-        if self.target[j] is not None: self.broker.cancel(self.target[j]); self._set('target', j, None)
-        if self.entry[j]: self._cancel_entries(j)
-
-    def on_exec(self, o: Any, k: int, j: int, q: int, buy: bool, price: float, base: float, comm: float, reg: float) -> None:
-        "Record one execution, fold it into the risk state, and keep the symbol's orders consistent."
-        info = o.info
-        kind = info['kind']
-        reason = ('exit_trailing' if info.get('trail') else 'exit_stop') if kind == 'stop' else info['reason']
-        self.fills.append((k, j, buy, q, price, q * abs(price - base), info['intent'], info['oid'], reason))
-        st = self.state
-        st.apply_fill(Fill(info['oid'], self.plan.symbols[j], 'buy' if buy else 'sell', q, price, self.bars.times[k], commission=comm, fees=reg))
-        if kind == 'entry':
-            if not o.alive(): self._drop_entry(j, o)
-            if self.realistic: self._protect(j, k, now=True)
-        elif kind != 'exit' and self.entry[j]: self._cancel_entries(j)       # a stop/target fill: the working entry goes
-        if kind == 'exit' and not o.alive(): self._set('exit', j, None)
-        if st.qty[j] == 0:
-            self._cancel_protection(j)
-            if self.exit[j] is not None: self.broker.cancel(self.exit[j]); self._set('exit', j, None)
-
-    def _drop_entry(self, j: int, o: Any) -> None:
-        n = len(self.entry[j])
-        self.entry[j] = [w for w in self.entry[j] if w is not o]
-        self.n_entry -= n - len(self.entry[j])
-
-    def on_done(self, o: Any) -> None:
-        "An order left the book without (more) fills: expired, or an exit with nothing left to close."
-        j = o.data._j
-        if o.info['kind'] == 'entry':
-            self._drop_entry(j, o)
-            if o.status == o.Expired: self.count['expired'] += 1; self.count['expired_shares'] += abs(int(o.executed.remsize))
-        elif o is self.exit[j]: self._set('exit', j, None)
-        elif o is self.stop[j]: self._set('stop', j, None)
-        elif o is self.target[j]: self._set('target', j, None)
-
-    # ---- results ----------------------------------------------------------------------------------------------
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         "Fills, orders and notes of the run (the frames every order-level engine reports)."
-        p = self.plan
-        fills = fills_frame(p, [(p.index[k], *rest) for k, *rest in self.fills])
-        bt = _CLS.get('bt')
-        status = {}
-        if bt is not None:
-            O = bt.Order
-            status = {O.Completed: 'filled', O.Canceled: 'canceled', O.Expired: 'expired', O.Margin: 'rejected', O.Rejected: 'rejected'}
-        rows = [{**rec, 'filled': abs(int(o.executed.size)), 'status': status.get(o.status, 'working' if o.alive() else 'canceled')} for rec, o in self.sent]
-        entries = [o for r, o in self.sent if o.info['kind'] == 'entry']
+        p, by_id, om = self.plan, self.orders.by_id, self.om
+        rows = [{**rec, 'filled': abs(int(by_id[cid].executed.size)), 'status': self.orders.status(by_id[cid])} for rec, cid in om.sent]
+        entries = [by_id[cid] for rec, cid in om.sent if rec['intent'] in ('enter_long', 'enter_short')]
         partial = sum(len(o.executed.exbits) > 1 or 0 < abs(o.executed.size) < abs(o.created.size) for o in entries)
-        return fills, orders_frame(rows, self.rejected), engine_notes('backtrader', p, self.count, partial, sum(o.alive() for _, o in self.sent))
+        return (fills_frame(p, om.fills), orders_frame(rows, om.rejected),
+                engine_notes('backtrader', p, om.count, partial, sum(o.alive() for o in by_id.values())))
 
 
 # %% ../../nbs/53_backtest.bt.ipynb #6a243a0d
