@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -20,8 +21,9 @@ from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Positi
 
 # %% auto #0
 __all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reasons_of', 'kelly_fraction', 'RiskConfig', 'Decision', 'Decisions',
-           'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'iter_bars', 'protective_level',
-           'eod_window', 'entry_gates', 'Screened', 'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
+           'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'PanelBars', 'iter_bars', 'ssr_events',
+           'BarInputs', 'RiskInputs', 'RiskInputStream', 'protective_level', 'eod_window', 'entry_gates', 'Screened',
+           'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
 
 # %% ../nbs/40_risk.ipynb #9d1327d4
 class Reason(StrEnum):
@@ -696,10 +698,66 @@ class BarContext:
             s(self, f, None if v is None or v is pd.NaT else to_utc(v))
         if self.session is not None and self.session not in ENTRY_SESSIONS: raise DataError(f"BarContext.session must be one of {ENTRY_SESSIONS} or None, got {self.session!r}")
 
-    @property
+    @functools.cached_property
     def end(self) -> pd.Timestamp:
         "When the bar closed (its open time plus its length): the earliest time its orders can act."
         return self.time + pd.Timedelta(seconds=self.bar_seconds)
+
+class PanelBars:
+    "Every bar of a panel as a `BarContext`: the (bars, symbols) arrays are checked and converted once, each bar is then a set of row views."
+    def __init__(self, index: pd.DatetimeIndex,  # bar open times (UTC)
+                 symbols: Sequence[str],  # the columns
+                 close: np.ndarray,  # (bars, symbols) closes
+                 session: Sequence[str | None] | None = None,  # each bar's session label (None: 'regular' for every bar)
+                 session_close: np.ndarray | None = None,  # each bar's regular close of the day (ns; `NAT_NS`: none)
+                 extended_close: np.ndarray | None = None,  # each bar's after-hours close of the day (ns)
+                 bar_seconds: float = 60.0,  # bar length
+                 **arrays: np.ndarray | None,  # any other `BarContext` array field as (bars, symbols): open, high, atr, halted, entries_long, ...
+                ) -> None:
+        T = len(index)
+        self.times, self.symbols = list(pd.DatetimeIndex(index).tz_convert('UTC')), np.asarray(list(symbols), dtype=object)
+        N = len(self.symbols)
+        if bad := sorted(set(arrays) - set(_BAR_FLOATS + _BAR_BOOLS + ('tick', 'shortable'))): raise DataError(f"PanelBars has no fields {bad}")
+        def conv(f: str, v: Any) -> np.ndarray:
+            v = np.asarray(v, dtype=bool if f in _BAR_BOOLS or f == 'shortable' else np.int8 if f == 'tick' else float)
+            if v.shape != (T, N): raise DataError(f"PanelBars.{f} has shape {v.shape}, expected ({T}, {N}) for {T} bars and {N} symbols")
+            return v
+        self.close = conv('close', close)
+        self.arrays = {f: conv(f, v) for f, v in arrays.items() if v is not None}
+        fixed = lambda a: (a.setflags(write=False), a)[1]
+        self.defaults = {f: None if f == 'priority' else fixed(np.zeros(N, np.int8) if f == 'tick' else np.ones(N, bool) if f == 'shortable'
+                                                                else np.zeros(N, bool) if f in _BAR_BOOLS else np.full(N, np.nan))
+                         for f in _BAR_FLOATS + _BAR_BOOLS + ('tick', 'shortable') if f not in self.arrays and f not in ('open', 'high', 'low')}
+        self.session = ['regular'] * T if session is None else list(session)
+        if len(self.session) != T: raise DataError(f"PanelBars.session has {len(self.session)} labels for {T} bars")
+        if bad := sorted({s for s in self.session if s is not None and s not in ENTRY_SESSIONS}): raise DataError(f"PanelBars.session labels must be one of {ENTRY_SESSIONS} or None, got {bad}")
+        def stamps(ns: np.ndarray | None, name: str) -> list[pd.Timestamp | None]:
+            if ns is None: return [None] * T
+            ns = np.asarray(ns, np.int64)
+            if ns.shape != (T,): raise DataError(f"PanelBars.{name} has shape {ns.shape}, expected ({T},)")
+            u, inv = np.unique(ns, return_inverse=True)                       # a few distinct days: one Timestamp each
+            ts = [None if v == NAT_NS else pd.Timestamp(int(v), tz='UTC') for v in u.tolist()]
+            return [ts[i] for i in inv.ravel().tolist()]
+        self.session_close, self.extended_close = stamps(session_close, 'session_close'), stamps(extended_close, 'extended_close')
+        self.bar_seconds = float(bar_seconds)
+        step = pd.Timedelta(seconds=self.bar_seconds)
+        self.ends = [t + step for t in self.times]
+
+    def __len__(self) -> int: return len(self.times)
+
+    def at(self, k: int,  # bar position
+          ) -> BarContext:
+        "The `BarContext` of bar `k` (the same fields and values `BarContext(...)` would give, without checking them again)."
+        b = object.__new__(BarContext)                                         # the one place that skips `__post_init__`: the panel was checked
+        c = self.close[k]
+        d = b.__dict__
+        d.update(time=self.times[k], symbols=self.symbols, close=c, open=c, high=c, low=c, session=self.session[k], session_close=self.session_close[k],
+                 extended_close=self.extended_close[k], bar_seconds=self.bar_seconds, end=self.ends[k])
+        d.update(self.defaults)
+        for f, v in self.arrays.items(): d[f] = v[k]
+        return b
+
+    def __iter__(self) -> Iterator[BarContext]: return (self.at(k) for k in range(len(self)))
 
 def iter_bars(panel: Any,  # a `smallcap.data.panel.Panel` of bars
               signals: Any = None,  # the strategy's `Signals` on the same index and columns (None: no signals)
@@ -724,18 +782,210 @@ def iter_bars(panel: Any,  # a `smallcap.data.panel.Panel` of bars
         if arr[f] is not None: arr[f] = np.where(pd.isna(arr[f]), f == 'shortable', arr[f]).astype(bool)
     if arr['tick'] is not None: arr['tick'] = np.nan_to_num(arr['tick'].astype(float)).astype(np.int8)
     close = panel.close.to_numpy(dtype=float)
-    sym = np.asarray(list(cols), dtype=object)
     if bar_seconds is None: bar_seconds = pd.Series(idx).diff().mode().iloc[0].total_seconds() if len(idx) > 1 else 60.0
-    sess = session_of(idx).to_numpy() if len(idx) else []
+    if not len(idx): return
+    sess = session_of(idx).to_numpy()
     ny = idx.tz_convert('America/New_York')
-    cal = trading_sessions(ny[0].date(), ny[-1].date()).set_index('date') if len(idx) else None
-    days = pd.Index(cal.index) if cal is not None else None
-    pos = days.get_indexer(ny.normalize().tz_localize(None).date) if cal is not None else []
-    for k, t in enumerate(idx):
-        j = pos[k]
-        yield BarContext(t, sym, close[k], **{f: (v[k] if v is not None else None) for f, v in arr.items()},
-                         session=sess[k], session_close=cal['close'].iloc[j] if j >= 0 else None,
-                         extended_close=cal['post_close'].iloc[j] if j >= 0 else None, bar_seconds=float(bar_seconds))
+    cal = trading_sessions(ny[0].date(), ny[-1].date()).set_index('date')
+    pos = pd.Index(cal.index).get_indexer(ny.normalize().tz_localize(None).date)
+    ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
+    yield from PanelBars(idx, cols, close, sess, ns('close'), ns('post_close'), float(bar_seconds), **arr)
+
+# %% ../nbs/40_risk.ipynb #82856af2
+def _ffill(a: np.ndarray) -> np.ndarray:
+    "Forward-fill NaNs down each column (vectorised)."
+    ok = ~np.isnan(a)
+    i = np.where(ok, np.arange(len(a))[:, None], 0)
+    np.maximum.accumulate(i, axis=0, out=i)
+    out = a[i, np.arange(a.shape[1])]
+    return np.where(np.maximum.accumulate(ok, axis=0), out, np.nan)
+
+def _ny_day_numbers(ns: np.ndarray) -> np.ndarray:
+    "New York calendar day (days since 1970-01-01) of UTC epoch nanoseconds."
+    local = pd.DatetimeIndex(np.asarray(ns, np.int64).astype('datetime64[ns]'), tz='UTC').tz_convert('America/New_York').tz_localize(None)
+    return local.as_unit('ns').asi8 // 86_400_000_000_000
+
+def _window_mean(days: list[np.ndarray] | np.ndarray, n: int, N: int) -> np.ndarray:
+    "Mean of the last `n` daily values (NaN ignored; NaN when none), summed oldest first: the one formula of both forms."
+    tot, cnt = np.zeros(N), np.zeros(N)
+    for d in [np.full(N, np.nan)] * (n - len(days)) + list(days[-n:] if len(days) else []):
+        tot += np.nan_to_num(d); cnt += np.isfinite(d)
+    return np.where(cnt > 0, tot / np.where(cnt > 0, cnt, 1), np.nan)
+
+def ssr_events(store: Any,  # a store with `status` rows (None: no SSR days)
+               symbols: Sequence[str],  # the symbols wanted
+               start: Any,  # first time (inclusive)
+               end: Any,  # last time (exclusive)
+              ) -> pd.DataFrame:
+    "The store's short-sale-restriction rows in `[start, end)`: one row (symbol, ts) per SSR day, from the time it took effect."
+    if store is None: return pd.DataFrame({'symbol': pd.Series([], dtype=object), 'ts': pd.DatetimeIndex([], tz='UTC')})
+    st = store.status(list(symbols), start, end)
+    st = st[st['kind'] == 'ssr'] if len(st) else st
+    return pd.DataFrame({'symbol': st['symbol'].astype(object).to_numpy() if len(st) else np.array([], object),
+                         'ts': pd.DatetimeIndex(st['ts'] if len(st) else [], tz='UTC') if not len(st) else pd.DatetimeIndex(st['ts']).tz_convert('UTC')})
+
+@dataclass(frozen=True)
+class BarInputs:
+    "The risk inputs of one bar, one value per symbol: what a `BarContext` gets besides prices and signals."
+    atr: np.ndarray  # ATR (NaN: not enough history, or no bar)
+    avg_volume: np.ndarray  # average daily volume of the previous sessions (NaN: none yet)
+    tick: np.ndarray  # direction of the last price change: +1, 0, -1 (int8)
+    ssr: np.ndarray  # short-sale restriction in effect
+    halted: np.ndarray  # no trade in the bar
+
+class RiskInputs:
+    "The per-bar risk inputs of a whole panel as (bars, symbols) arrays, each computed on first use: ATR, average daily volume, tick, SSR, halted."
+    def __init__(self, bars: Any,  # a `smallcap.data.panel.Panel`
+                 ssr_events: pd.DataFrame | None = None,  # SSR rows (symbol, ts), as `ssr_events` returns (None: no SSR days)
+                 atr_length: int = 14,  # ATR period (Wilder)
+                 adv_sessions: int = 20,  # sessions averaged for the daily volume
+                ) -> None:
+        self.bars, self.events, self.atr_length, self.adv_sessions = bars, ssr_events, int(atr_length), int(adv_sessions)
+        self.index, self.symbols = bars.index, list(bars.symbols)
+        self.shape = bars.close.shape
+
+    @classmethod
+    def from_store(cls, bars: Any,  # a `Panel`
+                   store: Any,  # the store the bars came from (its SSR rows); None: no SSR days
+                   **kwargs: Any,  # atr_length, adv_sessions
+                  ) -> RiskInputs:
+        "The risk inputs of a panel, with the SSR days of the store."
+        ev = ssr_events(store, bars.symbols, bars.index[0] - pd.Timedelta(days=1), bars.index[-1] + pd.Timedelta(days=1)) if store is not None and len(bars.index) else None
+        return cls(bars, ev, **kwargs)
+
+    @functools.cached_property
+    def _ns(self) -> np.ndarray: return self.index.as_unit('ns').asi8
+
+    @functools.cached_property
+    def _day(self) -> np.ndarray: return _ny_day_numbers(self._ns)
+
+    @functools.cached_property
+    def atr(self) -> np.ndarray:
+        "ATR(`atr_length`) at each bar (Wilder's, `smallcap.indicators.atr`)."
+        from smallcap.indicators import atr
+        b = self.bars
+        return atr(b.high, b.low, b.close, self.atr_length).to_numpy(float)
+
+    @functools.cached_property
+    def avg_volume(self) -> np.ndarray:
+        "Average daily volume of the `adv_sessions` previous New York sessions at each bar (causal: today excluded)."
+        vol, day = self.bars.volume.to_numpy(float), self._day
+        T, N = vol.shape
+        if T == 0: return np.full((0, N), np.nan)
+        start = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
+        daily = np.where(np.add.reduceat(np.isfinite(vol), start, axis=0) > 0, np.add.reduceat(np.nan_to_num(vol), start, axis=0), np.nan)
+        D, n = len(start), self.adv_sessions
+        pad = np.vstack([np.full((n, N), np.nan), daily])
+        tot, cnt = np.zeros((D, N)), np.zeros((D, N))
+        for j in range(n):                                   # window positions, oldest first (a loop over `n`, not over bars)
+            w = pad[j:j + D]; tot += np.nan_to_num(w); cnt += np.isfinite(w)
+        prev = np.where(cnt > 0, tot / np.where(cnt > 0, cnt, 1), np.nan)
+        return prev[np.repeat(np.arange(D), np.diff(np.r_[start, T]))]
+
+    @functools.cached_property
+    def tick(self) -> np.ndarray:
+        "Direction of the last price change (+1, 0, -1; int8) at each bar, a missing bar keeping the last close."
+        close = _ffill(self.bars.close.to_numpy(float))
+        chg = np.sign(np.diff(close, axis=0, prepend=np.nan))
+        return np.nan_to_num(_ffill(np.where(chg != 0, chg, np.nan))).astype(np.int8)
+
+    @functools.cached_property
+    def ssr(self) -> np.ndarray:
+        "Short-sale restriction at each bar: from an SSR row's time to the end of that New York day."
+        T, N = self.shape
+        ev = self.events
+        out = np.zeros((T + 1, N), np.int64)
+        if ev is None or not len(ev) or T == 0: return out[:T].astype(bool)
+        col = pd.Index(self.symbols).get_indexer(ev['symbol'].to_numpy(object))
+        ts = pd.DatetimeIndex(ev['ts']).as_unit('ns').asi8
+        ok = col >= 0
+        col, ts = col[ok], ts[ok]
+        lo = np.searchsorted(self._ns, ts, 'left')                           # first bar at or after the row's time ...
+        hi = np.searchsorted(self._day, _ny_day_numbers(ts), 'right')      # ... to the last bar of its New York day
+        keep = lo < hi
+        np.add.at(out, (lo[keep], col[keep]), 1); np.add.at(out, (hi[keep], col[keep]), -1)
+        return np.cumsum(out, axis=0)[:T] > 0
+
+    @functools.cached_property
+    def halted(self) -> np.ndarray:
+        "No trade in the bar: no close, or no volume."
+        vol = np.nan_to_num(self.bars.volume.to_numpy(float))
+        return ~(np.isfinite(self.bars.close.to_numpy(float)) & (vol > 0))
+
+    def at(self, k: int,  # bar position
+          ) -> BarInputs:
+        "The inputs of bar `k`."
+        return BarInputs(self.atr[k], self.avg_volume[k], self.tick[k], self.ssr[k], self.halted[k])
+
+    def stream(self) -> RiskInputStream:
+        "A fresh `RiskInputStream` with the same symbols, SSR rows and settings."
+        return RiskInputStream(self.symbols, self.events, self.atr_length, self.adv_sessions)
+
+class RiskInputStream:
+    "The per-bar risk inputs computed bar by bar (a live engine's form of `RiskInputs`, the same values at every bar)."
+    def __init__(self, symbols: Sequence[str],  # the symbol universe, in column order
+                 ssr_events: pd.DataFrame | None = None,  # SSR rows (symbol, ts), as `ssr_events` returns
+                 atr_length: int = 14,  # ATR period (Wilder)
+                 adv_sessions: int = 20,  # sessions averaged for the daily volume
+                ) -> None:
+        N = len(symbols)
+        self.symbols, self.atr_length, self.adv_sessions = list(symbols), int(atr_length), int(adv_sessions)
+        self._pc, self._k, self._y = np.full(N, np.nan), np.zeros(N, np.int64), np.zeros(N)        # ATR: prior close, bars seen, running value
+        self._last, self._tick = np.full(N, np.nan), np.zeros(N, np.int8)                              # tick: last close, last direction
+        self._day, self._sum, self._cnt = None, np.zeros(N), np.zeros(N, np.int64)                     # today's volume so far
+        self._days: list[np.ndarray] = []                                                               # previous sessions' volumes
+        self._adv = np.full(N, np.nan)
+        self._time: int | None = None
+        self._ev_col = self._ev_ts = self._ev_day = np.zeros(0, np.int64)
+        if ssr_events is not None and len(ssr_events): self.add_ssr(ssr_events)
+
+    def add_ssr(self, events: pd.DataFrame,  # SSR rows (symbol, ts)
+               ) -> None:
+        "Learn of more SSR days (symbols outside the universe are ignored)."
+        col = pd.Index(self.symbols).get_indexer(events['symbol'].to_numpy(object))
+        ts = pd.DatetimeIndex(events['ts']).as_unit('ns').asi8
+        ok = col >= 0
+        self._ev_col, self._ev_ts = np.r_[self._ev_col, col[ok]], np.r_[self._ev_ts, ts[ok]]
+        self._ev_day = np.r_[self._ev_day, _ny_day_numbers(ts[ok])]
+
+    def update(self, time: Any,  # open time of the bar (tz-aware)
+               high: np.ndarray,  # highs of every symbol (NaN: no bar)
+               low: np.ndarray,  # lows
+               close: np.ndarray,  # closes
+               volume: np.ndarray,  # volumes (NaN or 0: no trade)
+              ) -> BarInputs:
+        "Fold in the next bar (bars in time order) and return its risk inputs."
+        t = to_utc(time).value
+        if self._time is not None and t <= self._time: raise DataError(f"bar {to_utc(time)} is not after the last bar ({pd.Timestamp(self._time, tz='UTC')})")
+        self._time = t
+        h, l, c, v = (np.asarray(x, float) for x in (high, low, close, volume))
+        day = int(_ny_day_numbers(np.array([t]))[0])
+        if day != self._day:                                              # a new session: yesterday's volume joins the average
+            if self._day is not None:
+                self._days.append(np.where(self._cnt > 0, self._sum, np.nan)); del self._days[:-self.adv_sessions]
+            self._day, self._sum, self._cnt = day, np.zeros(len(c)), np.zeros(len(c), np.int64)
+            self._adv = _window_mean(self._days, self.adv_sessions, len(c))
+        self._sum += np.nan_to_num(v); self._cnt += np.isfinite(v)
+        # ATR: `indicators_nb.atr_nb`'s step for every symbol at once
+        n = self.atr_length
+        ok = np.isfinite(h) & np.isfinite(l) & np.isfinite(c)
+        with np.errstate(invalid='ignore'):
+            tr = np.where(np.isnan(self._pc), h - l, np.maximum(np.maximum(h - l, np.abs(h - self._pc)), np.abs(l - self._pc)))
+        k = self._k + ok
+        seed = ok & (k <= n)
+        y = np.where(seed, self._y + tr, self._y)
+        y = np.where(seed & (k == n), y / n, y)
+        y = np.where(ok & (k > n), (1.0 - 1.0 / n) * self._y + (1.0 / n) * tr, y)
+        self._pc, self._k, self._y = np.where(ok, c, self._pc), k, y
+        atr = np.where(ok & (k >= n), y, np.nan)
+        # tick: the last change of the (last known) close
+        cf = np.where(np.isnan(c), self._last, c)
+        with np.errstate(invalid='ignore'): chg = np.sign(cf - self._last)
+        self._tick = np.where(np.isfinite(chg) & (chg != 0), chg, self._tick).astype(np.int8)
+        self._last = cf
+        ssr = np.zeros(len(c), bool)
+        ssr[self._ev_col[(self._ev_day == day) & (self._ev_ts <= t)]] = True
+        return BarInputs(atr, self._adv.copy(), self._tick.copy(), ssr, ~(np.isfinite(c) & (np.nan_to_num(v) > 0)))
 
 # %% ../nbs/40_risk.ipynb #c280fb89
 def protective_level(config: RiskConfig,  # the risk configuration (its trailing rule)

@@ -162,41 +162,6 @@ def _classes() -> SimpleNamespace:
     _CLS.update(bt=bt, Feed=Feed, Comm=Comm, Broker=Broker, Strat=Strat)
     return SimpleNamespace(**_CLS)
 
-# %% ../../nbs/53_backtest.bt.ipynb #b38bfd1e
-class _FastBar(BarContext):
-    "A BarContext filled from precomputed rows (same fields and values as `Plan.bar`)."
-    @property
-    def end(self) -> pd.Timestamp:
-        return self.__dict__['_end']
-
-class _Bars:
-    "Every BarContext of a plan, built cheaply on demand."
-    def __init__(self, plan: Plan) -> None:
-        s = plan._sig
-        T, N = plan.shape
-        self.times = list(plan.index)
-        self.ends = list(plan.index + pd.Timedelta(seconds=plan.bar_seconds))
-        self.sym = plan._sym
-        cache: dict[int, Any] = {}
-        conv = lambda v: cache.setdefault(int(v), None if v == np.iinfo(np.int64).min else pd.Timestamp(int(v), tz='UTC'))
-        self.sclose = [conv(v) for v in plan.session_close]
-        self.xclose = [conv(v) for v in plan.extended_close]
-        self.halted = ~plan.traded
-        self.shortable = np.ones(N, bool)
-        self.qty = np.full(N, np.nan)
-        self.p, self.s = plan, s
-
-    def at(self, k: int) -> BarContext:
-        p, s = self.p, self.s
-        b = object.__new__(_FastBar)
-        b.__dict__.update(time=self.times[k], symbols=self.sym, close=p.close[k], open=p.open[k], high=p.high[k], low=p.low[k], atr=p.atr[k],
-                          avg_volume=p.avg_volume[k], halted=self.halted[k], ssr=p.ssr[k], tick=p.tick[k], shortable=self.shortable,
-                          entries_long=s['entries_long'][k], exits_long=s['exits_long'][k], entries_short=s['entries_short'][k],
-                          exits_short=s['exits_short'][k], size=s['size'][k], limit=s['limit'][k], stop=s['stop'][k], qty=self.qty,
-                          priority=None, session=p.session[k], session_close=self.sclose[k], extended_close=self.xclose[k],
-                          bar_seconds=p.bar_seconds, _end=self.ends[k])
-        return b
-
 # %% ../../nbs/53_backtest.bt.ipynb #c88e1203
 _SKIP: bool = True   # skip the bars at which decide() provably decides nothing (tests turn it off to check that)
 
@@ -278,7 +243,7 @@ class _Engine:
         self.orders = _BtOrders(self)
         self.loop = TradingLoop(RiskEngine(plan.risk), self.state, self.orders, plan.strategy_id, protect=self.realistic, day_entries=self.realistic)
         self.om = self.loop.orders
-        self.bars = _Bars(plan)
+        self.bars = plan.contexts
         self.atr = plan.atr
         self.busy, self.quiet = busy_bars(plan), quiet_bars(plan)
         self.skip = _SKIP

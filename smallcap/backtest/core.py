@@ -23,7 +23,7 @@ import pandas as pd
 from ..core import ConfigError, DataError
 from ..data.panel import Panel
 from ..execution.costs import SLIPPAGE_MODELS, Costs, quoted_half_spread
-from ..risk import NAT_NS, RiskConfig, eod_window, reasons_of, screen_entries, settle_entries
+from ..risk import NAT_NS, RiskConfig, RiskInputs, eod_window, reasons_of, screen_entries, settle_entries
 from ..strategy.base import Signals, Strategy
 
 # %% auto #0
@@ -55,12 +55,10 @@ class Plan:
     cash: float  # starting cash
     fill: str  # 'simple' or 'realistic'
     meta: dict[str, Any] = field(default_factory=dict)  # data description: fingerprint, range, source, synthetic, timeframe
-    bars: Panel | None = None  # the bars: highs, lows, ATR and average volume are computed from them on first use
+    bars: Panel | None = None  # the bars: highs and lows are computed from them on first use
+    inputs: Any = None  # the per-bar risk inputs (`smallcap.risk.RiskInputs`: ATR, average volume, tick, SSR, halts), each computed on first use
     _high: np.ndarray | None = field(default=None, repr=False)  # high prices (missing bars: the last close), once computed
     _low: np.ndarray | None = field(default=None, repr=False)  # low prices (missing bars: the last close), once computed
-    _atr: np.ndarray | None = field(default=None, repr=False)  # ATR(14), once computed
-    _avg_volume: np.ndarray | None = field(default=None, repr=False)  # average daily volume, once computed
-    _tick: np.ndarray | None = field(default=None, repr=False)  # tick direction, once computed
     _session: np.ndarray | None = field(default=None, repr=False)  # session labels, once computed
 
     @property
@@ -81,27 +79,18 @@ class Plan:
 
     @property
     def atr(self) -> np.ndarray:
-        "ATR(14) at each bar (computed on first use: only some risk rules need it)."
-        if self._atr is None:
-            from smallcap.indicators import atr as _atr
-            b = self.bars
-            self._atr = _atr(b.high, b.low, b.close, 14).to_numpy(float) if b is not None else np.full(self.shape, np.nan)
-        return self._atr
+        "ATR(14) at each bar, from the risk inputs (computed on first use: only some risk rules need it)."
+        return self.inputs.atr if self.inputs is not None else np.full(self.shape, np.nan)
 
     @property
     def avg_volume(self) -> np.ndarray:
-        "Average daily volume of the 20 previous sessions at each bar (computed on first use)."
-        if self._avg_volume is None:
-            self._avg_volume = _avg_daily_volume(self.bars.volume) if self.bars is not None else np.full(self.shape, np.nan)
-        return self._avg_volume
+        "Average daily volume of the 20 previous sessions at each bar, from the risk inputs (computed on first use)."
+        return self.inputs.avg_volume if self.inputs is not None else np.full(self.shape, np.nan)
 
     @property
     def tick(self) -> np.ndarray:
-        "Direction of the last price change (+1, 0, -1) at each bar (computed on first use)."
-        if self._tick is None:
-            chg = np.sign(np.diff(self.close, axis=0, prepend=np.nan))
-            self._tick = np.nan_to_num(_ffill(np.where(chg != 0, chg, np.nan))).astype(np.int8)
-        return self._tick
+        "Direction of the last price change (+1, 0, -1) at each bar, from the risk inputs (computed on first use)."
+        return self.inputs.tick if self.inputs is not None else np.zeros(self.shape, np.int8)
 
     @property
     def session(self) -> np.ndarray:
@@ -135,15 +124,16 @@ class Plan:
 
     def bar(self, k: int) -> Any:
         "The risk module's `BarContext` of bar `k` (signals included; stops and limits dropped under the simple fill model)."
-        from smallcap.risk import BarContext
+        return self.contexts.at(k)
+
+    @cached_property
+    def contexts(self) -> Any:
+        "Every bar's `BarContext` (`smallcap.risk.PanelBars`: the arrays checked once, each bar built on demand)."
+        from smallcap.risk import PanelBars
         s = self._sig
-        nat = lambda v: None if v == NAT_NS else pd.Timestamp(v, tz='UTC')
-        return BarContext(self.index[k], self._sym, self.close[k], open=self.open[k], high=self.high[k], low=self.low[k], atr=self.atr[k],
-                          avg_volume=self.avg_volume[k], halted=~self.traded[k], ssr=self.ssr[k], tick=self.tick[k],
-                          entries_long=s['entries_long'][k], exits_long=s['exits_long'][k], entries_short=s['entries_short'][k],
-                          exits_short=s['exits_short'][k], size=s['size'][k], limit=s['limit'][k], stop=s['stop'][k],
-                          session=self.session[k], session_close=nat(self.session_close[k]), extended_close=nat(self.extended_close[k]),
-                          bar_seconds=self.bar_seconds)
+        return PanelBars(self.index, self._sym, self.close, self.session, self.session_close, self.extended_close, self.bar_seconds,
+                         open=self.open, high=self.high, low=self.low, atr=self.atr, avg_volume=self.avg_volume, halted=~self.traded, ssr=self.ssr,
+                         tick=self.tick, **{f: s[f] for f in ('entries_long', 'exits_long', 'entries_short', 'exits_short', 'size', 'limit', 'stop')})
 
     @cached_property
     def _sig(self) -> dict[str, np.ndarray]:
@@ -182,37 +172,6 @@ def fingerprint(bars: Panel) -> str:
 def _at_last_close(bars: Panel, name: str, close: np.ndarray) -> np.ndarray:
     "Field `name` of the bars with each missing bar at `close` (the last close carried forward)."
     return np.where(np.isnan(bars.close.to_numpy(float)), close, getattr(bars, name).to_numpy(float))
-
-def _ffill(a: np.ndarray) -> np.ndarray:
-    "Forward-fill NaNs down each column (vectorised)."
-    ok = ~np.isnan(a)
-    i = np.where(ok, np.arange(len(a))[:, None], 0)
-    np.maximum.accumulate(i, axis=0, out=i)
-    out = a[i, np.arange(a.shape[1])]
-    return np.where(np.maximum.accumulate(ok, axis=0), out, np.nan)
-
-def _avg_daily_volume(vol: pd.DataFrame, days: int = 20) -> np.ndarray:
-    "Average daily volume of the `days` previous New York sessions, broadcast to each bar (causal: today excluded)."
-    d = vol.index.tz_convert('America/New_York').normalize()
-    daily = vol.groupby(d).sum(min_count=1)
-    prev = daily.rolling(days, min_periods=1).mean().shift(1)
-    return prev.reindex(d).to_numpy(float)
-
-def _ssr_frame(store: Any, bars: Panel) -> np.ndarray:
-    "SSR flags per bar from the store's status rows: from the row's time to the end of that New York day."
-    out = np.zeros(bars.close.shape, bool)
-    if store is None or len(bars.index) == 0: return out
-    st = store.status(list(bars.symbols), bars.index[0] - pd.Timedelta(days=1), bars.index[-1] + pd.Timedelta(days=1))
-    st = st[st['kind'] == 'ssr'] if len(st) else st
-    if not len(st): return out
-    day = bars.index.tz_convert('America/New_York').normalize()
-    col = {s: j for j, s in enumerate(bars.symbols)}
-    t = bars.index.as_unit('ns').asi8
-    for sym, ts in zip(st['symbol'], pd.DatetimeIndex(st['ts']).tz_convert('UTC')):   # one row per SSR day (a handful), not per bar
-        if sym not in col: continue
-        d = ts.tz_convert('America/New_York').normalize()
-        out[:, col[sym]] |= (day == d) & (t >= ts.value)
-    return out
 
 def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precomputed signals
             bars: Panel,  # the bars (wide frames)
@@ -255,7 +214,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     close = np.ascontiguousarray(pd.DataFrame(raw_c, copy=False).ffill().to_numpy(float))   # the last close carried forward (NaN before the first)
     vol = bars.volume.to_numpy(float)
     if np.isnan(vol).any(): vol = np.nan_to_num(vol)                          # a panel from `Panel.from_bars` has 0 where no bar already
-    traded = np.isfinite(raw_c) & (vol > 0)
+    inputs = RiskInputs.from_store(bars, store)                              # ATR, average volume and tick are computed on first use
     if spread is not None: hs = spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)
     elif costs.slippage == 'spread':
         hs = costs._half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float))
@@ -278,9 +237,9 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
         except Exception: sm = {}
         m.setdefault('synthetic', str(sm.get('synthetic', 'false')).lower() == 'true')
         m.setdefault('source', sm.get('source', type(store).__name__))
-    return Plan(idx, list(bars.symbols), _at_last_close(bars, 'open', close), close, vol, traded, hs,
-                _ssr_frame(store, bars), ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
-                sig, strat, costs, risk, float(cash), fill, m, bars)
+    return Plan(idx, list(bars.symbols), _at_last_close(bars, 'open', close), close, vol, ~inputs.halted, hs,
+                inputs.ssr, ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
+                sig, strat, costs, risk, float(cash), fill, m, bars, inputs)
 
 def _arrow_strings(offsets: np.ndarray, data: np.ndarray) -> Any:
     "A pandas 'str' array over UTF-8 `data` cut at `offsets` (Arrow's own layout: no Python string per row)."

@@ -96,14 +96,13 @@ SKIP: bool = True   # skip the bars at which decide() provably decides nothing (
 def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
        ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     "Execute a plan with the trading loop and the paper broker, bar by bar: (fills, orders, notes)."
-    from smallcap.backtest.bt import _Bars
     if plan.fill not in FILLS: raise ConfigError(f"plan.fill must be one of {FILLS}, got {plan.fill!r}")
     T, N = plan.shape
     realistic = plan.fill == 'realistic'
     broker = SimBroker(plan.symbols, plan.cash, plan.costs, participation=plan.costs.participation if realistic else None)
     state = RiskState.new(plan.symbols, plan.cash)
     loop = TradingLoop(RiskEngine(plan.risk), state, broker, plan.strategy_id, protect=realistic, day_entries=realistic)
-    om, bars = loop.orders, _Bars(plan)
+    om, bars = loop.orders, plan.contexts
     times, ends = bars.times, bars.ends
     day = plan.index.tz_convert(NY).normalize().asi8
     op, hi, lo, cl, vol, traded, hs = plan.open, plan.high, plan.low, plan.close, plan.volume, plan.traded, plan.half_spread
