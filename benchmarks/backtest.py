@@ -88,7 +88,7 @@ def run(rounds: int = 3) -> Iterator[dict]:
     shares = np.floor(5_000 / c)
 
     def ours():
-        return backtest(strat, bars, costs=costs, risk=risk, fill='simple')
+        return backtest(strat, bars, engine='vectorbt', costs=costs, risk=risk, fill='simple')
 
     def bare():
         return vbt.Portfolio.from_signals(c, np.roll(sig.entries_long.to_numpy(), 1, 0), np.roll(sig.exits_long.to_numpy(), 1, 0),

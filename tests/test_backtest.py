@@ -6,7 +6,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from smallcap.backtest.core import Costs, BacktestResult, _next_traded, backtest, prepare, run_plan
+import functools
+
+from smallcap.backtest.core import Costs, BacktestResult, _next_traded, prepare, run_plan
+from smallcap.backtest.core import backtest as _backtest
 from smallcap.core import ConfigError, DataError
 from smallcap.data.calendar import session_of
 from smallcap.data.panel import Panel
@@ -15,6 +18,9 @@ from smallcap.strategy.base import Signals, get_strategy
 
 RISK = RiskConfig(sizing='fixed_notional', notional=10_000, max_position_pct=1.0, max_adv_pct=None, min_avg_volume=0, min_avg_dollar_volume=0,
                   max_positions=10, max_gross_pct=5.0, leverage=4.0, max_daily_loss_pct=None, cooldown_minutes=0, min_price=0.5, max_price=100.0)
+
+
+backtest = functools.partial(_backtest, engine='vectorbt')   # these tests are of the vectorbt screening engine
 
 
 @pytest.fixture(scope='module')

@@ -88,7 +88,7 @@ def test_compiled_rows_equal_single_backtests(bars, costs):
     sw = sweep('sma_cross', bars, grid, costs=costs, risk=RISK, fill='simple')
     assert sw.inputs['path'] == 'compiled'
     for _, row in sw.table.iterrows():
-        r = backtest(get_strategy('sma_cross', fast=int(row.fast), slow=int(row.slow), short=True), bars, costs=costs, risk=RISK, fill='simple')
+        r = backtest(get_strategy('sma_cross', fast=int(row.fast), slow=int(row.slow), short=True), bars, engine='vectorbt', costs=costs, risk=RISK, fill='simple')
         assert row.trades == len(r.trades)
         assert row.final_equity == pytest.approx(r.final_equity, rel=1e-12)
         for k in ('total_return', 'cagr', 'sharpe', 'sortino', 'max_drawdown', 'win_rate', 'profit_factor', 'expectancy', 'exposure'):

@@ -29,7 +29,7 @@ from ..strategy.base import Signals, Strategy
 # %% auto #0
 __all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'Plan', 'fingerprint',
            'prepare', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids', 'backtest',
-           'engine_runner', 'run_plan']
+           'engine_runner', 'run_plan', 'screening_limits']
 
 # %% ../../nbs/51_backtest.core.ipynb #f64649d2
 FILLS: tuple[str, ...] = ('simple', 'realistic')
@@ -892,3 +892,16 @@ def _binding(notes: list[str]) -> list[str]:
     "The limits a screening engine did not enforce and that would have bound (each note of `_unenforced` that says NOT enforced)."
     return [n.split(' NOT enforced')[0] for n in notes if ' NOT enforced' in n]
 
+
+def screening_limits(risk: RiskConfig,  # the risk limits
+                     n_symbols: int,  # symbols traded
+                    ) -> list[str]:
+    "The configured limits a screening path (vectorbt, the compiled sweep) does not enforce and that could bind: its results are approximate where they do."
+    c, out = risk, []
+    if c.max_positions < n_symbols: out.append(f"max_positions={c.max_positions}")
+    if c.max_gross_value is not None or c.max_gross_pct * 1.0 < n_symbols * c.max_position_pct: out.append("gross exposure")
+    if c.max_daily_loss_pct is not None or c.max_daily_loss is not None: out.append("daily loss limit")
+    if c.cooldown_minutes > 0: out.append(f"cooldown_minutes={c.cooldown_minutes}")
+    if c.max_bars_held is not None or c.max_hold_minutes is not None: out.append("time stops")
+    if c.sizing != 'fixed_notional': out.append(f"'{c.sizing}' sizing from equity")
+    return out

@@ -257,7 +257,7 @@ def sweep(strategy: Strategy | type[Strategy] | str,  # a strategy (its paramete
           compiled: bool | None = None,  # None: the compiled path whenever it is exact; False: always the vectorbt path; True: require the compiled path
          ) -> SweepResult:
     "Backtest every parameter combination (the vectorbt engine's semantics) and tabulate the statistics."
-    from smallcap.backtest.core import prepare
+    from smallcap.backtest.core import prepare, screening_limits
     from smallcap.strategy.library import _Arrays, _BlockStrategy
     cls, base = _strategy_class(strategy)
     g = {k: (v,) for k, v in base.items()}
@@ -288,4 +288,5 @@ def sweep(strategy: Strategy | type[Strategy] | str,  # a strategy (its paramete
     return SweepResult(table, cls.name, names, eq, [results[j] for j in range(len(combos))] if keep_results else None,
                        {'data': dict(plan0.meta), 'costs': plan0.costs.to_dict(), 'risk': plan0.risk.to_dict(), 'engine': 'vectorbt', 'fill': fill,
                         'cash': cash, 'combinations': len(combos), 'path': 'compiled' if use else 'vectorbt', 'vectorbt_combinations': len(left),
+                        'approximate': screening_limits(plan0.risk, len(plan0.symbols)),   # a screening path: these configured limits are not enforced
                         **({} if use else {'why_vectorbt': why or 'compiled=False'})})
