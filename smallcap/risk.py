@@ -1116,7 +1116,10 @@ def screen_entries(config: RiskConfig,  # the risk configuration
     g = entry_gates(c, side, px, in_session, eod, halted, shortable, ssr, tick, avg_volume, conflict) | np.asarray(gates, np.int64)
     shape = np.broadcast_shapes(g.shape, px.shape)
     if sizing is None:
-        flat = lambda x, dtype=float: None if x is None else np.broadcast_to(np.asarray(x, dtype), shape).ravel()
+        def flat(x: Any, dtype: Any = float) -> np.ndarray | None:
+            if x is None: return None
+            a = np.asarray(x, dtype)
+            return a if a.shape == shape and a.ndim == 1 else np.broadcast_to(a, shape).ravel()   # one bar's rows: no view
         sz = size_shares(c, equity, flat(px), flat(side, np.int8), atr=flat(atr), stop=flat(stop), size=flat(size), limit=flat(limit),
                          qty=flat(qty), avg_volume=flat(avg_volume), held=flat(held, np.int64))
         sizing = Sizing(*(np.reshape(getattr(sz, f.name), shape) for f in fields(Sizing)))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .core import FILLS, Plan, empty_fills
-from ..core import ConfigError
+from ..core import ConfigError, OrderStatus
 from ..data.calendar import NY
 from ..execution.sim import SimBroker
 from ..execution.loop import TradingLoop, _reasons
@@ -120,9 +120,9 @@ def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
             if not busy[k] and not state.qty.any(): continue                        # idle: flat, no entry signal
             if quiet[k] and not (np.isfinite(state.stop).any() or np.isfinite(state.target).any()): continue   # quiet: nothing can fire
         loop.step(bars.at(k))
-    st = {cid: broker.order(cid) for _, cid in om.sent}
+    st = {cid: broker.progress(cid) for _, cid in om.sent}
     status = {'filled': 'filled', 'canceled': 'canceled', 'expired': 'expired', 'rejected': 'rejected'}
-    rows = [{**rec, 'filled': st[cid].filled, 'status': status.get(str(st[cid].status), 'working')} for rec, cid in om.sent]
-    ent = [st[cid] for rec, cid in om.sent if rec['intent'] in ('enter_long', 'enter_short')]
-    partial = sum(0 < s.filled < s.order.qty or broker._orders[s.client_id].executions > 1 for s in ent)
-    return fills_frame(plan, om.fills), orders_frame(rows, om.rejected), engine_notes('event', plan, om.count, partial, sum(s.is_open for s in st.values()))
+    rows = [{**rec, 'filled': st[cid][1], 'status': status.get(str(st[cid][0]), 'working')} for rec, cid in om.sent]
+    partial = sum(0 < st[cid][1] < rec['qty'] or st[cid][2] > 1 for rec, cid in om.sent if rec['intent'] in ('enter_long', 'enter_short'))
+    working = sum(s[0] in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED) for s in st.values())
+    return fills_frame(plan, om.fills), orders_frame(rows, om.rejected), engine_notes('event', plan, om.count, partial, working)

@@ -157,6 +157,11 @@ class SimBroker:
         "Move a working stop's trigger (the trailing stop's hot path: `replace(stop_price=...)` without building a state)."
         self._orders[client_id].stop = float(stop)
 
+    def progress(self, client_id: str) -> tuple[OrderStatus, int, int]:
+        "(status, shares filled, executions) of one order, without building its state (a backtest's records at the end)."
+        w = self._orders[client_id]
+        return w.status, w.filled, w.executions
+
     def open_orders(self) -> list[OrderState]:
         "Every working order, in the order sent."
         return [w.state() for w in self._orders.values() if w.alive]
