@@ -166,3 +166,18 @@ def test_the_property_exercises_halts_partial_fills_and_missed_exits():
         f = res.fills.groupby('order_id').ts.min()
         tot['waited'] += int((pd.DatetimeIndex(f.reindex(ex.order_id).dropna()) > pd.DatetimeIndex(ex.ts[ex.order_id.isin(f.index)]) + pd.Timedelta('1min')).sum())
     assert all(v > 0 for v in tot.values()), tot
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(scenarios(), st.integers(0, 79))
+def test_a_restart_anywhere_gives_the_same_fills_with_the_same_ids(scn, k):
+    "A process restart after any bar (state through its JSON snapshot, working orders adopted from the broker) never loses, doubles or renames an order."
+    from smallcap.backtest.core import Costs, prepare
+    from smallcap.backtest.event import run
+    cfg, n, seed, halt_p, thin_p, limit_p, fill = scn
+    bars, rng = _market(n, seed, halt_p, thin_p)
+    plan = prepare(_signals(bars, rng, limit_p), bars, costs=Costs(participation=0.1), risk=cfg, fill=fill)
+    a, oa, _ = run(plan)
+    b, ob, _ = run(plan, restart_after=k)
+    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(oa, ob)

@@ -90,10 +90,22 @@ def engine_notes(engine: str,  # engine name, as the notes begin
     if working: n.append(f"{engine} engine: {working} orders were still working at the end of the data")
     return n
 
-# %% ../../nbs/53a_backtest.event.ipynb #f0b2a6b0
+# %% ../../nbs/53a_backtest.event.ipynb #b0a1afd6
+def _restart(loop: TradingLoop, plan: Plan) -> tuple[TradingLoop, Any, RiskState]:
+    "A new loop from the risk state's JSON snapshot and the same broker, as after a crash: it adopts the broker's working orders."
+    import json
+    state = RiskState.from_dict(json.loads(json.dumps(loop.state.to_dict())))
+    state._align(loop.state.symbols)
+    new = TradingLoop(loop.risk, state, loop.broker, plan.strategy_id, protect=loop.orders.protect, day_entries=loop.orders.day_entries)
+    old = loop.orders
+    new.orders.sent, new.orders.fills, new.orders.rejected, new.orders.count = old.sent, old.fills, old.rejected, old.count   # the run's records go on
+    new.resume(old.live)                                          # the journal's records: reasons and trailing flags
+    return new, new.orders, state
+
 SKIP: bool = True   # skip the bars at which decide() provably decides nothing (tests turn it off to check that)
 
 def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
+        restart_after: int | None = None,  # simulate a process restart after this bar: the risk state goes through its JSON snapshot, a new loop adopts the broker's working orders
        ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     "Execute a plan with the trading loop and the paper broker, bar by bar: (fills, orders, notes)."
     if plan.fill not in FILLS: raise ConfigError(f"plan.fill must be one of {FILLS}, got {plan.fill!r}")
@@ -120,6 +132,7 @@ def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
             if not busy[k] and not state.qty.any(): continue                        # idle: flat, no entry signal
             if quiet[k] and not (np.isfinite(state.stop).any() or np.isfinite(state.target).any()): continue   # quiet: nothing can fire
         loop.step(bars.at(k))
+        if k == restart_after: loop, om, state = _restart(loop, plan)
     st = {cid: broker.progress(cid) for _, cid in om.sent}
     status = {'filled': 'filled', 'canceled': 'canceled', 'expired': 'expired', 'rejected': 'rejected'}
     rows = [{**rec, 'filled': st[cid][1], 'status': status.get(str(st[cid][0]), 'working')} for rec, cid in om.sent]

@@ -203,6 +203,25 @@ class OrderManager:
             self.entry[j].remove(cid)
             if not self.entry[j]: self.with_entries.discard(j)
 
+    def adopt(self, known: dict[str, OrderRecord] | None = None,  # what the journal says of each order (reason codes, trailing), by client id
+             ) -> int:
+        "After a restart: take over the broker's working orders (roles from intent and type; a stop with fills has triggered); how many."
+        n, known = 0, known or {}
+        for st in self.broker.open_orders():
+            o = st.order
+            if o.client_id in self.live or o.symbol not in self.state: continue
+            j, it = self.state.index_of(o.symbol), str(o.intent)
+            role = ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
+                    else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
+            k = known.get(o.client_id)
+            self.live[o.client_id] = OrderRecord(o.client_id, j, role, o.side is Side.BUY, it, k.reason if k else 'adopted', st.remaining, k.trail if k else False)
+            if role == 'entry': self.entry[j].append(o.client_id); self.with_entries.add(j)
+            else:
+                self._set(role, j, o.client_id)
+                if role == 'stop': self.level[j], self.trig[j] = o.stop_price, st.filled > 0
+            n += 1
+        return n
+
     # ---- broker events ---------------------------------------------------------------------------------
     def on_event(self, ev: OrderEvent,  # an event from the broker
                 ) -> None:
@@ -265,6 +284,11 @@ class TradingLoop:
         self.risk, self.state, self.broker, self.journal = risk, state, broker, journal
         self.orders = OrderManager(broker, state, strategy, risk.config, protect, day_entries)
         if hasattr(broker, 'listener'): broker.listener = self.on_event          # a push broker tells us as things happen
+
+    def resume(self, known: dict[str, OrderRecord] | None = None,  # the journal's records of the orders sent
+              ) -> int:
+        "After a restart (a state rebuilt from its snapshot, the same broker): adopt the broker's working orders; how many."
+        return self.orders.adopt(known)
 
     def on_event(self, ev: OrderEvent) -> None:
         "One broker event: journalled, then folded in."
