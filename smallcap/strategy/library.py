@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError
-from ..data.calendar import SessionLabels, session_labels
+from ..data.calendar import SessionLabels, session_labels, window_start
 from ..data.panel import Panel
 from .base import Signals, Strategy, _SIGNAL_BOOLS, param, register
 
@@ -194,8 +194,9 @@ class SmaCross(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "The slow average's length."
-        return self.slow
+        "The slow average and the bar before (an EMA: until its start weighs < 1e-10)."
+        from smallcap.indicators import settle_bars
+        return self.slow + 1 + (settle_bars(2 / (self.slow + 1)) if self.kind == 'ema' else 0)
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Cross up: enter long / exit short; cross down: exit long / enter short."
@@ -223,8 +224,9 @@ class RsiReversion(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "Three RSI periods."
-        return 3 * self.length
+        "Wilder's RSI until its start weighs < 1e-10, its first change and the bar before."
+        from smallcap.indicators import settle_bars
+        return settle_bars(1 / self.length) + self.length + 2
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the cross into the extreme zone, exit on the cross of exit_level."
@@ -253,8 +255,8 @@ class BollingerReversion(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "The band window."
-        return self.length
+        "The band window and the bar before."
+        return self.length + 1
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Cross below the lower band enters; cross above the middle band exits."
@@ -279,8 +281,9 @@ class StochRsiTrend(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "EMA length or three StochRSI periods, whichever is longer."
-        return max(self.trend, 3 * self.length)
+        "The EMA or the StochRSI (RSI settled, its range window, the %K smoothing), whichever is longer, and the bar before."
+        from smallcap.indicators import settle_bars
+        return max(settle_bars(2 / (self.trend + 1)) + self.trend, settle_bars(1 / self.length) + 2 * self.length + 4) + 1
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Long on %K crossing up through lower above the EMA; out on %K crossing down through upper or a close below the EMA."
@@ -302,8 +305,8 @@ class DualMomentum(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "The return look-back."
-        return self.lookback
+        "The return look-back, its base bar and the bar before."
+        return self.lookback + 2
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter when a symbol joins the qualifying top-N, exit when it leaves."
@@ -331,8 +334,9 @@ class AtrBreakout(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "Channel length or three ATR periods."
-        return max(self.length, self.exit_length, 3 * self.atr_length) + 1
+        "The channels before the bar and before that one, or the ATR until its start weighs < 1e-10."
+        from smallcap.indicators import settle_bars
+        return max(max(self.length, self.exit_length) + 2, settle_bars(1 / self.atr_length) + self.atr_length + 2)
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on a close above the prior high + k*ATR; exit below the prior exit-channel low."
@@ -351,6 +355,10 @@ def _opening_range(b: _Block, minutes: int) -> tuple[np.ndarray, np.ndarray, np.
     inside = reg & (lab.minute < minutes)
     return K.day_carry_nb(b.high, lab.day, inside, 1), K.day_carry_nb(b.low, lab.day, inside, -1), reg & (lab.minute >= minutes)
 
+def _regular_bars(bars: Panel) -> np.ndarray:
+    "(bars, symbols) bool: where a symbol has a regular-session bar (what a gap's prior close is taken from)."
+    return (session_labels(bars.index).code == 1)[:, None] & bars.close.notna().to_numpy()
+
 @register
 @dataclass(frozen=True)
 class OpeningRangeBreakout(_BlockStrategy):
@@ -361,9 +369,14 @@ class OpeningRangeBreakout(_BlockStrategy):
     exit_minute: int = param(120, grid=[60, 120, 385], low=1, high=390, doc='minutes after the open the trade ends')
 
     @property
-    def warmup(self) -> int:
-        "No look-back beyond the session."
-        return 1
+    def warmup(self) -> str:
+        "The session from its first bar; with a gap filter, the session before it too (its regular close)."
+        return '2D' if self.gap_min > 0 else '1D'
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+        "As declared; with a gap filter, the prior session counted among those where the symbol had a regular bar."
+        if not isinstance(bars, Panel) or self.gap_min <= 0: return super().warmup_start(bars, end)
+        return window_start(bars.index, end, self.warmup, _regular_bars(bars), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "First breakout close of the day enters (stop: range low); exit at exit_minute."
@@ -389,9 +402,16 @@ class GapAndGo(_BlockStrategy):
     rvol_days: int = param(5, grid=[5], low=1, doc='past sessions averaged for relative volume')
 
     @property
-    def warmup(self) -> int:
-        "Bars are minutes: rvol_days sessions of premarket history are needed; the day itself suffices otherwise."
-        return 1
+    def warmup(self) -> str:
+        "The session from its first bar and the rvol_days sessions before it (their premarket volume; the last one's close)."
+        return f"{self.rvol_days + 1}D"
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+        "As declared, the sessions counted per symbol among those with premarket volume (rvol skips the others) and with a regular bar (the prior close)."
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end)
+        pre = (session_labels(bars.index).code == 0)[:, None] & (bars.volume.to_numpy() > 0)
+        w = f"{self.name}.warmup"
+        return min(window_start(bars.index, end, self.warmup, pre, w), window_start(bars.index, end, '2D', _regular_bars(bars), w))
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the day's first regular bar when gap and premarket rvol qualify; exit at open + hold minutes."
@@ -415,9 +435,9 @@ class VwapReclaim(_BlockStrategy):
     exit_minute: int = param(385, grid=[385], low=1, high=390, doc='minutes after the open the trade ends at the latest')
 
     @property
-    def warmup(self) -> int:
-        "The stretch below VWAP."
-        return self.below_bars + 1
+    def warmup(self) -> str:
+        "The session from its first bar: the VWAP, the stretch below it and the stop are all of the day."
+        return '1D'
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the reclaim, stop at the day's low so far; exit on the loss of VWAP or at exit_minute."
