@@ -217,5 +217,6 @@ def window_start(index: pd.DatetimeIndex,  # bar open times (UTC, increasing)
     traded = np.logical_or.reduceat(P[: starts[len(prior)] if len(prior) < len(starts) else end + 1], prior, axis=0)
     c = np.cumsum(traded[::-1], axis=0)                                  # per symbol, its traded sessions counted back
     hit = c >= n - 1
-    k = np.where(hit.any(0), prior[len(prior) - 1 - hit.argmax(0)], prior[np.minimum(_first_of(traded), len(prior) - 1)])
+    k = np.where(hit.any(0), prior[len(prior) - 1 - hit.argmax(0)],
+                 np.where(traded.any(0), prior[np.minimum(_first_of(traded), len(prior) - 1)], lo))   # all it has; nothing before today: today
     return int(min(lo, k.min()))

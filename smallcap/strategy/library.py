@@ -84,6 +84,18 @@ class _Arrays:
 class _BlockStrategy(Strategy):
     "A library strategy: `_compute` turns a block of symbols into signal arrays; `signals` runs it block by block."
     _cross_sectional: ClassVar[bool] = False  # needs every symbol at once (one block)
+    _silent_without_bar: ClassVar[bool] = True  # no signal where a symbol has no bar: such a symbol needs no history at that bar
+
+    def _counted(self, bars: Panel, end: int, mask: np.ndarray | None = None) -> np.ndarray:
+        "(bars, symbols) bool: the bars that count toward the warmup (`mask`, default where a symbol has a close), of the symbols that can signal at bar `end`."
+        c = bars.close.notna().to_numpy()
+        m = c if mask is None else mask
+        return m & c[end][None, :] if self._silent_without_bar else m
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+        "As declared, counted per symbol; a symbol without a bar at `end` cannot signal there and is not counted (unless the strategy ranks symbols)."
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end)
+        return window_start(bars.index, end, self._warmup_spec(), self._counted(bars, end), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
@@ -302,6 +314,7 @@ class DualMomentum(_BlockStrategy):
     top: int = param(3, grid=[1, 3, 5], low=1, doc='symbols held')
     threshold: float = param(0.0, grid=[0.0, 0.02], doc='minimum trailing return to hold')
     _cross_sectional: ClassVar[bool] = True
+    _silent_without_bar: ClassVar[bool] = False  # a symbol without a bar still ranks by its last price
 
     @property
     def warmup(self) -> int:
@@ -376,7 +389,7 @@ class OpeningRangeBreakout(_BlockStrategy):
     def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
         "As declared; with a gap filter, the prior session counted among those where the symbol had a regular bar."
         if not isinstance(bars, Panel) or self.gap_min <= 0: return super().warmup_start(bars, end)
-        return window_start(bars.index, end, self.warmup, _regular_bars(bars), f"{self.name}.warmup")
+        return window_start(bars.index, end, self.warmup, self._counted(bars, end, _regular_bars(bars)), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "First breakout close of the day enters (stop: range low); exit at exit_minute."
@@ -411,7 +424,8 @@ class GapAndGo(_BlockStrategy):
         if not isinstance(bars, Panel): return super().warmup_start(bars, end)
         pre = (session_labels(bars.index).code == 0)[:, None] & (bars.volume.to_numpy() > 0)
         w = f"{self.name}.warmup"
-        return min(window_start(bars.index, end, self.warmup, pre, w), window_start(bars.index, end, '2D', _regular_bars(bars), w))
+        return min(window_start(bars.index, end, self.warmup, self._counted(bars, end, pre), w),
+                   window_start(bars.index, end, '2D', self._counted(bars, end, _regular_bars(bars)), w))
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the day's first regular bar when gap and premarket rvol qualify; exit at open + hold minutes."
