@@ -766,7 +766,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
                 w0 = int(np.searchsorted(o_, o_[r.test_pos] - wu[0], 'left'))
             for c in combos:                                                # never shorter than any combination's declared warmup
                 key = (type(c), repr(c.warmup), int(r.test_pos))
-                if key not in need: need[key] = c.warmup_start(panel, int(r.test_pos))
+                if key not in need: need[key] = c.warmup_start(panel, int(r.test_pos), all_symbols=True)   # serves every later test bar
                 w0 = min(w0, need[key])
             w0 = max(0, w0)
             w0 = min(w0, r.test_pos - 1)

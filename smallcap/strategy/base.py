@@ -156,6 +156,7 @@ class Strategy:
 
     def warmup_start(self, bars: Panel | pd.DatetimeIndex,  # the history (a Panel: bars and sessions counted per symbol where it has a close) or its bar times
                      end: int,  # the window's last bar (inclusive; negative counts from the end)
+                     all_symbols: bool = False,  # count every symbol, also those that cannot signal at `end`: a start that serves every later bar too
                     ) -> int:
         "First bar a trailing window ending at bar `end` must start at for its last row to equal the full-history row."
         if isinstance(bars, Panel): return window_start(bars.index, end, self._warmup_spec(), bars.close.notna().to_numpy(), f"{self.name}.warmup")

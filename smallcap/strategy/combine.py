@@ -60,9 +60,9 @@ class _Combinator(Strategy):
                 if s not in specs: specs.append(s)
         return specs[0] if len(specs) == 1 else tuple(specs)
 
-    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "The earliest start any member needs (each counts its own bars and sessions)."
-        return min(m.warmup_start(bars, end) for m in self.members)
+        return min(m.warmup_start(bars, end, all_symbols) for m in self.members)
 
     @property
     def id(self) -> str:
@@ -114,18 +114,18 @@ class Ensemble(_Combinator):
             raise ConfigError(f"ensemble needs one non-negative weight per member ({len(self.members)}) with a positive sum, got {self.weights}")
         object.__setattr__(self, 'weights', w)
 
-    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "Where every member's latest signal before bar `end` (its position's cause) and that signal's warmup lie: 0 if a member never signalled on a symbol."
-        if not isinstance(bars, Panel): return super().warmup_start(bars, end)
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end, all_symbols)
         e = end + len(bars) if end < 0 else end
-        start = super().warmup_start(bars, e)
+        start = super().warmup_start(bars, e, all_symbols)
         if e == 0: return 0
         for m in self.members:
             s = m.signals(bars.upto(e - 1))
             ev = np.logical_or.reduce([getattr(s, f).to_numpy() for f in _SIGNAL_BOOLS])
             if not ev.any(0).all(): return 0                              # a symbol's position since the first bar
             last = len(ev) - 1 - ev[::-1].argmax(0)                       # each symbol's latest signal before the bar
-            start = min(start, m.warmup_start(bars, int(last.min())))
+            start = min(start, m.warmup_start(bars, int(last.min()), True))
         return start
 
     def signals(self, bars: Panel) -> Signals:

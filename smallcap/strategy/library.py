@@ -86,16 +86,16 @@ class _BlockStrategy(Strategy):
     _cross_sectional: ClassVar[bool] = False  # needs every symbol at once (one block)
     _silent_without_bar: ClassVar[bool] = True  # no signal where a symbol has no bar: such a symbol needs no history at that bar
 
-    def _counted(self, bars: Panel, end: int, mask: np.ndarray | None = None) -> np.ndarray:
+    def _counted(self, bars: Panel, end: int, all_symbols: bool, mask: np.ndarray | None = None) -> np.ndarray:
         "(bars, symbols) bool: the bars that count toward the warmup (`mask`, default where a symbol has a close), of the symbols that can signal at bar `end`."
         c = bars.close.notna().to_numpy()
         m = c if mask is None else mask
-        return m & c[end][None, :] if self._silent_without_bar else m
+        return m & c[end][None, :] if self._silent_without_bar and not all_symbols else m
 
-    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
-        "As declared, counted per symbol; a symbol without a bar at `end` cannot signal there and is not counted (unless the strategy ranks symbols)."
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
+        "As declared, counted per symbol; a symbol without a bar at `end` cannot signal there and is not counted (unless the strategy ranks symbols, or `all_symbols`)."
         if not isinstance(bars, Panel): return super().warmup_start(bars, end)
-        return window_start(bars.index, end, self._warmup_spec(), self._counted(bars, end), f"{self.name}.warmup")
+        return window_start(bars.index, end, self._warmup_spec(), self._counted(bars, end, all_symbols), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
@@ -386,10 +386,10 @@ class OpeningRangeBreakout(_BlockStrategy):
         "The session from its first bar; with a gap filter, the session before it too (its regular close)."
         return '2D' if self.gap_min > 0 else '1D'
 
-    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "As declared; with a gap filter, the prior session counted among those where the symbol had a regular bar."
-        if not isinstance(bars, Panel) or self.gap_min <= 0: return super().warmup_start(bars, end)
-        return window_start(bars.index, end, self.warmup, self._counted(bars, end, _regular_bars(bars)), f"{self.name}.warmup")
+        if not isinstance(bars, Panel) or self.gap_min <= 0: return super().warmup_start(bars, end, all_symbols)
+        return window_start(bars.index, end, self.warmup, self._counted(bars, end, all_symbols, _regular_bars(bars)), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "First breakout close of the day enters (stop: range low); exit at exit_minute."
@@ -419,13 +419,13 @@ class GapAndGo(_BlockStrategy):
         "The session from its first bar and the rvol_days sessions before it (their premarket volume; the last one's close)."
         return f"{self.rvol_days + 1}D"
 
-    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int) -> int:
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "As declared, the sessions counted per symbol among those with premarket volume (rvol skips the others) and with a regular bar (the prior close)."
-        if not isinstance(bars, Panel): return super().warmup_start(bars, end)
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end, all_symbols)
         pre = (session_labels(bars.index).code == 0)[:, None] & (bars.volume.to_numpy() > 0)
         w = f"{self.name}.warmup"
-        return min(window_start(bars.index, end, self.warmup, self._counted(bars, end, pre), w),
-                   window_start(bars.index, end, '2D', self._counted(bars, end, _regular_bars(bars)), w))
+        return min(window_start(bars.index, end, self.warmup, self._counted(bars, end, all_symbols, pre), w),
+                   window_start(bars.index, end, '2D', self._counted(bars, end, all_symbols, _regular_bars(bars)), w))
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the day's first regular bar when gap and premarket rvol qualify; exit at open + hold minutes."
