@@ -54,16 +54,6 @@ def _units(v, lim):
     return np.int64(r)
 
 @_kernel
-def _compact(x, pos, y):
-    "Row `x`'s valid values packed into `y` and their bars into `pos`: the count."
-    k = 0
-    for t in range(x.shape[0]):
-        v = x[t]
-        if v == v:
-            pos[k] = t; y[k] = v; k += 1
-    return k
-
-@_kernel
 def _wsum(y, a, b):
     "Sum of y[a:b] in a fixed order (four interleaved partial sums): a function of those values only."
     s0 = 0.0; s1 = 0.0; s2 = 0.0; s3 = 0.0
@@ -76,7 +66,7 @@ def _wsum(y, a, b):
 
 @_kernel
 def _sma_grid(x, n, o, q):
-    "`sma_nb` of one row by exact integer sums of grid units into `o`; False (and `o` unfinished) when a value is off the grid."
+    "`sma_nb` of a row whose values are all on the grid, into `o`; False as soon as one is not (`o` is then unfinished)."
     den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
     k = 0; s = 0
     for t in range(x.shape[0]):
@@ -96,16 +86,30 @@ def _sma_grid(x, n, o, q):
 def sma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
            n: int,  # window, in valid bars
           ) -> np.ndarray:
-    "Simple moving average of the last `n` valid values (NaN before `n` have been seen): exact integer sums on a $0.0001 grid, else a fixed-order sum of each window."
+    "Simple moving average of the last `n` valid values (NaN before `n` have been seen): an exact integer sum when the window is on the $0.0001 grid, else its fixed-order float sum."
     m, T = x.shape
     out = np.empty((m, T))
-    q = np.empty(T, np.int64); pos = np.empty(T, np.int64); y = np.empty(T)
+    q = np.empty(T, np.int64); y = np.empty(T); g = np.empty(T, np.int64)
+    den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
     for r in range(m):
-        o = out[r]
-        if _sma_grid(x[r], n, o, q): continue
-        o[:] = np.nan                                    # a value off the grid: window sums in a fixed order
-        k = _compact(x[r], pos, y)
-        for i in range(n - 1, k): o[pos[i]] = _wsum(y, i - n + 1, i + 1) / n
+        xr = x[r]; o = out[r]
+        if _sma_grid(xr, n, o, q): continue             # the common case: every value on the grid (the same numbers, faster)
+        k = 0; s = 0; nb = 0                             # the window's integer sum, and how many of its values are off the grid
+        for t in range(T):
+            v = xr[t]
+            if v != v:
+                o[t] = np.nan
+                continue
+            u = _units(v, lim)
+            b = 1 if u == bad else 0
+            u = 0 if b else u
+            q[k] = u; y[k] = v; g[k] = b; s += u; nb += b
+            if k >= n:
+                s -= q[k - n]; nb -= g[k - n]
+            k += 1
+            if k < n: o[t] = np.nan
+            elif nb == 0: o[t] = s / den
+            else: o[t] = _wsum(y, k - n, k) / n
     return out
 
 @_kernel
@@ -148,8 +152,8 @@ def ewm_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
 
 @_kernel
 def _wma_grid(x, n, o, q):
-    "`wma_nb` of one row by exact integer sums of grid units into `o`; False when a value is off the grid."
-    den = n * (n + 1) / 2.0 * 1e4; lim = 9.0e15 / (n * (n + 1) / 2.0); bad = -(1 << 62)
+    "`wma_nb` of a row whose values are all on the grid, into `o`; False as soon as one is not."
+    den = n * (n + 1) / 2.0; lim = 9.0e15 / den; bad = -(1 << 62)
     k = 0; s = 0; w = 0
     for t in range(x.shape[0]):
         v = x[t]
@@ -160,41 +164,56 @@ def _wma_grid(x, n, o, q):
         if u == bad: return False
         q[k] = u
         if k >= n:
-            w += n * u - s                               # every old weight drops by one, the new value enters with weight n
-            s += u - q[k - n]
+            w += n * u - s; s += u - q[k - n]
         else:
-            w += (k + 1) * u; s += u                     # while filling, weights are 1..k+1
+            w += (k + 1) * u; s += u
         k += 1
-        o[t] = w / den if k >= n else np.nan
+        o[t] = w / (den * 1e4) if k >= n else np.nan
     return True
 
 @_kernel
 def wma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
            n: int,  # window, in valid bars
           ) -> np.ndarray:
-    "Linearly weighted moving average of the last `n` valid values (weights 1..n, newest heaviest), exact on a $0.0001 grid like `sma_nb`."
+    "Linearly weighted moving average of the last `n` valid values (weights 1..n, newest heaviest), exact on the $0.0001 grid like `sma_nb`."
     m, T = x.shape
     out = np.empty((m, T))
-    q = np.empty(T, np.int64); pos = np.empty(T, np.int64); y = np.empty(T)
-    den = n * (n + 1) / 2.0
+    q = np.empty(T, np.int64); y = np.empty(T); g = np.empty(T, np.int64)
+    den = n * (n + 1) / 2.0; lim = 9.0e15 / den; bad = -(1 << 62)
     for r in range(m):
-        o = out[r]
-        if _wma_grid(x[r], n, o, q): continue
-        o[:] = np.nan
-        k = _compact(x[r], pos, y)
-        for i in range(n - 1, k):
-            w0 = 0.0; w1 = 0.0; a = i - n + 1; j = 0
-            while j + 2 <= n:
-                w0 += (j + 1) * y[a + j]; w1 += (j + 2) * y[a + j + 1]; j += 2
-            if j < n: w0 += (j + 1) * y[a + j]
-            o[pos[i]] = (w0 + w1) / den
+        xr = x[r]; o = out[r]
+        if _wma_grid(xr, n, o, q): continue             # the common case: every value on the grid (the same numbers, faster)
+        k = 0; s = 0; w = 0; nb = 0
+        for t in range(T):
+            v = xr[t]
+            if v != v:
+                o[t] = np.nan
+                continue
+            u = _units(v, lim)
+            b = 1 if u == bad else 0
+            u = 0 if b else u
+            q[k] = u; y[k] = v; g[k] = b; nb += b
+            if k >= n:
+                w += n * u - s                           # every old weight drops by one, the new value enters with weight n
+                s += u - q[k - n]; nb -= g[k - n]
+            else:
+                w += (k + 1) * u; s += u                 # while filling, weights are 1..k+1
+            k += 1
+            if k < n: o[t] = np.nan
+            elif nb == 0: o[t] = w / (den * 1e4)
+            else:
+                w0 = 0.0; w1 = 0.0; a = k - n; j = 0
+                while j + 2 <= n:
+                    w0 += (j + 1) * y[a + j]; w1 += (j + 2) * y[a + j + 1]; j += 2
+                if j < n: w0 += (j + 1) * y[a + j]
+                o[t] = (w0 + w1) / den
     return out
 
 
 # %% ../nbs/21_indicators_nb.ipynb #c9714a30
 @_kernel
 def _meanstd_grid(x, n, ddof, mean, std, q):
-    "`_meanstd_row` by exact integer sums of grid units and their squares; False when a value is off the grid."
+    "`_meanstd_row` of a row whose values are all on the grid; False as soon as one is not."
     den = n * 1e4; dv = n * (n - ddof) * 1e8; lim = 3.0e9 / n; bad = -(1 << 62)
     k = 0; s = 0; ss = 0; run = 0; last = np.nan
     for t in range(x.shape[0]):
@@ -212,7 +231,7 @@ def _meanstd_grid(x, n, ddof, mean, std, q):
         k += 1
         if k < n:
             mean[t] = np.nan; std[t] = np.nan
-        elif run >= n:                                   # a constant window: exactly flat
+        elif run >= n:
             mean[t] = v; std[t] = 0.0
         else:
             mean[t] = s / den; std[t] = np.sqrt((n * ss - s * s) / dv)
@@ -220,29 +239,41 @@ def _meanstd_grid(x, n, ddof, mean, std, q):
 
 @_kernel
 def _meanstd_row(x, n, ddof, mean, std):
-    "Rolling mean and std of one row, written into `mean` and `std`: exact integer sums on a $0.0001 grid, else a two-pass over each window."
+    "Rolling mean and std of one row, written into `mean` and `std`: exact integer sums when the window is on the $0.0001 grid, else a two-pass over it."
     T = x.shape[0]
     q = np.empty(T, np.int64)
-    if _meanstd_grid(x, n, ddof, mean, std, q): return
-    pos = np.empty(T, np.int64); y = np.empty(T)
-    mean[:] = np.nan; std[:] = np.nan
-    k = _compact(x, pos, y)
-    run = 0
-    for i in range(k):
-        v = y[i]
-        run = run + 1 if i > 0 and v == y[i - 1] else 1
-        if i < n - 1: continue
-        t = pos[i]
-        if run >= n:
-            mean[t] = v; std[t] = 0.0
+    if _meanstd_grid(x, n, ddof, mean, std, q): return  # the common case: every value on the grid (the same numbers, faster)
+    y = np.empty(T); g = np.empty(T, np.int64)
+    den = n * 1e4; dv = n * (n - ddof) * 1e8; lim = 3.0e9 / n; bad = -(1 << 62)
+    k = 0; s = 0; ss = 0; nb = 0; run = 0; last = np.nan
+    for t in range(T):
+        v = x[t]
+        if v != v:
+            mean[t] = np.nan; std[t] = np.nan
             continue
-        mu = _wsum(y, i - n + 1, i + 1) / n
-        m0 = 0.0; m1 = 0.0; j = i - n + 1
-        while j + 2 <= i + 1:
-            d0 = y[j] - mu; d1 = y[j + 1] - mu; m0 += d0 * d0; m1 += d1 * d1; j += 2
-        if j <= i:
-            d0 = y[j] - mu; m0 += d0 * d0
-        mean[t] = mu; std[t] = np.sqrt((m0 + m1) / (n - ddof))
+        u = _units(v, lim)
+        b = 1 if u == bad else 0
+        u = 0 if b else u
+        run = run + 1 if v == last else 1
+        last = v
+        q[k] = u; y[k] = v; g[k] = b; s += u; ss += u * u; nb += b
+        if k >= n:
+            o = q[k - n]; s -= o; ss -= o * o; nb -= g[k - n]
+        k += 1
+        if k < n:
+            mean[t] = np.nan; std[t] = np.nan
+        elif run >= n:                                   # a constant window: exactly flat
+            mean[t] = v; std[t] = 0.0
+        elif nb == 0:
+            mean[t] = s / den; std[t] = np.sqrt((n * ss - s * s) / dv)
+        else:
+            mu = _wsum(y, k - n, k) / n
+            m0 = 0.0; m1 = 0.0; j = k - n
+            while j + 2 <= k:
+                d0 = y[j] - mu; d1 = y[j + 1] - mu; m0 += d0 * d0; m1 += d1 * d1; j += 2
+            if j < k:
+                d0 = y[j] - mu; m0 += d0 * d0
+            mean[t] = mu; std[t] = np.sqrt((m0 + m1) / (n - ddof))
 
 @_kernel
 def meanstd_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
