@@ -31,12 +31,10 @@ from ..strategy.base import Strategy, get_strategy
 
 # %% auto #0
 __all__ = ['FOLD_COLUMNS', 'EXECUTORS', 'LARGE_WORK', 'GATE_KEY_ENV', 'make_folds', 'run_fold', 'run_tasks', 'WalkForwardResult',
-           'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward', 'walkforward_command', 'WINDOW_UNITS',
-           'parse_window']
+           'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward', 'walkforward_command']
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #1fb39573
-from ..data.calendar import WINDOW_UNITS, parse_window, window_complete as _complete, window_end as _advance, window_ordinals as _ordinals
-_all_ = ['WINDOW_UNITS', 'parse_window']
+from ..data.calendar import WINDOW_UNITS, parse_window, window_complete as _complete, window_end as _advance, window_ordinals as _ordinals   # importable from here too
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #4aa6414a
 FOLD_COLUMNS: tuple[str, ...] = ('fold', 'train_start', 'train_end', 'test_start', 'test_end')

@@ -182,6 +182,20 @@ def _first_of(p: np.ndarray) -> np.ndarray:
     "Per column, the first row where `p` is set (len(p) where never)."
     return np.where(p.any(0), p.argmax(0), len(p))
 
+def _nth_last(p: np.ndarray, n: int, block: int = 4096) -> np.ndarray:
+    "Per column, the row of the n-th last True of `p` (-1 with fewer), scanning back a block of rows at a time."
+    m = p.shape[1]
+    out = np.full(m, -1, np.int64); need = np.full(m, n, np.int64); hi = len(p)
+    while hi > 0 and (need > 0).any():
+        lo = max(0, hi - block)
+        c = np.cumsum(p[lo:hi][::-1], axis=0, dtype=np.int32)           # counts back from the block's end
+        hit = (c >= need) & (need > 0)
+        has = hit.any(0)
+        out[has] = hi - 1 - hit.argmax(0)[has]
+        need = np.where(has, 0, need - c[-1])
+        hi = lo
+    return out
+
 def window_start(index: pd.DatetimeIndex,  # bar open times (UTC, increasing)
                  end: int,  # the window's last bar (inclusive; negative counts from the end)
                  spec: int | str | tuple | list,  # its length: bars, '<n>B', '<n>D' sessions, '<n>W', '<n>M', or several specs (the longest wins)
@@ -201,9 +215,8 @@ def window_start(index: pd.DatetimeIndex,  # bar open times (UTC, increasing)
     if unit == 'bars':
         lo = max(0, end - n + 1)
         if P is None or P.shape[1] == 0: return lo
-        c = np.cumsum(P[::-1], axis=0)                                   # per symbol, its bars counted back from `end`
-        hit = c >= n
-        k = np.where(hit.any(0), end - hit.argmax(0), _first_of(P))     # its n-th last bar, else its first one
+        k = _nth_last(P, n)                                              # per symbol, its n-th last bar up to `end`
+        k = np.where(k >= 0, k, _first_of(P))                             # else its first one
         return int(min(lo, k.min()))
     if unit in ('weeks', 'months'):
         o = window_ordinals(index[: end + 1], unit)
@@ -215,8 +228,7 @@ def window_start(index: pd.DatetimeIndex,  # bar open times (UTC, increasing)
     prior = starts[d[starts] < d[end]]
     if len(prior) == 0: return lo
     traded = np.logical_or.reduceat(P[: starts[len(prior)] if len(prior) < len(starts) else end + 1], prior, axis=0)
-    c = np.cumsum(traded[::-1], axis=0)                                  # per symbol, its traded sessions counted back
-    hit = c >= n - 1
-    k = np.where(hit.any(0), prior[len(prior) - 1 - hit.argmax(0)],
+    j = _nth_last(traded, n - 1)                                         # per symbol, its (n-1)-th last traded session before today
+    k = np.where(j >= 0, prior[np.maximum(j, 0)],
                  np.where(traded.any(0), prior[np.minimum(_first_of(traded), len(prior) - 1)], lo))   # all it has; nothing before today: today
     return int(min(lo, k.min()))

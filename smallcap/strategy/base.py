@@ -316,7 +316,7 @@ def check_causal(strategy: Strategy,  # the strategy configuration
     "Recompute signals on history cut at many bars; report the first signal that used the future."
     n = len(bars)
     if isinstance(cuts, int):
-        lo = min(strategy.warmup_bars(bars.index), n - 1)
+        lo = min(strategy.warmup_bars(bars.index), max(1, (n - 1) // 2))   # a session warmup may span most of a short history
         cuts = sorted(set(np.linspace(lo, n - 1, min(cuts, n - lo)).astype(int).tolist()))
     strategy.signals(bars.upto(min(n - 1, strategy.warmup_bars(bars.index))))   # warm up imports and compiled kernels outside the guard
     with pure_calls(): full = strategy.signals(bars)
