@@ -34,12 +34,13 @@ def panel(n_symbols: int = 5000, window: int = 400, seed: int = 0):
 
 def run(rounds: int = 5, n_symbols: int = 5000, window: int = 400) -> Iterator[dict]:
     "All library strategies on a 5,000-symbol window, against a plain numpy pass."
-    import numpy as np
+    import numpy as np, pandas as pd
     from smallcap.strategy.base import get_strategy
     p = panel(n_symbols, window)
     strats = [get_strategy(n) for n in LIBRARY]
     start = {s.name: s.warmup_start(p.index, -1) for s in strats}     # the window each strategy's declared warmup needs (every bar counted)
-    win = {s.name: p.between(p.index[start[s.name]]) for s in strats}
+    own = lambda df: pd.DataFrame(np.ascontiguousarray(df.to_numpy().T).T, index=df.index, columns=df.columns)   # its own (symbols, bars) block, as a live buffer holds it
+    win = {s.name: p.between(p.index[start[s.name]]).map(own) for s in strats}
     for s in strats: s.signals(win[s.name])                        # compile kernels, load calendars
     def ours():
         for s in strats: s.signals(win[s.name])

@@ -743,7 +743,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     if kind is None: kind = 'process' if len(folds) > 1 and (os.cpu_count() or 1) > 1 and work >= LARGE_WORK else 'inprocess'
     ex = executor if executor is not None and (not isinstance(executor, str) or kind == 'dask') else kind
     idx = panel.index
-    need: dict[Any, int] = {}                                           # per strategy class and declared warmup, per fold
+    need: dict[Any, int] = {}                                           # warmup starts per strategy class, declared warmup (and members), fold
     wu = None if warmup is None else parse_window(warmup, 'warmup')
     run_id = hashlib.blake2b(f"{time.time_ns()}-{os.getpid()}".encode(), digest_size=4).hexdigest()
     tmp = None
@@ -763,7 +763,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
                 o_ = _ordinals(idx, wu[1])
                 w0 = int(np.searchsorted(o_, o_[r.test_pos] - wu[0], 'left'))
             for c in combos:                                                # never shorter than any combination's declared warmup
-                key = (type(c), repr(c.warmup), int(r.test_pos))
+                key = (type(c), repr(c.warmup), repr(getattr(c, 'members', None)), int(r.test_pos))   # what warmup_start depends on
                 if key not in need: need[key] = c.warmup_start(panel, int(r.test_pos), all_symbols=True)   # serves every later test bar
                 w0 = min(w0, need[key])
             w0 = max(0, w0)
