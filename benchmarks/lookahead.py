@@ -75,7 +75,7 @@ def run(rounds: int = 1) -> Iterator[dict]:
             found['check_lookahead 50'] += not check_lookahead(e, panel, cuts=50).ok
             found['check_causal 20'] += not check_causal(e, panel, cuts=20).ok
             found['check_causal 50'] += not check_causal(e, panel, cuts=50).ok
-            lo, rng = max(e.warmup, 1) + 1, np.random.default_rng(0)
+            lo, rng = min(e.warmup_bars(panel.index), (len(panel) - 1) // 2) + 1, np.random.default_rng(0)   # as check_lookahead's own cuts
             found['random 50'] += np.mean([not check_lookahead(e, panel, cuts=sorted(rng.choice(np.arange(lo, len(panel)), 50, replace=False).tolist())).ok
                                            for _ in range(10)])
     for k, v in found.items():

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Mapping, TypeAlias
 
@@ -15,10 +16,10 @@ import pandas as pd
 from .core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['Frame', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow', 'sma', 'ema', 'rma', 'wma',
-           'rsi', 'stoch', 'stochrsi', 'macd', 'roc', 'bbands', 'true_range', 'atr', 'zscore', 'donchian', 'keltner',
-           'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct', 'premarket_range', 'day_range', 'rvol', 'dollar_volume',
-           'float_rotation', 'streak']
+__all__ = ['Frame', 'SETTLE_TOL', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow', 'sma', 'ema',
+           'rma', 'wma', 'settle_bars', 'rsi', 'stoch', 'stochrsi', 'macd', 'roc', 'bbands', 'true_range', 'atr',
+           'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct', 'premarket_range',
+           'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
 
 # %% ../nbs/20_indicators.ipynb #85a529fd
 Frame: TypeAlias = pd.Series | pd.DataFrame | np.ndarray
@@ -184,6 +185,17 @@ def wma(x: Frame,  # values: a series or a panel
     "Linearly weighted moving average (newest value heaviest)."
     (a,), like = _inputs(x=x)
     return _out(_k().wma_nb(a, _n(length, 'length')), like)
+
+# %% ../nbs/20_indicators.ipynb #3797fb26
+SETTLE_TOL: float = 1e-10  # weight an exponential smoothing may still give to the state before a warmup window
+
+def settle_bars(alpha: float,  # smoothing factor: 2 / (n + 1) for an EMA, 1 / n for Wilder's RMA
+                tol: float = SETTLE_TOL,  # weight left on the history before the window
+               ) -> int:
+    "Values after which an exponential smoothing has forgotten where its history started, to `tol`: ceil(log tol / log(1 - alpha))."
+    if not (isinstance(alpha, (int, float)) and 0 < alpha <= 1): raise ConfigError(f"alpha must be in (0, 1], got {alpha!r}")
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1): raise ConfigError(f"tol must be in (0, 1), got {tol!r}")
+    return 1 if alpha == 1 else int(math.ceil(math.log(tol) / math.log1p(-alpha)))
 
 # %% ../nbs/20_indicators.ipynb #1d315157
 def rsi(close: Frame,  # closes: a series or a panel

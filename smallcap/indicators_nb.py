@@ -46,29 +46,70 @@ def kernels() -> SimpleNamespace:
 
 # %% ../nbs/21_indicators_nb.ipynb #0eeeb26d
 @_kernel
+def _units(v, lim):
+    "Value `v` in $0.0001 grid units, or -2**62 when it is off the grid (beyond float rounding) or not below `lim` in size."
+    u = v * 1e4
+    r = np.floor(u + 0.5)
+    if abs(u - r) > 1e-9 + 1e-12 * abs(r) or not abs(r) < lim: return -(1 << 62)
+    return np.int64(r)
+
+@_kernel
+def _wsum(y, a, b):
+    "Sum of y[a:b] in a fixed order (four interleaved partial sums): a function of those values only."
+    s0 = 0.0; s1 = 0.0; s2 = 0.0; s3 = 0.0
+    i = a
+    while i + 4 <= b:
+        s0 += y[i]; s1 += y[i + 1]; s2 += y[i + 2]; s3 += y[i + 3]; i += 4
+    while i < b:
+        s0 += y[i]; i += 1
+    return (s0 + s1) + (s2 + s3)
+
+@_kernel
+def _sma_grid(x, n, o, q):
+    "`sma_nb` of a row whose values are all on the grid, into `o`; False as soon as one is not (`o` is then unfinished)."
+    den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
+    k = 0; s = 0
+    for t in range(x.shape[0]):
+        v = x[t]
+        if v != v:
+            o[t] = np.nan
+            continue
+        u = _units(v, lim)
+        if u == bad: return False
+        q[k] = u; s += u
+        if k >= n: s -= q[k - n]
+        k += 1
+        o[t] = s / den if k >= n else np.nan
+    return True
+
+@_kernel
 def sma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
            n: int,  # window, in valid bars
           ) -> np.ndarray:
-    "Simple moving average of the last `n` valid values (NaN before `n` have been seen)."
+    "Simple moving average of the last `n` valid values (NaN before `n` have been seen): an exact integer sum when the window is on the $0.0001 grid, else its fixed-order float sum."
     m, T = x.shape
     out = np.empty((m, T))
-    buf = np.empty(n)
+    q = np.empty(T, np.int64); y = np.empty(T); g = np.empty(T, np.int64)
+    den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
     for r in range(m):
-        k = 0; j = 0; s = 0.0
+        xr = x[r]; o = out[r]
+        if _sma_grid(xr, n, o, q): continue             # the common case: every value on the grid (the same numbers, faster)
+        k = 0; s = 0; nb = 0                             # the window's integer sum, and how many of its values are off the grid
         for t in range(T):
-            v = x[r, t]
+            v = xr[t]
             if v != v:
-                out[r, t] = np.nan
+                o[t] = np.nan
                 continue
-            if k >= n: s += v - buf[j]
-            else: s += v
-            buf[j] = v
-            k += 1; j += 1
-            if j == n:
-                j = 0
-                s = 0.0
-                for q in range(n): s += buf[q]
-            out[r, t] = s / n if k >= n else np.nan
+            u = _units(v, lim)
+            b = 1 if u == bad else 0
+            u = 0 if b else u
+            q[k] = u; y[k] = v; g[k] = b; s += u; nb += b
+            if k >= n:
+                s -= q[k - n]; nb -= g[k - n]
+            k += 1
+            if k < n: o[t] = np.nan
+            elif nb == 0: o[t] = s / den
+            else: o[t] = _wsum(y, k - n, k) / n
     return out
 
 @_kernel
@@ -110,74 +151,129 @@ def ewm_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
     return out
 
 @_kernel
+def _wma_grid(x, n, o, q):
+    "`wma_nb` of a row whose values are all on the grid, into `o`; False as soon as one is not."
+    den = n * (n + 1) / 2.0; lim = 9.0e15 / den; bad = -(1 << 62)
+    k = 0; s = 0; w = 0
+    for t in range(x.shape[0]):
+        v = x[t]
+        if v != v:
+            o[t] = np.nan
+            continue
+        u = _units(v, lim)
+        if u == bad: return False
+        q[k] = u
+        if k >= n:
+            w += n * u - s; s += u - q[k - n]
+        else:
+            w += (k + 1) * u; s += u
+        k += 1
+        o[t] = w / (den * 1e4) if k >= n else np.nan
+    return True
+
+@_kernel
 def wma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
            n: int,  # window, in valid bars
           ) -> np.ndarray:
-    "Linearly weighted moving average of the last `n` valid values (weights 1..n, newest heaviest)."
+    "Linearly weighted moving average of the last `n` valid values (weights 1..n, newest heaviest), exact on the $0.0001 grid like `sma_nb`."
     m, T = x.shape
     out = np.empty((m, T))
-    buf = np.empty(n)
-    den = n * (n + 1) / 2.0
+    q = np.empty(T, np.int64); y = np.empty(T); g = np.empty(T, np.int64)
+    den = n * (n + 1) / 2.0; lim = 9.0e15 / den; bad = -(1 << 62)
     for r in range(m):
-        k = 0; j = 0; s = 0.0; w = 0.0
+        xr = x[r]; o = out[r]
+        if _wma_grid(xr, n, o, q): continue             # the common case: every value on the grid (the same numbers, faster)
+        k = 0; s = 0; w = 0; nb = 0
         for t in range(T):
-            v = x[r, t]
+            v = xr[t]
             if v != v:
-                out[r, t] = np.nan
+                o[t] = np.nan
                 continue
+            u = _units(v, lim)
+            b = 1 if u == bad else 0
+            u = 0 if b else u
+            q[k] = u; y[k] = v; g[k] = b; nb += b
             if k >= n:
-                w += n * v - s              # every old weight drops by one, the new value enters with weight n
-                s += v - buf[j]
+                w += n * u - s                           # every old weight drops by one, the new value enters with weight n
+                s += u - q[k - n]; nb -= g[k - n]
             else:
-                k1 = k + 1
-                w += k1 * v                 # while filling, weights are 1..k+1
-                s += v
-            buf[j] = v
-            k += 1; j += 1
-            if j == n:                      # re-sync: oldest value sits at buf[0]
-                j = 0; s = 0.0; w = 0.0
-                for q in range(n):
-                    s += buf[q]; w += (q + 1) * buf[q]
-            out[r, t] = w / den if k >= n else np.nan
+                w += (k + 1) * u; s += u                 # while filling, weights are 1..k+1
+            k += 1
+            if k < n: o[t] = np.nan
+            elif nb == 0: o[t] = w / (den * 1e4)
+            else:
+                w0 = 0.0; w1 = 0.0; a = k - n; j = 0
+                while j + 2 <= n:
+                    w0 += (j + 1) * y[a + j]; w1 += (j + 2) * y[a + j + 1]; j += 2
+                if j < n: w0 += (j + 1) * y[a + j]
+                o[t] = (w0 + w1) / den
     return out
+
 
 # %% ../nbs/21_indicators_nb.ipynb #c9714a30
 @_kernel
-def _meanstd_row(x, n, ddof, mean, std):
-    "Rolling mean and std of one row, written into `mean` and `std`."
-    buf = np.empty(n)
-    k = 0; j = 0; mu = 0.0; m2 = 0.0; run = 0; last = np.nan
+def _meanstd_grid(x, n, ddof, mean, std, q):
+    "`_meanstd_row` of a row whose values are all on the grid; False as soon as one is not."
+    den = n * 1e4; dv = n * (n - ddof) * 1e8; lim = 3.0e9 / n; bad = -(1 << 62)
+    k = 0; s = 0; ss = 0; run = 0; last = np.nan
     for t in range(x.shape[0]):
         v = x[t]
         if v != v:
             mean[t] = np.nan; std[t] = np.nan
             continue
+        u = _units(v, lim)
+        if u == bad: return False
         run = run + 1 if v == last else 1
         last = v
+        q[k] = u; s += u; ss += u * u
         if k >= n:
-            old = buf[j]
-            d = v - old
-            mu_new = mu + d / n
-            m2 += d * (v - mu_new + old - mu)
-            mu = mu_new
+            o = q[k - n]; s -= o; ss -= o * o
+        k += 1
+        if k < n:
+            mean[t] = np.nan; std[t] = np.nan
+        elif run >= n:
+            mean[t] = v; std[t] = 0.0
         else:
-            d = v - mu
-            mu += d / (k + 1)
-            m2 += d * (v - mu)
-        buf[j] = v
-        k += 1; j += 1
-        if j == n:                                      # re-sync from the buffer (two-pass)
-            j = 0; s = 0.0
-            for q in range(n): s += buf[q]
-            mu = s / n; m2 = 0.0
-            for q in range(n): m2 += (buf[q] - mu) * (buf[q] - mu)
+            mean[t] = s / den; std[t] = np.sqrt((n * ss - s * s) / dv)
+    return True
+
+@_kernel
+def _meanstd_row(x, n, ddof, mean, std):
+    "Rolling mean and std of one row, written into `mean` and `std`: exact integer sums when the window is on the $0.0001 grid, else a two-pass over it."
+    T = x.shape[0]
+    q = np.empty(T, np.int64)
+    if _meanstd_grid(x, n, ddof, mean, std, q): return  # the common case: every value on the grid (the same numbers, faster)
+    y = np.empty(T); g = np.empty(T, np.int64)
+    den = n * 1e4; dv = n * (n - ddof) * 1e8; lim = 3.0e9 / n; bad = -(1 << 62)
+    k = 0; s = 0; ss = 0; nb = 0; run = 0; last = np.nan
+    for t in range(T):
+        v = x[t]
+        if v != v:
+            mean[t] = np.nan; std[t] = np.nan
+            continue
+        u = _units(v, lim)
+        b = 1 if u == bad else 0
+        u = 0 if b else u
+        run = run + 1 if v == last else 1
+        last = v
+        q[k] = u; y[k] = v; g[k] = b; s += u; ss += u * u; nb += b
+        if k >= n:
+            o = q[k - n]; s -= o; ss -= o * o; nb -= g[k - n]
+        k += 1
         if k < n:
             mean[t] = np.nan; std[t] = np.nan
         elif run >= n:                                   # a constant window: exactly flat
             mean[t] = v; std[t] = 0.0
+        elif nb == 0:
+            mean[t] = s / den; std[t] = np.sqrt((n * ss - s * s) / dv)
         else:
-            mean[t] = mu
-            std[t] = np.sqrt(max(m2, 0.0) / (n - ddof))
+            mu = _wsum(y, k - n, k) / n
+            m0 = 0.0; m1 = 0.0; j = k - n
+            while j + 2 <= k:
+                d0 = y[j] - mu; d1 = y[j + 1] - mu; m0 += d0 * d0; m1 += d1 * d1; j += 2
+            if j < k:
+                d0 = y[j] - mu; m0 += d0 * d0
+            mean[t] = mu; std[t] = np.sqrt((m0 + m1) / (n - ddof))
 
 @_kernel
 def meanstd_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing

@@ -46,7 +46,8 @@ def test_library_strategy_passes(panel, name):
         r = check_lookahead(s, panel)
         assert r.ok, str(r)
         assert len(r.cuts) == 50 and r.checked == 50 and r.first is None and r.purity is None and r.error is None
-        assert set(r.cut_kinds) <= {'session', 'signal', 'spread'} and min(r.cuts) > s.warmup
+        assert set(r.cut_kinds) <= {'session', 'signal', 'spread'} and min(r.cuts) > min(s.warmup_bars(panel.index), (len(panel) - 1) // 2)
+        assert len(r.heads) == 3 and not r.head_disagreements                  # and the start of the history does not matter
         r.raise_for_status()
 
 
@@ -305,9 +306,26 @@ def test_a_causal_shift_is_clean(T, S, k, n, seed):
     @dataclass(frozen=True)
     class Lag(Strategy):
         name: ClassVar[str] = '_lag'
+        @property
+        def warmup(self): return k + 1                                # the bar k bars back (without it the head cuts fail it)
         def signals(self, bars):
             return Signals.from_frames(bars.close, entries_long=bars.close.shift(k) > bars.close, limit=bars.close.shift(k))
     assert check_lookahead(Lag(), _random_panel(T, S, 0.2, T), cuts=n, seed=seed).ok
+
+
+def test_an_understated_warmup_is_caught_by_a_head_cut():
+    "Declaring fewer bars than a shift reads back: the tail cuts pass (it is causal), a head cut names the bar, symbol and field."
+    @dataclass(frozen=True)
+    class Lag(Strategy):
+        name: ClassVar[str] = '_lag5'
+        def signals(self, bars):
+            return Signals.from_frames(bars.close, entries_long=bars.close.shift(5) > bars.close)
+    p = _random_panel(300, 2, 0.0, 300)
+    r = check_lookahead(Lag(), p, cuts=20)
+    assert not r.ok and not r.disagreements and r.head_disagreements
+    h, t, when, sym, f = r.start_dependent
+    assert f == 'entries_long' and sym in p.symbols and h <= t < h + 5 and f"HISTORY START: entries_long of {sym}" in str(r)
+    with pytest.raises(LookAheadError, match='_lag5@: HISTORY START'): r.raise_for_status()
 
 
 # ---------------------------------------------------------------- purity, errors, the report

@@ -202,7 +202,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
         try:
             with pure_calls(): sig = strategy.signals(bars)
         except PurityError:                                                  # maybe a first use: load kernels and calendars outside the guard, then check again
-            strategy.signals(bars.upto(min(len(bars) - 1, max(strategy.warmup, 1))))
+            strategy.signals(bars.upto(min(len(bars) - 1, strategy.warmup_bars(bars.index))))
             with pure_calls(): sig = strategy.signals(bars)
     else: raise ConfigError(f"strategy must be a Strategy or Signals, got {type(strategy).__name__}")
     if not (sig.index.equals(bars.index) and sig.entries_long.columns.equals(bars.close.columns)): raise DataError("signals are not aligned with the bars")

@@ -16,7 +16,7 @@ from ..data.panel import Panel
 from ..strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, PurityError, Signals, Strategy, first_difference, pure_calls
 
 # %% auto #0
-__all__ = ['CUT_SHARES', 'LookaheadReport', 'check_lookahead']
+__all__ = ['CUT_SHARES', 'HEAD_RTOL', 'LookaheadReport', 'check_lookahead']
 
 # %% ../../nbs/54_backtest.lookahead.ipynb #8f40fe6b
 CUT_SHARES: dict[str, float] = {'session': 0.2, 'signal': 0.4, 'spread': 0.4}
@@ -60,6 +60,18 @@ def _signal_anchors(full: Signals) -> list[np.ndarray]:
         a = np.flatnonzero(v.any(axis=1) if v.dtype == bool else (~np.isnan(v)).any(axis=1)) + 1
         if len(a) and not any(np.array_equal(a, b) for b in out): out.append(a)     # a stop set exactly at the entries: one group
     return out
+
+def _choose_heads(bars: Panel, n: int, seed: int | None) -> np.ndarray:
+    "`n` head cuts (a head cut at h keeps bars h..), ascending, in the first half of the history: half at session starts and regular opens, the rest spread."
+    hi = (len(bars) - 1) // 2
+    if n <= 0 or hi < 1: return np.zeros(0, dtype=int)
+    rng = None if seed is None else np.random.default_rng(seed)
+    sa = _session_anchors(bars.index)
+    starts = np.unique(np.r_[sa[:, 4] - 1, sa[:, 0] - 1]) if len(sa) else np.zeros(0, int)   # the day's first bar, the first regular bar
+    starts = starts[(starts >= 1) & (starts <= hi)]
+    a = _pick(starts, (n + 1) // 2, rng)
+    rest = np.setdiff1d(np.arange(1, hi + 1), a)
+    return np.union1d(a, _pick(rest, n - len(a), rng)).astype(int)
 
 def _choose_cuts(bars: Panel, full: Signals, warmup: int, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
     "`n` cut positions (a cut at c keeps bars 0..c-1), ascending, and their kind: session, signal or spread."
@@ -113,11 +125,19 @@ class LookaheadReport:
     disagreements: tuple[tuple[int, int, pd.Timestamp, str, str], ...] = ()  # per cut that changed an earlier signal: (cut, bar position, bar time, symbol, signal)
     purity: str | None = None  # what the strategy touched (clock, file or network), if it did
     error: str | None = None  # the exception the strategy raised on a cut history, if it did
+    warmup: str = ''  # the strategy's declared warmup (as written)
+    heads: tuple[int, ...] = ()  # head cuts, ascending: a head cut at h keeps bars h.. and removes the bars before
+    head_disagreements: tuple[tuple[int, int, pd.Timestamp, str, str], ...] = ()  # per head cut that changed a signal after the declared warmup: (head, bar position, bar time, symbol, signal)
 
     @property
     def ok(self) -> bool:
-        "True when no cut changed an earlier signal and the strategy stayed pure."
-        return not self.disagreements and self.purity is None and self.error is None
+        "True when no cut changed an earlier signal, no head cut changed a signal after the warmup, and the strategy stayed pure."
+        return not self.disagreements and not self.head_disagreements and self.purity is None and self.error is None
+
+    @property
+    def start_dependent(self) -> tuple[int, int, pd.Timestamp, str, str] | None:
+        "(head, bar position, bar time, symbol, signal) of the earliest signal that changed when the head of the history was cut, or None."
+        return min(self.head_disagreements, key=lambda d: (d[1], d[0])) if self.head_disagreements else None
 
     @property
     def _first(self) -> tuple[int, int, pd.Timestamp, str, str] | None:
@@ -183,13 +203,20 @@ class LookaheadReport:
         if self.ok: return f"{self.strategy}: no look-ahead: signals unchanged at {_n(len(self.cuts), 'cut')} ({self._kinds()}) over {self._history()}"
         if self.purity is not None: return f"{self.strategy}: IMPURE: {self.purity} (stopped after {self.checked} of {_n(len(self.cuts), 'cut')})"
         if self.error is not None: return f"{self.strategy}: ERROR: {self.error}"
+        if not self.disagreements:
+            h, _, t, sym, f = self.start_dependent
+            return (f"{self.strategy}: HISTORY START: {f} of {sym} at {_ts(t)} changed when the history started at bar {h}, after the "
+                    f"declared warmup ({self.warmup}) had passed; {len(self.head_disagreements)} of {_n(len(self.heads), 'head cut')} changed a signal")
         return (f"{self.strategy}: LOOK-AHEAD: {self.signal} of {self.symbol} at {_ts(self.first_bar)} changed when the history was cut "
                 f"before {_ts(self.cut_time)}; {self.n_disagreeing} of {_n(self.checked, 'cut')} changed an earlier signal; "
                 f"it reads at least {_n(self.bars_ahead, 'bar')} ahead")
 
     def _repr_markdown_(self) -> str:
-        verdict = 'clean' if self.ok else '**impure**' if self.purity else '**error**' if self.error else '**look-ahead**'
-        rows = [('verdict', verdict), ('history', self._history()), ('cuts', f"{len(self.cuts)} ({self._kinds()})")]
+        verdict = ('clean' if self.ok else '**impure**' if self.purity else '**error**' if self.error else '**look-ahead**' if self.disagreements
+                   else '**depends on the history start**')
+        rows = [('verdict', verdict), ('history', self._history()), ('cuts', f"{len(self.cuts)} ({self._kinds()})"),
+                ('head cuts', f"{len(self.heads)} (warmup {self.warmup})")]
+        if (d := self.start_dependent) is not None: rows.append(('history start changes', f"`{d[4]}` of {d[3]} at {_ts(d[2])} (history from bar {d[0]})"))
         if self.purity is not None: rows.append(('purity', self.purity))
         if self.error is not None: rows.append(('error', self.error))
         if self.disagreements:
@@ -217,7 +244,9 @@ class LookaheadReport:
                 'first': None if first is None else {'bar': _iso(first[2]), 'symbol': first[3], 'signal': first[4],
                                                      'cut': int(first[0]), 'cut_time': _iso(self.cut_time)},
                 'n_disagreeing': self.n_disagreeing, 'bars_ahead': self.bars_ahead, 'purity': self.purity, 'error': self.error,
-                'disagreements': [{'cut': int(c), 'bar': int(b), 'bar_time': _iso(t), 'symbol': s, 'signal': f} for c, b, t, s, f in self.disagreements]}
+                'disagreements': [{'cut': int(c), 'bar': int(b), 'bar_time': _iso(t), 'symbol': s, 'signal': f} for c, b, t, s, f in self.disagreements],
+                'warmup': self.warmup, 'heads': [int(h) for h in self.heads],
+                'head_disagreements': [{'head': int(h), 'bar': int(b), 'bar_time': _iso(t), 'symbol': s, 'signal': f} for h, b, t, s, f in self.head_disagreements]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LookaheadReport:
@@ -226,7 +255,9 @@ class LookaheadReport:
         return cls(strategy=d['strategy'], n_bars=int(d['n_bars']), symbols=tuple(d['symbols']), start=ts(d['start']), end=ts(d['end']),
                    cuts=tuple(int(c) for c in d['cuts']), cut_times=tuple(ts(t) for t in d['cut_times']), cut_kinds=tuple(d['cut_kinds']),
                    checked=int(d['checked']), purity=d.get('purity'), error=d.get('error'),
-                   disagreements=tuple((int(x['cut']), int(x['bar']), ts(x['bar_time']), x['symbol'], x['signal']) for x in d['disagreements']))
+                   disagreements=tuple((int(x['cut']), int(x['bar']), ts(x['bar_time']), x['symbol'], x['signal']) for x in d['disagreements']),
+                   warmup=d.get('warmup', ''), heads=tuple(int(h) for h in d.get('heads', ())),
+                   head_disagreements=tuple((int(x['head']), int(x['bar']), ts(x['bar_time']), x['symbol'], x['signal']) for x in d.get('head_disagreements', ())))
 
 # %% ../../nbs/54_backtest.lookahead.ipynb #7612b597
 def _cuts_given(bars: Panel, cuts: Sequence[Any]) -> np.ndarray:
@@ -252,23 +283,42 @@ def _full_signals(strategy: Strategy, bars: Panel) -> Signals | str:
         with pure_calls(): return strategy.signals(bars)
     except PurityError as e: return str(e)
 
+HEAD_RTOL: float = 1e-9  # float signals (stops, sizes, limits) after the warmup agree to this, relative: SETTLE_TOL of the exponential smoothings, with room
+
+def _head_change(strategy: Strategy, bars: Panel, full: Signals, part: Signals, h: int) -> tuple[int, str, str] | None:
+    "The earliest (bar, symbol, field) where signals on bars h.. differ from the full history's at a bar whose declared warmup starts at h or after."
+    first = None
+    for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+        x, y = getattr(part, f), getattr(full, f)
+        if x is None and y is None: continue
+        if (x is None) != (y is None): return (h, '*', f)
+        a, b = x.to_numpy(), y.to_numpy()[h:]
+        diff = a != b if a.dtype == bool else ~(np.isclose(a, b, rtol=HEAD_RTOL, atol=0) | (np.isnan(a) & np.isnan(b)))
+        for r in np.flatnonzero(diff.any(1))[:64]:                        # the first rows that differ: inside the warmup, or a finding
+            t = h + int(r)
+            if first is not None and t >= first[0]: break
+            if strategy.warmup_start(bars, t) >= h:
+                first = (t, str(bars.symbols[int(np.flatnonzero(diff[r])[0])]), f); break
+    return first
+
 def check_lookahead(strategy: Strategy,  # the strategy configuration
                     bars: Panel,  # the full history
                     cuts: int | Sequence[Any] = 50,  # how many cuts to choose, or the cuts: positions (bars kept) or times (first bar removed)
                     symbols: Sequence[str] | str | None = None,  # check only these symbols (default: all)
                     seed: int | None = None,  # None: cuts placed evenly; an int: drawn at random, reproducibly
+                    heads: int | Sequence[int] = 3,  # head cuts to choose (0: none), or their positions (the first bar kept)
                    ) -> LookaheadReport:
     "Recompute signals on history cut at many bars; report the first bar, symbol and signal that used the future."
     if symbols is not None: bars = bars.select(symbols)
     n, idx = len(bars), bars.index
     if n < 3: raise DataError(f"check_lookahead needs at least 3 bars, got {n}")
-    meta = dict(strategy=strategy.id, n_bars=n, symbols=tuple(map(str, bars.symbols)), start=idx[0], end=idx[-1])
+    meta = dict(strategy=strategy.id, n_bars=n, symbols=tuple(map(str, bars.symbols)), start=idx[0], end=idx[-1], warmup=str(strategy.warmup))
     if isinstance(full := _full_signals(strategy, bars), str): return LookaheadReport(**meta, purity=full)
     if not (full.index.equals(idx) and full.entries_long.columns.equals(bars.close.columns)):
         raise ConfigError(f"{strategy.id} returned signals shaped {full.entries_long.shape} for bars shaped {bars.close.shape}")
     if isinstance(cuts, (int, np.integer)) and cuts < 1 or not isinstance(cuts, (int, np.integer)) and len(cuts) == 0:
         raise ConfigError(f"check_lookahead needs at least one cut, got cuts={cuts!r}")
-    if isinstance(cuts, (int, np.integer)): pos, kinds = _choose_cuts(bars, full, strategy.warmup, int(cuts), seed)
+    if isinstance(cuts, (int, np.integer)): pos, kinds = _choose_cuts(bars, full, min(strategy.warmup_bars(idx), (n - 1) // 2), int(cuts), seed)
     else: pos = _cuts_given(bars, cuts); kinds = np.full(len(pos), 'given', dtype=object)
     diffs, checked, purity, error = [], 0, None, None
     for c in pos.tolist():
@@ -279,5 +329,14 @@ def check_lookahead(strategy: Strategy,  # the strategy configuration
         if not (part.index.equals(idx[:c]) and part.entries_long.columns.equals(bars.close.columns)): error = f"signals shaped {part.entries_long.shape} from a history of {c} bars (cut before {_ts(idx[c])})"; break
         checked += 1
         if (d := first_difference(full.upto(c - 1), part)) is not None: diffs.append((c, int(idx.get_loc(d[0])), d[0], str(d[1]), d[2]))
+    hs = _choose_heads(bars, int(heads), seed) if isinstance(heads, (int, np.integer)) else np.unique(np.asarray(list(heads), dtype=int))
+    if len(hs) and not (1 <= hs.min() and hs.max() <= n - 1): raise ConfigError(f"heads {hs.tolist()[:5]} fall outside the history: a head cut keeps bars h.. with 1 <= h <= {n - 1}")
+    hdiffs = []
+    for h in (hs.tolist() if purity is None and error is None else []):
+        try:
+            with pure_calls(): part = strategy.signals(bars.between(idx[h]))
+        except PurityError as e: purity = str(e); break
+        except Exception as e: error = f"{type(e).__name__}: {e} (on the history starting at {_ts(idx[h])})"; break
+        if (d := _head_change(strategy, bars, full, part, h)) is not None: hdiffs.append((h, d[0], idx[d[0]], d[1], d[2]))
     return LookaheadReport(**meta, cuts=tuple(pos.tolist()), cut_times=tuple(idx[pos]), cut_kinds=tuple(kinds.tolist()), checked=checked,
-                           disagreements=tuple(diffs), purity=purity, error=error)
+                           disagreements=tuple(diffs), purity=purity, error=error, heads=tuple(hs.tolist()), head_disagreements=tuple(hdiffs))

@@ -30,48 +30,11 @@ from ..risk import RiskConfig
 from ..strategy.base import Strategy, get_strategy
 
 # %% auto #0
-__all__ = ['WINDOW_UNITS', 'FOLD_COLUMNS', 'EXECUTORS', 'LARGE_WORK', 'GATE_KEY_ENV', 'parse_window', 'make_folds', 'run_fold',
-           'run_tasks', 'WalkForwardResult', 'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward',
-           'walkforward_command']
+__all__ = ['FOLD_COLUMNS', 'EXECUTORS', 'LARGE_WORK', 'GATE_KEY_ENV', 'make_folds', 'run_fold', 'run_tasks', 'WalkForwardResult',
+           'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward', 'walkforward_command']
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #1fb39573
-WINDOW_UNITS: dict[str, str] = {'B': 'bars', 'D': 'sessions', 'W': 'weeks', 'M': 'months'}
-
-_SPEC = re.compile(r'^\s*(\d+)\s*([A-Za-z]*)\s*$')
-
-def parse_window(spec: int | str,  # bars (int), or '<n>B' bars, '<n>D' sessions, '<n>W' weeks, '<n>M' months
-                 what: str = 'window',  # the field's name, for the error message
-                ) -> tuple[int, str]:
-    "(n, unit) of a window spec; unit is 'bars', 'sessions', 'weeks' or 'months'."
-    if isinstance(spec, (bool, np.bool_)) or not isinstance(spec, (int, np.integer, str)):
-        raise ConfigError(f"{what} must be a number of bars or a string like '10D', '2W', '1M', got {spec!r}")
-    if isinstance(spec, (int, np.integer)): n, u = int(spec), 'B'
-    else:
-        m = _SPEC.match(spec)
-        if not m: raise ConfigError(f"{what}={spec!r} is not a window spec: use bars (500 or '500B'), sessions ('10D'), weeks ('2W') or months ('1M')")
-        n, u = int(m.group(1)), m.group(2) or 'B'
-        if u == 'm': raise ConfigError(f"{what}={spec!r}: 'm' is ambiguous; months are 'M' (minutes are not a window unit: give a number of bars)")
-        u = u.upper()
-        if u not in WINDOW_UNITS: raise ConfigError(f"{what}={spec!r}: unknown unit {m.group(2)!r}; use B (bars), D (sessions), W (weeks) or M (months)")
-    if n < 1: raise ConfigError(f"{what}={spec!r} must be at least 1 {WINDOW_UNITS[u][:-1]}")
-    return n, WINDOW_UNITS[u]
-
-def _ordinals(index: pd.DatetimeIndex, unit: str) -> np.ndarray:
-    "Non-decreasing unit number of every bar (bar position, session number, week number or month number)."
-    if unit == 'bars': return np.arange(len(index), dtype=np.int64)
-    ny = index.tz_convert('America/New_York')
-    day = ny.normalize().tz_localize(None).as_unit('ns').asi8 // 86_400_000_000_000      # days since 1970-01-01 (a Thursday)
-    if unit == 'sessions': return np.unique(day, return_inverse=True)[1].astype(np.int64)
-    if unit == 'weeks': return (day + 3) // 7                                          # weeks starting on Monday
-    return (ny.year.to_numpy() * 12 + ny.month.to_numpy() - 1).astype(np.int64)
-
-def _advance(ords: np.ndarray, pos: int, n: int) -> int:
-    "First bar position whose unit is at least n units after the unit of bar `pos` (len when past the end)."
-    return len(ords) if pos >= len(ords) else int(np.searchsorted(ords, ords[pos] + n, 'left'))
-
-def _complete(ords: np.ndarray, pos: int, n: int) -> bool:
-    "Whether the data holds all n units starting at bar `pos` (the last one may end the data)."
-    return pos < len(ords) and ords[-1] >= ords[pos] + n - 1
+from ..data.calendar import WINDOW_UNITS, parse_window, window_complete as _complete, window_end as _advance, window_ordinals as _ordinals   # importable from here too
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #4aa6414a
 FOLD_COLUMNS: tuple[str, ...] = ('fold', 'train_start', 'train_end', 'test_start', 'test_end')
@@ -792,7 +755,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     if kind is None: kind = 'process' if len(folds) > 1 and (os.cpu_count() or 1) > 1 and work >= LARGE_WORK else 'inprocess'
     ex = executor if executor is not None and (not isinstance(executor, str) or kind == 'dask') else kind
     idx = panel.index
-    max_warm = max(c.warmup for c in combos)
+    need: dict[Any, int] = {}                                           # warmup starts per strategy class, declared warmup (and members), fold
     wu = None if warmup is None else parse_window(warmup, 'warmup')
     run_id = hashlib.blake2b(f"{time.time_ns()}-{os.getpid()}".encode(), digest_size=4).hexdigest()
     tmp = None
@@ -811,7 +774,11 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
             else:
                 o_ = _ordinals(idx, wu[1])
                 w0 = int(np.searchsorted(o_, o_[r.test_pos] - wu[0], 'left'))
-            w0 = max(0, min(w0, r.test_pos - max_warm))                    # never shorter than the strategy's warmup
+            for c in combos:                                                # never shorter than any combination's declared warmup
+                key = (type(c), repr(c.warmup), repr(getattr(c, 'members', None)), int(r.test_pos))   # what warmup_start depends on
+                if key not in need: need[key] = c.warmup_start(panel, int(r.test_pos), all_symbols=True)   # serves every later test bar
+                w0 = min(w0, need[key])
+            w0 = max(0, w0)
             w0 = min(w0, r.test_pos - 1)
             tasks.append({'fold': int(r.fold), 'run': run_id, 'strategy': name, 'base': base, 'grid': g, 'data': src,
                           'hist_start': idx[min(r.train_pos, w0)], 'train_start': r.train_start, 'train_end': r.train_end,

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,7 +17,8 @@ import pandas as pd
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['SESSIONS', 'NY', 'trading_sessions', 'session_windows', 'SessionLabels', 'session_labels', 'session_of']
+__all__ = ['SESSIONS', 'NY', 'WINDOW_UNITS', 'trading_sessions', 'session_windows', 'SessionLabels', 'session_labels',
+           'session_of', 'parse_window', 'window_ordinals', 'window_end', 'window_complete', 'window_start']
 
 # %% ../../nbs/10_data.calendar.ipynb #d5235773
 SESSIONS: tuple[str, ...] = ('premarket', 'regular', 'after-hours', 'extended')
@@ -123,3 +125,110 @@ def session_of(ts: Any,  # tz-aware times (a Series, index or array-like)
     if len(t) == 0: return pd.Series([], dtype=object)
     names = np.array([None, 'premarket', 'regular', 'after-hours'], dtype=object)
     return pd.Series(names[session_labels(t).code + 1], dtype=object)
+
+# %% ../../nbs/10_data.calendar.ipynb #aaf8deee
+WINDOW_UNITS: dict[str, str] = {'B': 'bars', 'D': 'sessions', 'W': 'weeks', 'M': 'months'}
+
+_SPEC = re.compile(r'^\s*(\d+)\s*([A-Za-z]*)\s*$')
+
+def parse_window(spec: int | str,  # bars (int), or '<n>B' bars, '<n>D' sessions, '<n>W' weeks, '<n>M' months
+                 what: str = 'window',  # the field's name, for the error message
+                ) -> tuple[int, str]:
+    "(n, unit) of a window spec; unit is 'bars', 'sessions', 'weeks' or 'months'."
+    if isinstance(spec, (bool, np.bool_)) or not isinstance(spec, (int, np.integer, str)):
+        raise ConfigError(f"{what} must be a number of bars or a string like '10D', '2W', '1M', got {spec!r}")
+    if isinstance(spec, (int, np.integer)): n, u = int(spec), 'B'
+    else:
+        m = _SPEC.match(spec)
+        if not m: raise ConfigError(f"{what}={spec!r} is not a window spec: use bars (500 or '500B'), sessions ('10D'), weeks ('2W') or months ('1M')")
+        n, u = int(m.group(1)), m.group(2) or 'B'
+        if u == 'm': raise ConfigError(f"{what}={spec!r}: 'm' is ambiguous; months are 'M' (minutes are not a window unit: give a number of bars)")
+        u = u.upper()
+        if u not in WINDOW_UNITS: raise ConfigError(f"{what}={spec!r}: unknown unit {m.group(2)!r}; use B (bars), D (sessions), W (weeks) or M (months)")
+    if n < 1: raise ConfigError(f"{what}={spec!r} must be at least 1 {WINDOW_UNITS[u][:-1]}")
+    return n, WINDOW_UNITS[u]
+
+def window_ordinals(index: pd.DatetimeIndex,  # bar open times (UTC, increasing)
+                    unit: str,  # 'bars', 'sessions' (New York dates present), 'weeks' or 'months'
+                   ) -> np.ndarray:
+    "Non-decreasing unit number of every bar (bar position, session number, week number or month number)."
+    if unit == 'bars': return np.arange(len(index), dtype=np.int64)
+    ny = index.tz_convert(NY)
+    day = ny.normalize().tz_localize(None).as_unit('ns').asi8 // 86_400_000_000_000      # days since 1970-01-01 (a Thursday)
+    if unit == 'sessions': return np.unique(day, return_inverse=True)[1].astype(np.int64)
+    if unit == 'weeks': return (day + 3) // 7                                          # weeks starting on Monday
+    return (ny.year.to_numpy() * 12 + ny.month.to_numpy() - 1).astype(np.int64)
+
+def window_end(ords: np.ndarray,  # `window_ordinals` of the bars
+               pos: int,  # the window's first bar
+               n: int,  # its length in units
+              ) -> int:
+    "First bar position whose unit is at least n units after the unit of bar `pos` (len when past the end)."
+    return len(ords) if pos >= len(ords) else int(np.searchsorted(ords, ords[pos] + n, 'left'))
+
+def window_complete(ords: np.ndarray,  # `window_ordinals` of the bars
+                    pos: int,  # the window's first bar
+                    n: int,  # its length in units
+                   ) -> bool:
+    "Whether the data holds all n units starting at bar `pos` (the last one may end the data)."
+    return pos < len(ords) and ords[-1] >= ords[pos] + n - 1
+
+# %% ../../nbs/10_data.calendar.ipynb #12f2cbd6
+def _trading_day(index: pd.DatetimeIndex) -> np.ndarray:
+    "Per bar, the number of its trading day (a bar on a non-trading date belongs to the trading day before it; -1 before the first)."
+    return np.maximum.accumulate(session_labels(index).day) if len(index) else np.zeros(0, np.int64)
+
+def _first_of(p: np.ndarray) -> np.ndarray:
+    "Per column, the first row where `p` is set (len(p) where never)."
+    return np.where(p.any(0), p.argmax(0), len(p))
+
+def _nth_last(p: np.ndarray, n: int, block: int = 4096) -> np.ndarray:
+    "Per column, the row of the n-th last True of `p` (-1 with fewer), scanning back a block of rows at a time."
+    m = p.shape[1]
+    out = np.full(m, -1, np.int64); need = np.full(m, n, np.int64); hi = len(p)
+    while hi > 0 and (need > 0).any():
+        lo = max(0, hi - block)
+        c = np.cumsum(p[lo:hi][::-1], axis=0, dtype=np.int32)           # counts back from the block's end
+        hit = (c >= need) & (need > 0)
+        has = hit.any(0)
+        out[has] = hi - 1 - hit.argmax(0)[has]
+        need = np.where(has, 0, need - c[-1])
+        hi = lo
+    return out
+
+def window_start(index: pd.DatetimeIndex,  # bar open times (UTC, increasing)
+                 end: int,  # the window's last bar (inclusive; negative counts from the end)
+                 spec: int | str | tuple | list,  # its length: bars, '<n>B', '<n>D' sessions, '<n>W', '<n>M', or several specs (the longest wins)
+                 present: np.ndarray | None = None,  # (bars, symbols) bool: where each symbol has a bar (counted per symbol); None: every bar
+                 what: str = 'warmup',  # the field's name, for errors
+                ) -> int:
+    "First bar position of the trailing window of `spec` that ends at bar `end`."
+    T = len(index)
+    end = end + T if end < 0 else end
+    if not 0 <= end < T: raise ConfigError(f"{what}: bar {end} is outside the {T} bars")
+    if isinstance(spec, (tuple, list)):
+        if not spec: raise ConfigError(f"{what} lists no window")
+        return min(window_start(index, end, s, present, what) for s in spec)
+    n, unit = parse_window(spec, what)
+    P = None if present is None else np.asarray(present, bool)[: end + 1]
+    if P is not None and P.shape[0] != end + 1: raise ConfigError(f"{what}: `present` has {len(present)} rows for {T} bars")
+    if unit == 'bars':
+        lo = max(0, end - n + 1)
+        if P is None or P.shape[1] == 0: return lo
+        k = _nth_last(P, n)                                              # per symbol, its n-th last bar up to `end`
+        k = np.where(k >= 0, k, _first_of(P))                             # else its first one
+        return int(min(lo, k.min()))
+    if unit in ('weeks', 'months'):
+        o = window_ordinals(index[: end + 1], unit)
+        return int(np.searchsorted(o, o[end] - n + 1, 'left'))
+    d = _trading_day(index[: end + 1])
+    lo = int(np.searchsorted(d, d[end] - n + 1, 'left'))
+    if P is None or P.shape[1] == 0 or n == 1: return lo
+    starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])              # each trading day's first bar
+    prior = starts[d[starts] < d[end]]
+    if len(prior) == 0: return lo
+    traded = np.logical_or.reduceat(P[: starts[len(prior)] if len(prior) < len(starts) else end + 1], prior, axis=0)
+    j = _nth_last(traded, n - 1)                                         # per symbol, its (n-1)-th last traded session before today
+    k = np.where(j >= 0, prior[np.maximum(j, 0)],
+                 np.where(traded.any(0), prior[np.minimum(_first_of(traded), len(prior) - 1)], lo))   # all it has; nothing before today: today
+    return int(min(lo, k.min()))

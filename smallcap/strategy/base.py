@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, LookAheadError
+from ..data.calendar import window_start
 from ..data.panel import Panel
 
 # %% auto #0
@@ -145,9 +146,28 @@ class Strategy:
         "Cross-parameter checks (override; raise ConfigError)."
 
     @property
-    def warmup(self) -> int:
-        "Bars needed before the signals are meaningful (override)."
-        return 0
+    def warmup(self) -> int | str | tuple:
+        "History the signals need, in the window grammar: bars (an int or '<n>B', counted per symbol), sessions ('<n>D'), or a tuple of specs (override)."
+        return 1
+
+    def _warmup_spec(self) -> int | str | tuple:
+        w = self.warmup
+        return max(int(w), 1) if isinstance(w, (int, np.integer)) and not isinstance(w, bool) else w
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex,  # the history (a Panel: bars and sessions counted per symbol where it has a close) or its bar times
+                     end: int,  # the window's last bar (inclusive; negative counts from the end)
+                     all_symbols: bool = False,  # count every symbol, also those that cannot signal at `end`: a start that serves every later bar too
+                    ) -> int:
+        "First bar a trailing window ending at bar `end` must start at for its last row to equal the full-history row."
+        if isinstance(bars, Panel): return window_start(bars.index, end, self._warmup_spec(), bars.close.notna().to_numpy(), f"{self.name}.warmup")
+        return window_start(bars, end, self._warmup_spec(), None, f"{self.name}.warmup")
+
+    def warmup_bars(self, index: pd.DatetimeIndex,  # bar times
+                    end: int = -1,  # the window's last bar (default: the last)
+                   ) -> int:
+        "Bars in the declared warmup window ending at bar `end`, every bar counted (what a prefix must hold to warm the strategy up)."
+        e = end + len(index) if end < 0 else end
+        return e - self.warmup_start(index, e) + 1 if len(index) else 0
 
     def signals(self, bars: Panel) -> Signals:
         "Turn a bar panel into signals (override). Pure: no clock, file or network."
@@ -296,9 +316,9 @@ def check_causal(strategy: Strategy,  # the strategy configuration
     "Recompute signals on history cut at many bars; report the first signal that used the future."
     n = len(bars)
     if isinstance(cuts, int):
-        lo = min(max(strategy.warmup, 1), n - 1)
+        lo = min(strategy.warmup_bars(bars.index), max(1, (n - 1) // 2))   # a session warmup may span most of a short history
         cuts = sorted(set(np.linspace(lo, n - 1, min(cuts, n - lo)).astype(int).tolist()))
-    strategy.signals(bars.upto(min(n - 1, max(strategy.warmup, 1))))   # warm up imports and compiled kernels outside the guard
+    strategy.signals(bars.upto(min(n - 1, strategy.warmup_bars(bars.index))))   # warm up imports and compiled kernels outside the guard
     with pure_calls(): full = strategy.signals(bars)
     first = None
     for t in cuts:

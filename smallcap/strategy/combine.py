@@ -42,7 +42,7 @@ def position_state(s: Signals) -> pd.DataFrame:
 # %% ../../nbs/32_strategy.combine.ipynb #7d810c1c
 @dataclass(frozen=True)
 class _Combinator(Strategy):
-    "Shared by the combinators: members resolved on construction, the longest member warmup, an id listing the members."
+    "Shared by the combinators: members resolved on construction, the earliest start any member's warmup needs, an id listing the members."
     sides: ClassVar[tuple[str, ...]] = ('long', 'short')
     members: tuple = param((), doc='member strategies')
 
@@ -51,9 +51,18 @@ class _Combinator(Strategy):
         _members(self)
 
     @property
-    def warmup(self) -> int:
-        "The longest member warmup."
-        return max(m.warmup for m in self.members)
+    def warmup(self) -> int | str | tuple:
+        "Every member's warmup (one spec when they all agree): a window must hold the longest of them."
+        specs = []
+        for m in self.members:
+            w = m._warmup_spec()
+            for s in (w if isinstance(w, tuple) else (w,)):
+                if s not in specs: specs.append(s)
+        return specs[0] if len(specs) == 1 else tuple(specs)
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
+        "The earliest start any member needs (each counts its own bars and sessions)."
+        return min(m.warmup_start(bars, end, all_symbols) for m in self.members)
 
     @property
     def id(self) -> str:
@@ -104,6 +113,20 @@ class Ensemble(_Combinator):
         if len(w) != len(self.members) or min(w) < 0 or sum(w) <= 0:
             raise ConfigError(f"ensemble needs one non-negative weight per member ({len(self.members)}) with a positive sum, got {self.weights}")
         object.__setattr__(self, 'weights', w)
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
+        "Where every member's latest signal before bar `end` (its position's cause) and that signal's warmup lie: 0 if a member never signalled on a symbol."
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end, all_symbols)
+        e = end + len(bars) if end < 0 else end
+        start = super().warmup_start(bars, e, all_symbols)
+        if e == 0: return 0
+        for m in self.members:
+            s = m.signals(bars.upto(e - 1))
+            ev = np.logical_or.reduce([getattr(s, f).to_numpy() for f in _SIGNAL_BOOLS])
+            if not ev.any(0).all(): return 0                              # a symbol's position since the first bar
+            last = len(ev) - 1 - ev[::-1].argmax(0)                       # each symbol's latest signal before the bar
+            start = min(start, m.warmup_start(bars, int(last.min()), True))
+        return start
 
     def signals(self, bars: Panel) -> Signals:
         "Entries and exits from changes of the thresholded weighted score."

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError
-from ..data.calendar import SessionLabels, session_labels
+from ..data.calendar import SessionLabels, session_labels, window_start
 from ..data.panel import Panel
 from .base import Signals, Strategy, _SIGNAL_BOOLS, param, register
 
@@ -84,6 +84,18 @@ class _Arrays:
 class _BlockStrategy(Strategy):
     "A library strategy: `_compute` turns a block of symbols into signal arrays; `signals` runs it block by block."
     _cross_sectional: ClassVar[bool] = False  # needs every symbol at once (one block)
+    _silent_without_bar: ClassVar[bool] = True  # no signal where a symbol has no bar: such a symbol needs no history at that bar
+
+    def _counted(self, bars: Panel, end: int, all_symbols: bool, mask: np.ndarray | None = None) -> np.ndarray:
+        "(bars, symbols) bool: the bars that count toward the warmup (`mask`, default where a symbol has a close), of the symbols that can signal at bar `end`."
+        c = bars.close.notna().to_numpy()
+        m = c if mask is None else mask
+        return m & c[end][None, :] if self._silent_without_bar and not all_symbols else m
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
+        "As declared, counted per symbol; a symbol without a bar at `end` cannot signal there and is not counted (unless the strategy ranks symbols, or `all_symbols`)."
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end)
+        return window_start(bars.index, end, self._warmup_spec(), self._counted(bars, end, all_symbols), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
@@ -194,8 +206,9 @@ class SmaCross(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "The slow average's length."
-        return self.slow
+        "The slow average and the bar before (an EMA: until its start weighs < 1e-10)."
+        from smallcap.indicators import settle_bars
+        return self.slow + 1 + (settle_bars(2 / (self.slow + 1)) if self.kind == 'ema' else 0)
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Cross up: enter long / exit short; cross down: exit long / enter short."
@@ -223,8 +236,9 @@ class RsiReversion(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "Three RSI periods."
-        return 3 * self.length
+        "Wilder's RSI until its start weighs < 1e-10, its first change and the bar before."
+        from smallcap.indicators import settle_bars
+        return settle_bars(1 / self.length) + self.length + 2
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the cross into the extreme zone, exit on the cross of exit_level."
@@ -253,8 +267,8 @@ class BollingerReversion(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "The band window."
-        return self.length
+        "The band window and the bar before."
+        return self.length + 1
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Cross below the lower band enters; cross above the middle band exits."
@@ -279,8 +293,9 @@ class StochRsiTrend(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "EMA length or three StochRSI periods, whichever is longer."
-        return max(self.trend, 3 * self.length)
+        "The EMA or the StochRSI (RSI settled, its range window, the %K smoothing), whichever is longer, and the bar before."
+        from smallcap.indicators import settle_bars
+        return max(settle_bars(2 / (self.trend + 1)) + self.trend, settle_bars(1 / self.length) + 2 * self.length + 4) + 1
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Long on %K crossing up through lower above the EMA; out on %K crossing down through upper or a close below the EMA."
@@ -299,11 +314,12 @@ class DualMomentum(_BlockStrategy):
     top: int = param(3, grid=[1, 3, 5], low=1, doc='symbols held')
     threshold: float = param(0.0, grid=[0.0, 0.02], doc='minimum trailing return to hold')
     _cross_sectional: ClassVar[bool] = True
+    _silent_without_bar: ClassVar[bool] = False  # a symbol without a bar still ranks by its last price
 
     @property
     def warmup(self) -> int:
-        "The return look-back."
-        return self.lookback
+        "The return look-back, its base bar and the bar before."
+        return self.lookback + 2
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter when a symbol joins the qualifying top-N, exit when it leaves."
@@ -331,8 +347,9 @@ class AtrBreakout(_BlockStrategy):
 
     @property
     def warmup(self) -> int:
-        "Channel length or three ATR periods."
-        return max(self.length, self.exit_length, 3 * self.atr_length) + 1
+        "The channels before the bar and before that one, or the ATR until its start weighs < 1e-10."
+        from smallcap.indicators import settle_bars
+        return max(max(self.length, self.exit_length) + 2, settle_bars(1 / self.atr_length) + self.atr_length + 2)
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on a close above the prior high + k*ATR; exit below the prior exit-channel low."
@@ -351,6 +368,10 @@ def _opening_range(b: _Block, minutes: int) -> tuple[np.ndarray, np.ndarray, np.
     inside = reg & (lab.minute < minutes)
     return K.day_carry_nb(b.high, lab.day, inside, 1), K.day_carry_nb(b.low, lab.day, inside, -1), reg & (lab.minute >= minutes)
 
+def _regular_bars(bars: Panel) -> np.ndarray:
+    "(bars, symbols) bool: where a symbol has a regular-session bar (what a gap's prior close is taken from)."
+    return (session_labels(bars.index).code == 1)[:, None] & bars.close.notna().to_numpy()
+
 @register
 @dataclass(frozen=True)
 class OpeningRangeBreakout(_BlockStrategy):
@@ -361,9 +382,14 @@ class OpeningRangeBreakout(_BlockStrategy):
     exit_minute: int = param(120, grid=[60, 120, 385], low=1, high=390, doc='minutes after the open the trade ends')
 
     @property
-    def warmup(self) -> int:
-        "No look-back beyond the session."
-        return 1
+    def warmup(self) -> str:
+        "The session from its first bar; with a gap filter, the session before it too (its regular close)."
+        return '2D' if self.gap_min > 0 else '1D'
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
+        "As declared; with a gap filter, the prior session counted among those where the symbol had a regular bar."
+        if not isinstance(bars, Panel) or self.gap_min <= 0: return super().warmup_start(bars, end, all_symbols)
+        return window_start(bars.index, end, self.warmup, self._counted(bars, end, all_symbols, _regular_bars(bars)), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "First breakout close of the day enters (stop: range low); exit at exit_minute."
@@ -389,9 +415,17 @@ class GapAndGo(_BlockStrategy):
     rvol_days: int = param(5, grid=[5], low=1, doc='past sessions averaged for relative volume')
 
     @property
-    def warmup(self) -> int:
-        "Bars are minutes: rvol_days sessions of premarket history are needed; the day itself suffices otherwise."
-        return 1
+    def warmup(self) -> str:
+        "The session from its first bar and the rvol_days sessions before it (their premarket volume; the last one's close)."
+        return f"{self.rvol_days + 1}D"
+
+    def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
+        "As declared, the sessions counted per symbol among those with premarket volume (rvol skips the others) and with a regular bar (the prior close)."
+        if not isinstance(bars, Panel): return super().warmup_start(bars, end, all_symbols)
+        pre = (session_labels(bars.index).code == 0)[:, None] & (bars.volume.to_numpy() > 0)
+        w = f"{self.name}.warmup"
+        return min(window_start(bars.index, end, self.warmup, self._counted(bars, end, all_symbols, pre), w),
+                   window_start(bars.index, end, '2D', self._counted(bars, end, all_symbols, _regular_bars(bars)), w))
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the day's first regular bar when gap and premarket rvol qualify; exit at open + hold minutes."
@@ -415,9 +449,9 @@ class VwapReclaim(_BlockStrategy):
     exit_minute: int = param(385, grid=[385], low=1, high=390, doc='minutes after the open the trade ends at the latest')
 
     @property
-    def warmup(self) -> int:
-        "The stretch below VWAP."
-        return self.below_bars + 1
+    def warmup(self) -> str:
+        "The session from its first bar: the VWAP, the stretch below it and the stop are all of the day."
+        return '1D'
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Enter on the reclaim, stop at the day's low so far; exit on the loss of VWAP or at exit_minute."
