@@ -15,6 +15,7 @@ import pandas as pd
 
 from .core import FILLS, Costs, Plan, empty_fills
 from ..core import ConfigError, Fill, Intent, client_order_id
+from ..data.calendar import ny_midnights
 from ..risk import BarContext, RiskEngine, RiskState, protective_level, reasons_of
 
 # %% auto #0
@@ -212,7 +213,7 @@ class _Engine:
         self.busy = s['entries_long'].any(1) | s['entries_short'].any(1)
         self.skip = _SKIP
         self.quiet = self._quiet_bars()
-        ny = plan.index.tz_convert('America/New_York').normalize()
+        ny = ny_midnights(plan.index)
         last = pd.Series(np.arange(T)).groupby(np.asarray(ny.asi8)).transform('max').to_numpy()
         self.expiry = last if self.realistic else None
         self.trailing = self.realistic and (self.c.trail_pct is not None or self.c.trail_atr is not None)

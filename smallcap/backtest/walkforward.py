@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import kv_pairs, run_options
 from ..core import ConfigError, DataError
+from ..data.calendar import ny_day_numbers, ny_midnights, to_ny
 from ..data.panel import Panel
 from ..risk import RiskConfig
 from ..strategy.base import Strategy, get_strategy
@@ -59,8 +60,8 @@ def parse_window(spec: int | str,  # bars (int), or '<n>B' bars, '<n>D' sessions
 def _ordinals(index: pd.DatetimeIndex, unit: str) -> np.ndarray:
     "Non-decreasing unit number of every bar (bar position, session number, week number or month number)."
     if unit == 'bars': return np.arange(len(index), dtype=np.int64)
-    ny = index.tz_convert('America/New_York')
-    day = ny.normalize().tz_localize(None).as_unit('ns').asi8 // 86_400_000_000_000      # days since 1970-01-01 (a Thursday)
+    ny = to_ny(index)
+    day = ny_day_numbers(index)                                                        # days since 1970-01-01 (a Thursday)
     if unit == 'sessions': return np.unique(day, return_inverse=True)[1].astype(np.int64)
     if unit == 'weeks': return (day + 3) // 7                                          # weeks starting on Monday
     return (ny.year.to_numpy() * 12 + ny.month.to_numpy() - 1).astype(np.int64)
@@ -169,14 +170,14 @@ def _strategy_class(name: str) -> type[Strategy]:
 
 def _daily_returns(eq: pd.DataFrame | pd.Series, cash: float) -> pd.DataFrame | pd.Series:
     "Daily (New York session) returns of equity curves that start from `cash`."
-    day = eq.index.tz_convert('America/New_York').normalize()
+    day = ny_midnights(eq.index)
     last = eq.groupby(day).last()
     prev = last.shift(1)
     prev.iloc[0] = cash
     return last / prev - 1.0
 
 def _n_sessions(index: pd.DatetimeIndex) -> int:
-    return int(index.tz_convert('America/New_York').normalize().nunique()) if len(index) else 0
+    return int(np.unique(ny_day_numbers(index)).size) if len(index) else 0
 
 def _peak_rss_mb() -> float:
     "Peak resident memory of this process (MB)."
