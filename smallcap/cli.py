@@ -16,6 +16,7 @@ import click
 
 import smallcap
 from .backtest import kv_pairs, run_options
+from .data.calendar import NY, to_ny
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
@@ -182,7 +183,7 @@ def demo(fresh: bool) -> None:
         from smallcap.data.panel import Panel
         from smallcap.scan import Scan, scan_days
         bars = Panel.from_bars(store.bars(None, None, None, timeframe=cfg['timeframe'], session=cfg['session']))
-        days = sorted(set(bars.index.tz_convert('America/New_York').date))[-cfg['scan_sessions']:]
+        days = sorted(set(to_ny(bars.index).date))[-cfg['scan_sessions']:]
         sc = Scan(**cfg['scan'])
         hits = scan_days(store, sc, dates=days)
         click.echo(f"      {sc.describe()} as of 09:25 New York on {days[0]} .. {days[-1]}: {len(hits)} candidate(s)")
@@ -215,7 +216,7 @@ def demo(fresh: bool) -> None:
             tmp.write_text(json.dumps({'key': key, 'config': cfg, 'fingerprint': fp, 'version': smallcap.__version__}, indent=1)); tmp.replace(marker)
             st.done(f"({len(res.folds)} folds x {res.inputs['combinations']} combinations, saved {_rel(rdir)})")
         cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades']
-        ft = res.folds[[c for c in cols if c in res.folds.columns]].assign(test_start=lambda d: pd.DatetimeIndex(d['test_start']).tz_convert('America/New_York').date)
+        ft = res.folds[[c for c in cols if c in res.folds.columns]].assign(test_start=lambda d: to_ny(pd.DatetimeIndex(d['test_start'])).date)
         click.echo('      ' + ft.round(3).to_string(index=False).replace('\n', '\n      '))
 
         st.start(4, DEMO_STEPS[3][0])
@@ -294,7 +295,7 @@ def data_info(store_path: str | None, as_json: bool) -> None:
 @click.argument('file', type=click.Path(exists=True, dir_okay=False))
 @click.option('--table', required=True, type=click.Choice(['trades', 'quotes', 'bars', 'reference', 'corporate_actions', 'status']))
 @click.option('--map', 'mapping', multiple=True, metavar='FILECOL=STORECOL', help='Rename a file column (repeatable).')
-@click.option('--tz', default=None, help="Zone of naive times in the file, e.g. America/New_York.")
+@click.option('--tz', default=None, help=f"Zone of naive times in the file, e.g. {NY}.")
 @click.option('--timeframe', default=None, help='Timeframe of a bar file without a timeframe column.')
 @click.option('--ignore', multiple=True, help='File column to drop (repeatable).')
 @click.option('--source', default=None, help="Recorded source (default file:<name>).")

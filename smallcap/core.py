@@ -444,7 +444,7 @@ def validate_bars(bars: Any,  # pandas (or polars) frame of OHLCV bars
     ts, where = _bar_times(bars, ts_col)
     if ts is None: raise ValidationError('bars', _one(-1, ts_col, 'missing_timestamp', f"no bar times: need a DatetimeIndex or a {ts_col!r} column/level" + (f" ({where} is not datetime)" if where else '')))
     if ts.tz is None: raise ValidationError('bars', pd.DataFrame(dict(row=np.arange(n), symbol=_bar_symbols(bars, symbol_col), ts=ts, field=ts_col, rule='naive_timestamp',
-                                                                 detail=f"times in {where} are tz-naive; localise them (e.g. tz_localize('America/New_York')) or give UTC")))
+                                                                 detail=f"times in {where} are tz-naive; localise them (e.g. to New York time) or give UTC")))
     ts = ts.tz_convert('UTC')
     v = {c: bars[c].to_numpy(dtype='float64', na_value=np.nan) for c in present}
     o, h, l, c, vol = (v[k] for k in BAR_COLUMNS)

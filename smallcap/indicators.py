@@ -487,7 +487,8 @@ def float_rotation(volume: Frame,  # volumes: a series or a panel (tz-aware Date
     if const is not None: fl = np.broadcast_to(const[:, None], cum.shape)
     else:
         idx = pd.DatetimeIndex(wide.index)
-        if idx.tz is not None: idx = idx.tz_convert('America/New_York').tz_localize(None)
+        from smallcap.data.calendar import ny_local
+        idx = ny_local(idx)
         wide = wide.set_axis(idx.normalize()).sort_index()
         wide = wide[~wide.index.duplicated(keep='last')].astype('float64').ffill()
         per_day = wide.reindex(pd.DatetimeIndex(pd.to_datetime(dates)), method='ffill').to_numpy()     # (sessions, symbols)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .core import ConfigError, DataError, SmallcapError
+from .data.calendar import ny_local, ny_midnights, to_ny
 
 # %% auto #0
 __all__ = ['KINDS', 'META_ID', 'KERNEL', 'ReportError', 'result_kind', 'ReportData', 'example_result', 'sample_trades',
@@ -180,7 +181,7 @@ def sample_trades(trades: pd.DataFrame,  # round trips (trades schema)
 
 def _windows(sample: pd.DataFrame) -> pd.DataFrame:
     "Per sample trade: symbol and the UTC span of the New York sessions from entry day to exit day."
-    ny = lambda c: pd.DatetimeIndex(sample[c]).tz_convert('America/New_York').normalize()
+    ny = lambda c: ny_midnights(pd.DatetimeIndex(sample[c]))
     return pd.DataFrame({'chart': np.arange(len(sample)), 'symbol': sample['symbol'].to_numpy(),
                          'start': ny('entry_time').tz_convert('UTC'), 'end': (ny('exit_time') + pd.Timedelta(days=1)).tz_convert('UTC')})
 
@@ -252,7 +253,7 @@ def fmt(value: Any,  # a number, timestamp, string, ...
         if key in _PCT: return f"{100 * v:,.2f}%"
         if key in _MONEY: return f"{v:,.2f}"
         return f"{v:,.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
-    if isinstance(value, pd.Timestamp): return str(value.tz_convert('America/New_York').strftime('%Y-%m-%d %H:%M')) if value.tzinfo else str(value)
+    if isinstance(value, pd.Timestamp): return str(to_ny(value).strftime('%Y-%m-%d %H:%M')) if value.tzinfo else str(value)
     if isinstance(value, pd.Timedelta): return str(value).replace(' 00:00:00', '')
     return str(value)
 
@@ -274,7 +275,7 @@ _GREEN, _RED, _BLUE, _GREY = '#1a9850', '#d73027', '#2c7fb8', '#888888'
 def _ny(idx: Any) -> pd.DatetimeIndex:
     "Times as naive New York wall-clock times (what the charts show)."
     i = pd.DatetimeIndex(idx)
-    return i.tz_convert('America/New_York').tz_localize(None) if i.tz is not None else i
+    return ny_local(i)
 
 def _thin(s: pd.Series, n: int = 2000, how: str = 'last') -> pd.Series:
     "At most about `n` points: one per bucket of consecutive bars ('last' or 'min' of each), stamped at the bucket's end."
@@ -401,7 +402,7 @@ def _diff(d: dict[str, Any] | None, base: dict[str, Any]) -> dict[str, Any]:
 def _ny_date(ts: Any, days: int = 0) -> str:
     t = pd.Timestamp(ts)
     t = t.tz_localize('UTC') if t.tzinfo is None else t
-    return str((t.tz_convert('America/New_York').normalize() + pd.Timedelta(days=days)).date())
+    return str((to_ny(t).normalize() + pd.Timedelta(days=days)).date())
 
 def _q(v: Any) -> str:
     "A shell word."

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Position, RiskError, Side, to_utc
+from .data.calendar import ny_date, ny_day_numbers, to_ny
 
 # %% auto #0
 __all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reasons_of', 'kelly_fraction', 'RiskConfig', 'Decision', 'Decisions',
@@ -313,15 +314,6 @@ class Decisions:
                                  stop=self.stop, target=self.target, at_bar=self.at_bar))
 
 # %% ../nbs/40_risk.ipynb #7385bf3f
-def _ny_date(ts: pd.Timestamp, _cache: dict[int, dt.date] = {}) -> dt.date:
-    "The New York date of a time (cached per UTC hour: New York's offsets are whole hours, so an hour has one date)."
-    h = ts.value // 3_600_000_000_000
-    d = _cache.get(h)
-    if d is None:
-        if len(_cache) > 100_000: _cache.clear()
-        d = _cache[h] = ts.tz_convert('America/New_York').date()
-    return d
-
 def _iso(ns: int) -> str | None:
     return None if ns == _NAT else pd.Timestamp(int(ns), tz='UTC').isoformat()
 
@@ -446,7 +438,7 @@ class RiskState:
                   ) -> None:
         "Fold one execution into cash, the position (core `Position.apply`), today's realised P&L, cooldown and pending."
         if fill.symbol not in self: self.reindex([*self.symbols.tolist(), fill.symbol])
-        i, d = self._pos[fill.symbol], _ny_date(fill.ts)
+        i, d = self._pos[fill.symbol], ny_date(fill.ts)
         if self.date is None: self.date = d
         elif d > self.date: self.roll_day(d)
         old = self.position(fill.symbol); new = old.apply(fill)
@@ -785,7 +777,7 @@ def iter_bars(panel: Any,  # a `smallcap.data.panel.Panel` of bars
     if bar_seconds is None: bar_seconds = pd.Series(idx).diff().mode().iloc[0].total_seconds() if len(idx) > 1 else 60.0
     if not len(idx): return
     sess = session_of(idx).to_numpy()
-    ny = idx.tz_convert('America/New_York')
+    ny = to_ny(idx)
     cal = trading_sessions(ny[0].date(), ny[-1].date()).set_index('date')
     pos = pd.Index(cal.index).get_indexer(ny.normalize().tz_localize(None).date)
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
@@ -799,11 +791,6 @@ def _ffill(a: np.ndarray) -> np.ndarray:
     np.maximum.accumulate(i, axis=0, out=i)
     out = a[i, np.arange(a.shape[1])]
     return np.where(np.maximum.accumulate(ok, axis=0), out, np.nan)
-
-def _ny_day_numbers(ns: np.ndarray) -> np.ndarray:
-    "New York calendar day (days since 1970-01-01) of UTC epoch nanoseconds."
-    local = pd.DatetimeIndex(np.asarray(ns, np.int64).astype('datetime64[ns]'), tz='UTC').tz_convert('America/New_York').tz_localize(None)
-    return local.as_unit('ns').asi8 // 86_400_000_000_000
 
 def _window_mean(days: list[np.ndarray] | np.ndarray, n: int, N: int) -> np.ndarray:
     "Mean of the last `n` daily values (NaN ignored; NaN when none), summed oldest first: the one formula of both forms."
@@ -857,7 +844,7 @@ class RiskInputs:
     def _ns(self) -> np.ndarray: return self.index.as_unit('ns').asi8
 
     @functools.cached_property
-    def _day(self) -> np.ndarray: return _ny_day_numbers(self._ns)
+    def _day(self) -> np.ndarray: return ny_day_numbers(self._ns)
 
     @functools.cached_property
     def atr(self) -> np.ndarray:
@@ -901,7 +888,7 @@ class RiskInputs:
         ok = col >= 0
         col, ts = col[ok], ts[ok]
         lo = np.searchsorted(self._ns, ts, 'left')                           # first bar at or after the row's time ...
-        hi = np.searchsorted(self._day, _ny_day_numbers(ts), 'right')      # ... to the last bar of its New York day
+        hi = np.searchsorted(self._day, ny_day_numbers(ts), 'right')      # ... to the last bar of its New York day
         keep = lo < hi
         np.add.at(out, (lo[keep], col[keep]), 1); np.add.at(out, (hi[keep], col[keep]), -1)
         return np.cumsum(out, axis=0)[:T] > 0
@@ -946,7 +933,7 @@ class RiskInputStream:
         ts = pd.DatetimeIndex(events['ts']).as_unit('ns').asi8
         ok = col >= 0
         self._ev_col, self._ev_ts = np.r_[self._ev_col, col[ok]], np.r_[self._ev_ts, ts[ok]]
-        self._ev_day = np.r_[self._ev_day, _ny_day_numbers(ts[ok])]
+        self._ev_day = np.r_[self._ev_day, ny_day_numbers(ts[ok])]
 
     def update(self, time: Any,  # open time of the bar (tz-aware)
                high: np.ndarray,  # highs of every symbol (NaN: no bar)
@@ -959,7 +946,7 @@ class RiskInputStream:
         if self._time is not None and t <= self._time: raise DataError(f"bar {to_utc(time)} is not after the last bar ({pd.Timestamp(self._time, tz='UTC')})")
         self._time = t
         h, l, c, v = (np.asarray(x, float) for x in (high, low, close, volume))
-        day = int(_ny_day_numbers(np.array([t]))[0])
+        day = int(ny_day_numbers(np.array([t]))[0])
         if day != self._day:                                              # a new session: yesterday's volume joins the average
             if self._day is not None:
                 self._days.append(np.where(self._cnt > 0, self._sum, np.nan)); del self._days[:-self.adv_sessions]
@@ -1231,7 +1218,7 @@ class RiskEngine:
         repeat = s.last_time is not None and bar.time <= s.last_time
         if repeat and bar.time < s.last_time: raise RiskError(f"bar {bar.time} is older than the last bar decided ({s.last_time})")
         if not repeat:
-            d = _ny_date(bar.time)
+            d = ny_date(bar.time)
             if s.date is None: s.date = d
             elif d > s.date: s.roll_day(d)
         _arm(c, s, bar.atr)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal
 import pandas as pd
 
 from .core import ConfigError, DataError
+from .data.calendar import localize_ny, ny_date
 
 if TYPE_CHECKING: from smallcap.data.store import _Queries
 
@@ -190,7 +191,7 @@ def scan_time(at: Any = None,  # tz-aware time, plain date ('YYYY-MM-DD' or date
         if s.empty: raise ConfigError(f"{day} is not an NYSE trading day")
         return pd.Timestamp(s[time].iloc[0]).tz_convert('UTC')
     if not re.fullmatch(r'\d{1,2}:\d{2}(:\d{2})?', str(time)): raise ConfigError(f"time={time!r}: use 'HH:MM', 'HH:MM:SS', 'open' or 'close'")
-    try: return pd.Timestamp(f"{day} {time}").tz_localize('America/New_York').tz_convert('UTC')
+    try: return localize_ny(pd.Timestamp(f"{day} {time}")).tz_convert('UTC')
     except ValueError: raise ConfigError(f"time={time!r} is not a time of day") from None
 
 def _plain_date(x: Any) -> dt.date | None:
@@ -287,7 +288,7 @@ def _sessions_for(start: dt.date, end: dt.date, n: int) -> pd.DataFrame:
 
 def _register(con: Any, at: pd.Timestamp, sessions: pd.DataFrame, n: int) -> tuple[pd.Timestamp, pd.Timestamp]:
     "Register the scan's sessions (`_scan_sess`) and constants (`_scan_p`) on `con`; return the data start and the status start."
-    day = at.tz_convert('America/New_York').date()
+    day = ny_date(at)
     pos = sessions.index[sessions['date'] == day]
     if len(pos) == 0: raise ConfigError(f"{day} (the New York date of {at}) is not an NYSE trading day")
     i = sessions.index.get_loc(pos[0])
@@ -298,7 +299,7 @@ def _register(con: Any, at: pd.Timestamp, sessions: pd.DataFrame, n: int) -> tup
     s['lim'] = s['post_close'].where(s['k'] > 0, at)
     s['win_end'] = (s['pre_open'] + elapsed).where(s['k'] > 0, at)
     con.register('_scan_sess', s[['k', 'date', 'pre_open', 'open', 'close', 'lim', 'win_end']])
-    day_start = pd.Timestamp(day).tz_localize('America/New_York').tz_convert('UTC')
+    day_start = localize_ny(pd.Timestamp(day)).tz_convert('UTC')
     prev_pre = s['pre_open'].iloc[1] if len(s) > 1 else s['pre_open'].iloc[0]
     con.register('_scan_p', pd.DataFrame({'scan_at': [at], 'date': [pd.Timestamp(day)], 'day_start': [day_start]}))
     return pd.Timestamp(s['pre_open'].iloc[-1]).tz_convert('UTC'), pd.Timestamp(prev_pre).tz_convert('UTC')
@@ -336,7 +337,7 @@ def run_scan(store: Any,  # a TickStore, a ParquetStore, or the path of either
     "Evaluate `scan` as of `at` over `store`, seeing only data known before `at`; ranked rows, one per symbol."
     if as_ not in ('pandas', 'polars', 'arrow'): raise ConfigError(f"as_ must be 'pandas', 'polars' or 'arrow', not {as_!r}")
     scan, store, t = Scan.parse(scan), _as_store(store), scan_time(at, time)
-    day = t.tz_convert('America/New_York').date()
+    day = ny_date(t)
     sessions = _sessions_for(day, day, scan.rvol_sessions)
     with store._reading() as con:
         tbl = _scan_arrow(store, con, scan, t, sessions)
@@ -347,7 +348,7 @@ def _truncate(src: Path, dst: Path, at: pd.Timestamp) -> None:
     "Copy a store file to `dst` and delete every row not known before `at` (for look-ahead tests)."
     import duckdb, shutil
     shutil.copy(src, dst)
-    day = at.tz_convert('America/New_York').date()
+    day = ny_date(at)
     con = duckdb.connect(str(dst))
     try:
         con.execute("DELETE FROM trades WHERE ts >= ?", [at]); con.execute("DELETE FROM quotes WHERE ts >= ?", [at])

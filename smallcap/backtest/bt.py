@@ -15,6 +15,7 @@ import pandas as pd
 
 from .core import FILLS, Costs, Plan, empty_fills
 from ..core import ConfigError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce
+from ..data.calendar import ny_midnights
 from ..risk import BarContext, RiskEngine, RiskState
 from ..execution.sim import fill_price, short_sale_blocked, slipped
 from .event import busy_bars, engine_notes, fills_frame, orders_frame, quiet_bars
@@ -247,7 +248,7 @@ class _Engine:
         self.atr = plan.atr
         self.busy, self.quiet = busy_bars(plan), quiet_bars(plan)
         self.skip = _SKIP
-        ny = plan.index.tz_convert('America/New_York').normalize()
+        ny = ny_midnights(plan.index)
         self.expiry = pd.Series(np.arange(T)).groupby(np.asarray(ny.asi8)).transform('max').to_numpy() if self.realistic else None
         self.k = -1
         self.broker = self.strat = self.datas = None

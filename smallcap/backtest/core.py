@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError
+from ..data.calendar import ny_midnights, to_ny
 from ..data.panel import Panel
 from ..execution.costs import SLIPPAGE_MODELS, Costs, quoted_half_spread
 from ..risk import NAT_NS, RiskConfig, RiskInputs, eod_window, reasons_of, screen_entries, settle_entries
@@ -225,7 +226,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     else: hs = np.zeros(raw_c.shape)
     hs = np.ascontiguousarray(np.where(np.isfinite(hs), hs, 0.0))          # row-major, as the simulators read it
     idx = bars.index
-    ny = idx.tz_convert('America/New_York')
+    ny = to_ny(idx)
     cal = trading_sessions(ny[0].date(), ny[-1].date())
     pos = session_labels(idx).day                                            # each bar's row in `cal` (its trading date; -1 on other days)
     ns = lambda c: np.where(pos >= 0, pd.DatetimeIndex(cal[c]).as_unit('ns').asi8[np.maximum(pos, 0)], NAT_NS)
@@ -874,7 +875,7 @@ def _unenforced(plan: Plan, res: BacktestResult) -> list[str]:
     cap = np.minimum(c.max_gross_pct * eq, c.max_gross_value if c.max_gross_value is not None else np.inf)
     if (gross > cap * (1 + 1e-9)).any(): out.append(f"gross exposure limit NOT enforced by the vectorbt engine: exceeded on {int((gross > cap).sum())} bars (peak {float(np.max(gross / eq)):.2f}x equity)")
     if c.max_daily_loss_pct is not None or c.max_daily_loss is not None:
-        day = res.equity.index.tz_convert('America/New_York').normalize()
+        day = ny_midnights(res.equity.index)
         first = res.equity.groupby(day).first()
         lim = pd.Series([c.loss_limit(v) for v in first], index=first.index).reindex(day).to_numpy()   # one limit per day
         if ((first.reindex(day).to_numpy() - eq) >= lim).any(): out.append("daily loss limit NOT enforced by the vectorbt engine: a day's loss reached it and trading went on")

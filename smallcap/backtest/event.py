@@ -12,7 +12,7 @@ import pandas as pd
 
 from .core import FILLS, Plan, empty_fills
 from ..core import ConfigError, OrderStatus
-from ..data.calendar import NY
+from ..data.calendar import ny_day_numbers
 from ..execution.sim import SimBroker
 from ..execution.loop import TradingLoop, _reasons
 from ..risk import NAT_NS, Decisions, RiskEngine, RiskState
@@ -116,7 +116,7 @@ def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
     loop = TradingLoop(RiskEngine(plan.risk), state, broker, plan.strategy_id, protect=realistic, day_entries=realistic)
     om, bars = loop.orders, plan.contexts
     times, ends = bars.times, bars.ends
-    day = plan.index.tz_convert(NY).normalize().asi8
+    day = ny_day_numbers(plan.index)
     op, hi, lo, cl, vol, traded, hs = plan.open, plan.high, plan.low, plan.close, plan.volume, plan.traded, plan.half_spread
     ssr = plan.ssr if plan.ssr.any() else None
     tick = plan.tick if ssr is not None else None

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, LookAheadError
+from ..data.calendar import to_ny
 from ..data.panel import Panel
 from ..strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, PurityError, Signals, Strategy, first_difference, pure_calls
 
@@ -43,7 +44,7 @@ def _quota(k: int, sizes: list[int]) -> list[int]:
 def _session_anchors(index: pd.DatetimeIndex) -> np.ndarray:
     "Per NYSE session with regular bars in `index` (rows), cuts just after the open and just before the close (columns)."
     from smallcap.data.calendar import trading_sessions
-    ny = index.tz_convert('America/New_York')
+    ny = to_ny(index)
     s = trading_sessions(ny[0].date(), ny[-1].date())
     at = lambda c: index.searchsorted(pd.DatetimeIndex(s[c]))
     pre, op, cl = at('pre_open'), at('open'), at('close')              # first bar at or after each
@@ -102,7 +103,7 @@ def _ts(t: Any) -> str:
     t = pd.Timestamp(t)
     if t.tzinfo is None: return str(t)
     f = '%H:%M:%S' if t.second else '%H:%M'
-    return f"{t.tz_convert('UTC').strftime('%Y-%m-%d ' + f)} UTC ({t.tz_convert('America/New_York').strftime(f)} ET)"
+    return f"{t.tz_convert('UTC').strftime('%Y-%m-%d ' + f)} UTC ({to_ny(t).strftime(f)} ET)"
 
 def _iso(t: Any) -> str | None:
     return None if t is None else pd.Timestamp(t).isoformat()

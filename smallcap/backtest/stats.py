@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 
 from ..core import ValidationError
+from ..data.calendar import ny_local
 
 # %% auto #0
 __all__ = ['drawdown_series', 'drawdowns', 'stats', 'per_symbol', 'per_period', 'monthly_returns']
 
 # %% ../../nbs/52_backtest.stats.ipynb #5ef8678f
-_NY = 'America/New_York'
 _MONTHS = ('Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec')
 
 def _invalid(what: str, field: str, rule: str, detail: str, rows: Any = (-1,), ts: Any = None) -> ValidationError:
@@ -40,7 +40,7 @@ def _check_curve(s: Any, what: str = 'equity') -> pd.Series:
 
 def _ny_local(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
     "New York wall-clock times (tz-naive); a naive index is taken as local time already."
-    return idx.tz_convert(_NY).tz_localize(None) if idx.tz is not None else idx
+    return ny_local(idx)
 
 def _ny_dates(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
     "The New York date of each time (tz-naive midnight); a naive index is taken as local time."

@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import kv_pairs, run_options
 from ..core import ConfigError, DataError
+from ..data.calendar import ny_day_numbers, ny_midnights, to_ny
 from ..data.panel import Panel
 from ..risk import RiskConfig
 from ..strategy.base import Strategy, get_strategy
@@ -132,14 +133,14 @@ def _strategy_class(name: str) -> type[Strategy]:
 
 def _daily_returns(eq: pd.DataFrame | pd.Series, cash: float) -> pd.DataFrame | pd.Series:
     "Daily (New York session) returns of equity curves that start from `cash`."
-    day = eq.index.tz_convert('America/New_York').normalize()
+    day = ny_midnights(eq.index)
     last = eq.groupby(day).last()
     prev = last.shift(1)
     prev.iloc[0] = cash
     return last / prev - 1.0
 
 def _n_sessions(index: pd.DatetimeIndex) -> int:
-    return int(index.tz_convert('America/New_York').normalize().nunique()) if len(index) else 0
+    return int(np.unique(ny_day_numbers(index)).size) if len(index) else 0
 
 def _peak_rss_mb() -> float:
     "Peak resident memory of this process (MB)."

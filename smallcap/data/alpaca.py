@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..config import Settings
 from ..core import BrokerError, ConfigError, DataError, ValidationError, to_utc
+from .calendar import localize_ny
 from .store import canonical_timeframe
 
 _log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ def _client_class() -> type:
 def _bound(x: Any, end: bool) -> pd.Timestamp:
     "An aware bound in UTC; a plain date is the start (or, for `end`, the last microsecond) of that New York day."
     if isinstance(x, dt.date) and not isinstance(x, dt.datetime) or isinstance(x, str) and re.fullmatch(r'\s*\d{4}-\d{2}-\d{2}\s*', x):
-        day = pd.Timestamp(str(x).strip()).tz_localize('America/New_York')
+        day = localize_ny(pd.Timestamp(str(x).strip()))
         return (day + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1) if end else day).tz_convert('UTC')
     return to_utc(x)
 

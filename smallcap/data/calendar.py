@@ -17,8 +17,9 @@ import pandas as pd
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['SESSIONS', 'NY', 'WINDOW_UNITS', 'trading_sessions', 'session_windows', 'SessionLabels', 'session_labels',
-           'session_of', 'parse_window', 'window_ordinals', 'window_end', 'window_complete', 'window_start']
+__all__ = ['SESSIONS', 'NY', 'WINDOW_UNITS', 'trading_sessions', 'to_ny', 'ny_local', 'ny_date', 'ny_midnights', 'ny_day_numbers',
+           'localize_ny', 'session_windows', 'SessionLabels', 'session_labels', 'session_of', 'parse_window',
+           'window_ordinals', 'window_end', 'window_complete', 'window_start']
 
 # %% ../../nbs/10_data.calendar.ipynb #d5235773
 SESSIONS: tuple[str, ...] = ('premarket', 'regular', 'after-hours', 'extended')
@@ -46,6 +47,49 @@ def trading_sessions(start: Any,  # first date (inclusive): a date, string or ti
     if hi.tzinfo is not None: hi = hi.tz_convert(NY)
     if hi < lo: raise ConfigError(f"end {end} is before start {start}")
     return _schedule(lo.date(), hi.date()).copy()
+
+# %% ../../nbs/10_data.calendar.ipynb #101642ce
+def to_ny(times: Any,  # tz-aware times: a Timestamp, DatetimeIndex or datetime Series
+         ) -> Any:
+    "The same instants in New York time."
+    return times.dt.tz_convert(NY) if isinstance(times, pd.Series) else times.tz_convert(NY)
+
+def ny_local(times: Any,  # times: tz-aware, or naive (then taken as New York wall-clock already)
+            ) -> Any:
+    "New York wall-clock times, tz-naive."
+    tz = times.dt.tz if isinstance(times, pd.Series) else times.tz
+    if tz is None: return times
+    return to_ny(times).dt.tz_localize(None) if isinstance(times, pd.Series) else to_ny(times).tz_localize(None)
+
+_NY_DATES: dict[int, dt.date] = {}
+
+def ny_date(ts: Any,  # one tz-aware time
+           ) -> dt.date:
+    "The New York calendar date of a time (cached per UTC hour: New York's offsets are whole hours, so an hour has one date)."
+    t = pd.Timestamp(ts)
+    if t.tzinfo is None: raise ValueError(f"ny_date needs a tz-aware time, got {ts!r}")
+    h = t.value // 3_600_000_000_000
+    d = _NY_DATES.get(h)
+    if d is None:
+        if len(_NY_DATES) > 100_000: _NY_DATES.clear()
+        d = _NY_DATES[h] = t.tz_convert(NY).date()
+    return d
+
+def ny_midnights(times: pd.DatetimeIndex,  # tz-aware times
+                ) -> pd.DatetimeIndex:
+    "Each time's New York day as its tz-aware New York midnight (a grouping key that keeps its zone)."
+    return to_ny(times).normalize()
+
+def ny_day_numbers(times: pd.DatetimeIndex | np.ndarray,  # tz-aware times, or UTC epoch nanoseconds (int64)
+                  ) -> np.ndarray:
+    "Each time's New York calendar day as days since 1970-01-01 (int64)."
+    t = times if isinstance(times, pd.DatetimeIndex) else pd.DatetimeIndex(np.asarray(times, np.int64).astype('datetime64[ns]'), tz='UTC')
+    return ny_local(t).as_unit('ns').asi8 // 86_400_000_000_000
+
+def localize_ny(times: Any,  # tz-naive New York wall-clock times (a Timestamp, date string or DatetimeIndex)
+               ) -> Any:
+    "Naive New York wall-clock times made tz-aware (New York)."
+    return pd.Timestamp(times).tz_localize(NY) if isinstance(times, (str, dt.date, pd.Timestamp)) else times.tz_localize(NY)
 
 # %% ../../nbs/10_data.calendar.ipynb #a3e3043d
 def session_windows(session: str,  # one of SESSIONS

@@ -18,7 +18,7 @@ __all__ = ['read_file', 'import_file']
 def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
               table: str,  # the store table the rows are for
               columns: dict[str, str] | None = None,  # file column -> store column
-              tz: str | None = None,  # zone of naive times in the file (e.g. 'America/New_York'); None refuses naive times
+              tz: str | None = None,  # zone of naive times in the file (e.g. New York's, `smallcap.data.calendar.NY`); None refuses naive times
               ignore: tuple[str, ...] | list[str] = (),  # file columns to drop
              ) -> Any:
     "Read a CSV or Parquet file as an Arrow table in the store's column names."

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, ValidationError
+from .calendar import NY, localize_ny, to_ny
 
 # %% auto #0
 __all__ = ['TABLES', 'TableSpec', 'timeframe_us', 'canonical_timeframe', 'to_arrow', 'validate_batch', 'IngestResult',
@@ -148,7 +149,7 @@ def _schema_problems(tbl: Any, spec: TableSpec) -> list[dict]:
         elif typ == 'TIMESTAMPTZ':
             ok = pa.types.is_timestamp(t)
             if ok and t.tz is None:
-                bad(c, 'naive_timestamp', f"{c} is tz-naive: localise it (e.g. to America/New_York) or give UTC"); continue
+                bad(c, 'naive_timestamp', f"{c} is tz-naive: localise it (e.g. to {NY}) or give UTC"); continue
         else: ok = False
         if not ok: bad(c, 'wrong_type', f"{c} has type {t}, which cannot hold {typ}")
     return out
@@ -304,7 +305,7 @@ class _Queries:
             hi = max([x for x in (hi, hi2) if x is not None], default=pd.Timestamp('2000-01-01', tz='UTC'))
             start = start if start is not None else lo
             end = end if end is not None else hi
-        s, e = pd.Timestamp(_as_bound(start, 'ts')).tz_convert('America/New_York'), pd.Timestamp(_as_bound(end, 'ts')).tz_convert('America/New_York')
+        s, e = to_ny(pd.Timestamp(_as_bound(start, 'ts'))), to_ny(pd.Timestamp(_as_bound(end, 'ts')))
         return (s - pd.Timedelta(days=1)).date(), (e + pd.Timedelta(days=1)).date()
 
     def trades(self, symbols: Any = None, start: Any = None, end: Any = None, session: str | None = None,
@@ -361,7 +362,7 @@ class _Queries:
             skip = exact | set().union(set(), *from_bars.values())   # every other symbol is aggregated from its trades
             parts, pparams = [], []
             join = self._session_join(session, start, end, con)
-            if tf == '1d': bucket = 'w.start' if session else "(timezone('America/New_York', x.ts)::DATE)::TIMESTAMP AT TIME ZONE 'America/New_York'"
+            if tf == '1d': bucket = 'w.start' if session else f"(timezone('{NY}', x.ts)::DATE)::TIMESTAMP AT TIME ZONE '{NY}'"
             elif session: bucket = f"to_timestamp((epoch_us(w.start) + (epoch_us(x.ts) - epoch_us(w.start)) // {step} * {step}) / 1e6)"
             else: bucket = f"to_timestamp((epoch_us(x.ts) // {step} * {step}) / 1e6)"
             if exact:
@@ -391,7 +392,7 @@ class _Queries:
         # factor for a bar = product over actions with ex_date after the bar's New York date
         return f"""WITH b AS ({sql}),
             acts AS (SELECT a.symbol, a.ex_date, a.kind, a.ratio, a.amount,
-                            (SELECT arg_max(b2.close, b2.ts) FROM b b2 WHERE b2.symbol = a.symbol AND timezone('America/New_York', b2.ts)::DATE < a.ex_date) AS prev_close
+                            (SELECT arg_max(b2.close, b2.ts) FROM b b2 WHERE b2.symbol = a.symbol AND timezone('{NY}', b2.ts)::DATE < a.ex_date) AS prev_close
                      FROM {ca} a),
             f AS (SELECT symbol, ex_date, CASE WHEN kind = 'split' THEN 1.0 / ratio
                                           WHEN prev_close IS NULL OR amount >= prev_close THEN 1.0 ELSE 1.0 - amount / prev_close END AS pf,
@@ -399,7 +400,7 @@ class _Queries:
             SELECT b.symbol, b.ts, b.open * p.pm AS open, b.high * p.pm AS high, b.low * p.pm AS low, b.close * p.pm AS close,
                    round(b.volume * p.vm)::BIGINT AS volume, b.vwap * p.pm AS vwap, b.trades
             FROM b, LATERAL (SELECT coalesce(product(f.pf), 1.0) AS pm, coalesce(product(f.vf), 1.0) AS vm FROM f
-                             WHERE f.symbol = b.symbol AND f.ex_date > timezone('America/New_York', b.ts)::DATE) p"""
+                             WHERE f.symbol = b.symbol AND f.ex_date > timezone('{NY}', b.ts)::DATE) p"""
 
     def reference(self, symbols: Any = None, as_of: Any = None, as_: Literal['pandas', 'polars', 'arrow'] = 'pandas') -> Any:
         "Reference data per symbol as known on `as_of` (the latest row dated on or before it; all symbols ever listed)."
@@ -444,7 +445,7 @@ def _as_bound(x: Any, col: str) -> Any:
     if col in ('date', 'ex_date'): return pd.Timestamp(x).date()
     ts = pd.Timestamp(x)
     if ts.tzinfo is None:
-        if isinstance(x, str) and re.fullmatch(r'\d{4}-\d{2}-\d{2}', x.strip()): return ts.tz_localize('America/New_York')
+        if isinstance(x, str) and re.fullmatch(r'\d{4}-\d{2}-\d{2}', x.strip()): return localize_ny(ts)
         raise ConfigError(f"naive time bound {x!r}: give a tz-aware time, or a plain date (taken as that New York date)")
     return ts.tz_convert('UTC')
 
@@ -757,7 +758,7 @@ def _export_parquet(self: TickStore, dest: str | Path,  # directory to write (re
         with self._reading() as con:
             for t in tables:
                 spec = TABLES[t]
-                extra = ", strftime(timezone('America/New_York', ts), '%Y-%m-%d') AS date" if spec.time_col == 'ts' else ''
+                extra = f", strftime(timezone('{NY}', ts), '%Y-%m-%d') AS date" if spec.time_col == 'ts' else ''
                 q = f"SELECT *{extra} FROM {self._rel(t, con)}"
                 rows[t] = con.sql(f"SELECT count(*) FROM ({q})").fetchall()[0][0]
                 if rows[t]:
@@ -800,7 +801,7 @@ class ParquetStore(_Queries):
         if TABLES[table].time_col == 'ts':                      # prune date partitions too
             for bound, op, pad in ((start, '>=', -1), (end, '<=', 1)):
                 if bound is not None:
-                    where += f" AND _pdate {op} ?"; params.append((_as_bound(bound, 'ts').tz_convert('America/New_York') + pd.Timedelta(days=pad)).date())
+                    where += f" AND _pdate {op} ?"; params.append((to_ny(_as_bound(bound, 'ts')) + pd.Timedelta(days=pad)).date())
         return where, params
 
     def meta(self) -> dict[str, str]:
