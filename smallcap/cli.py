@@ -15,12 +15,12 @@ from typing import Any, Iterator
 import click
 
 import smallcap
-from .backtest import kv_pairs, run_options
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
            'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest', 'data_fetch',
-           'data_export', 'data_compact', 'scan', 'backtest']
+           'data_export', 'data_compact', 'run_options', 'kv_pairs', 'scan', 'backtest', 'walkforward', 'report',
+           'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,9 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'data': ('smallcap.cli:data', 'Build, import, fetch, inspect and export tick stores.'),
     'scan': ('smallcap.cli:scan', 'Run a point-in-time small-cap scan over a store.'),
     'backtest': ('smallcap.cli:backtest', 'Backtest a registered strategy on a store and save the result for a report.'),
-    'walkforward': ('smallcap.backtest.walkforward:walkforward_command', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
-    'report': ('smallcap.report:report_command', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
-    'docs': ('smallcap.report:docs_command', 'Build a browsable HTML version of the notebooks and reports (no Quarto needed).'),
+    'walkforward': ('smallcap.cli:walkforward', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
+    'report': ('smallcap.cli:report', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
+    'docs': ('smallcap.cli:docs', 'Build a browsable HTML version of the notebooks and reports (no Quarto needed).'),
 }
 
 class LazyGroup(click.Group):
@@ -343,6 +343,39 @@ def data_compact(store_path: str | None) -> None:
         w = _store(store_path).compact()
     click.echo(_table([(t, f"{n:,} rows compacted") for t, n in w.items()]) or 'nothing to compact')
 
+# %% ../nbs/80_cli.ipynb #a708ba77
+def run_options(f: Any) -> Any:
+    "Decorate a click command with the options of a strategy run over a store: the bars, the engine and fill model, cash, risk and costs."
+    for o in reversed([
+            click.option('--symbols', default=None, help='Comma-separated symbols (default: every symbol in the store).'),
+            click.option('--start', default=None, help="First New York date (default: the store's first)."),
+            click.option('--end', default=None, help="End date, exclusive (default: after the store's last)."),
+            click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.'),
+            click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all'])),
+            click.option('--engine', default='vectorbt', show_default=True, type=click.Choice(['vectorbt', 'backtrader'])),
+            click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple'])),
+            click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.'),
+            click.option('--risk', 'risk_spec', default=None, help='Risk config: a YAML file or text.'),
+            click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.')]):
+        f = o(f)
+    return f
+
+def kv_pairs(pairs: tuple[str, ...],  # 'KEY=VALUE' strings
+             what: str,  # the argument or option they came from (named in errors)
+             lists: bool = False,  # values are comma-separated lists ('KEY=v1,v2')
+            ) -> dict[str, Any]:
+    "KEY=VALUE pairs with YAML-typed values (comma-separated lists when `lists`); a malformed pair is named."
+    import click, yaml
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if '=' not in p: raise click.BadParameter(f"{p!r} is not KEY=VALUE", param_hint=what)
+        k, v = (x.strip() for x in p.split('=', 1))
+        if not k: raise click.BadParameter(f"{p!r} has no key", param_hint=what)
+        vals = [yaml.safe_load(x) for x in v.split(',')] if lists else yaml.safe_load(v)
+        if lists and (not v or any(x is None for x in vals)): raise click.BadParameter(f"{p!r} needs values: KEY=v1,v2,...", param_hint=what)
+        out[k] = vals
+    return out
+
 # %% ../nbs/80_cli.ipynb #339567d0
 @click.command()
 @click.argument('filters', nargs=-1, metavar='[KEY=VALUE]...')
@@ -398,3 +431,96 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
     click.echo('costs: ' + ', '.join(f"{k} {v:,.2f}" for k, v in res.costs.items()))
     for n in res.notes: click.echo(f"note: {n}")
     click.echo(f"saved: {dest}")
+
+# %% ../nbs/80_cli.ipynb #5455a9ff
+def _int_or_spec(v: str | None) -> int | str | None:
+    return None if v is None else int(v) if v.strip().isdigit() else v
+
+@click.command('walkforward')
+@click.argument('strategy')
+@click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
+@click.option('--grid', 'grid', multiple=True, metavar='KEY=V1,V2', help="A swept parameter's values (repeatable), e.g. --grid fast=5,10,20.")
+@click.option('--train', default='20D', show_default=True, help="Training window: bars (500), sessions (10D), weeks (2W) or months (1M).")
+@click.option('--test', 'test_', default='5D', show_default=True, help='Test window (same syntax).')
+@click.option('--step', default=None, help='Distance between test windows (default: --test).')
+@click.option('--anchored', is_flag=True, help='Anchored (growing) training windows instead of rolling ones.')
+@click.option('--purge', default=0, show_default=True, type=int, help='Bars dropped at the end of each training window.')
+@click.option('--embargo', default=0, show_default=True, type=int, help='Bars after each test window never used for training.')
+@click.option('--objective', default='sharpe', show_default=True, help='Sweep statistic maximised in sample.')
+@click.option('--executor', default=None, help="inprocess, process, dask, or a Dask scheduler address (default: by the size of the work).")
+@click.option('--workers', default=None, type=int, help='Worker processes (default: the CPU count).')
+@click.option('--store', 'store_path', default=None, help='DuckDB store or Parquet export directory (default: the configured store).')
+@run_options
+@click.option('--gate-policy', 'gate_policy', default=None, help='Gate policy: a YAML file or text (default: the standard policy).')
+@click.option('--seed', default=0, show_default=True, type=int, help='Seed (look-ahead sample).')
+@click.option('--progress/--no-progress', default=True, show_default=True, help='Progress bar.')
+@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy>-wf-<fingerprint>).')
+@click.option('--json', 'as_json', is_flag=True, help='Print the summary, folds and verdict as JSON.')
+def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], train: str, test_: str, step: str | None, anchored: bool,
+                        purge: int, embargo: int, objective: str, executor: str | None, workers: int | None, store_path: str | None,
+                        symbols: str | None, start: str | None, end: str | None, timeframe: str, session: str, engine: str, fill: str, cash: float,
+                        risk_spec: str | None, cost_pairs: tuple[str, ...], gate_policy: str | None, seed: int, progress: bool, out: str | None,
+                        as_json: bool) -> None:
+    "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
+    import re
+    from pathlib import Path
+    from smallcap.backtest.core import Costs
+    from smallcap.backtest.walkforward import GatePolicy, _js, walk_forward
+    from smallcap.risk import RiskConfig
+    from smallcap.strategy.base import get_strategy
+    from smallcap.config import Settings
+    from smallcap.core import SmallcapError
+    try:
+        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
+        path = Path(store_path) if store_path else Path(Settings().store_path)
+        if not path.exists(): raise click.ClickException(f"no store at {path}")
+        res = walk_forward(strat, str(path), kv_pairs(grid, '--grid', lists=True) or None, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
+                           anchored, objective, purge, embargo, engine, executor, Costs.from_dict(kv_pairs(cost_pairs, '--cost')),
+                           RiskConfig.from_yaml(risk_spec) if risk_spec else None, cash, fill, None, seed, progress and not as_json,
+                           GatePolicy.from_yaml(gate_policy) if gate_policy else None,
+                           symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=start, end=end,
+                           timeframe=timeframe, session=None if session == 'all' else session, workers=workers)
+        slug = re.sub(r'[^A-Za-z0-9_.=-]+', '_', strat.name)[:60]
+        dest = res.save(Path(out) if out else Path('reports') / 'results' / f"{slug}-wf-{res.inputs['data']['fingerprint']}")
+    except SmallcapError as e: raise click.ClickException(f"{type(e).__name__}: {e}")
+    v = res.verdict
+    if as_json:
+        click.echo(json.dumps({'result': str(dest), 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
+                               'verdict': json.loads(v.to_json()) if v is not None else None, 'notes': res.notes}, default=str)); return
+    cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades', 'efficiency']
+    click.echo(f"{strat.name} walk-forward: {len(res.folds)} folds x {res.inputs['combinations']} combinations, train {train}, test {test_}{', anchored' if anchored else ''}")
+    ft = res.folds[[c for c in cols if c in res.folds.columns]]
+    click.echo(ft.round({c: 4 for c in ft.columns if ft[c].dtype.kind == 'f'}).to_string(index=False))
+    click.echo(res.summary().to_string())
+    if v is not None:
+        click.echo(str(v))
+    click.echo(f"saved: {dest}")
+
+# %% ../nbs/80_cli.ipynb #54769a1d
+@click.command('report')
+@click.argument('path', type=click.Path(file_okay=False))
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default=None, help='Reports directory (default: settings reports_dir).')
+@click.option('--title', default=None, help='Report title (default: the strategy name).')
+@click.option('--store', 'store_path', default=None, help='Store for the sample charts when no bars are saved with the result.')
+@click.option('--timeout', default=600, show_default=True, type=int, help='Seconds allowed per template cell.')
+def report(path: str, out_dir: str | None, title: str | None, store_path: str | None, timeout: int) -> None:
+    "Publish a saved backtest or walk-forward result as a standalone HTML report and rebuild the reports index."
+    import os
+    from smallcap.core import SmallcapError
+    from smallcap.report import publish, read_meta
+    try: dest = publish(path, out_dir=out_dir, title=title, store=store_path, timeout=timeout)
+    except SmallcapError as e: raise click.ClickException(str(e)) from None
+    m = read_meta(dest) or {}
+    click.echo(f"report: {os.path.relpath(dest)}  ({dest.stat().st_size / 1e6:.1f} MB, {m.get('charts')} charts{', SYNTHETIC data' if m.get('synthetic') else ''})")
+    click.echo(f"index:  {os.path.relpath(dest.parent / 'index.html')}")
+
+@click.command('docs')
+@click.option('--out', 'out_dir', default='_docs', show_default=True, help='Output directory.')
+def docs(out_dir: str) -> None:
+    "Build a browsable HTML version of the notebooks, tutorials and reports (nbconvert; no Quarto needed)."
+    import os
+    from smallcap.core import SmallcapError
+    from smallcap.report import build_docs
+    try: idx = build_docs(out_dir)
+    except SmallcapError as e: raise click.ClickException(str(e)) from None
+    click.echo(f"docs: {os.path.relpath(idx)} ({len(list(idx.parent.glob('*.html')))} pages)")

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import pandas as pd
 
@@ -27,8 +26,7 @@ __all__ = ['KINDS', 'META_ID', 'KERNEL', 'ReportError', 'result_kind', 'ReportDa
            'save_sample_bars', 'fmt', 'table_html', 'equity_figure', 'monthly_figure', 'pnl_figure', 'candles_figure',
            'figure_html', 'reproduce', 'header_html', 'stats_html', 'equity_html', 'trades_html', 'samples_html',
            'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html', 'page_html', 'scrub',
-           'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs', 'report_command',
-           'docs_command']
+           'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs']
 
 # %% ../nbs/81_report.ipynb #e589cad7
 KINDS: tuple[str, ...] = ('backtest', 'walkforward')
@@ -925,26 +923,3 @@ main.report { flex: 1; min-width: 0; } .jp-InputArea, .highlight { background: v
     if out.exists(): shutil.rmtree(out)
     tmp.replace(out)
     return out / 'index.html'
-
-# %% ../nbs/81_report.ipynb #2773d8df
-@click.command('report')
-@click.argument('path', type=click.Path(file_okay=False))
-@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default=None, help='Reports directory (default: settings reports_dir).')
-@click.option('--title', default=None, help='Report title (default: the strategy name).')
-@click.option('--store', 'store_path', default=None, help='Store for the sample charts when no bars are saved with the result.')
-@click.option('--timeout', default=600, show_default=True, type=int, help='Seconds allowed per template cell.')
-def report_command(path: str, out_dir: str | None, title: str | None, store_path: str | None, timeout: int) -> None:
-    "Publish a saved backtest or walk-forward result as a standalone HTML report and rebuild the reports index."
-    try: dest = publish(path, out_dir=out_dir, title=title, store=store_path, timeout=timeout)
-    except SmallcapError as e: raise click.ClickException(str(e)) from None
-    m = read_meta(dest) or {}
-    click.echo(f"report: {os.path.relpath(dest)}  ({dest.stat().st_size / 1e6:.1f} MB, {m.get('charts')} charts{', SYNTHETIC data' if m.get('synthetic') else ''})")
-    click.echo(f"index:  {os.path.relpath(dest.parent / 'index.html')}")
-
-@click.command('docs')
-@click.option('--out', 'out_dir', default='_docs', show_default=True, help='Output directory.')
-def docs_command(out_dir: str) -> None:
-    "Build a browsable HTML version of the notebooks, tutorials and reports (nbconvert; no Quarto needed)."
-    try: idx = build_docs(out_dir)
-    except SmallcapError as e: raise click.ClickException(str(e)) from None
-    click.echo(f"docs: {os.path.relpath(idx)} ({len(list(idx.parent.glob('*.html')))} pages)")
