@@ -210,7 +210,7 @@ def demo(fresh: bool) -> None:
                                fill=cfg['fill'], cash=cfg['cash'], seed=cfg['seed'], timeframe=cfg['timeframe'], session=cfg['session'],
                                executor='inprocess', progress=True)
             if res.inputs['data']['fingerprint'] != fp: raise click.ClickException(f"the store changed while the demo ran ({fp} -> {res.inputs['data']['fingerprint']})")
-            res.save(rdir)
+            res.save(rdir, replace=True)                                   # the demo's own cache directory (keyed by demo.json)
             tmp = rdir / '.demo.json.partial'
             tmp.write_text(json.dumps({'key': key, 'config': cfg, 'fingerprint': fp, 'version': smallcap.__version__}, indent=1)); tmp.replace(marker)
             st.done(f"({len(res.folds)} folds x {res.inputs['combinations']} combinations, saved {_rel(rdir)})")
@@ -227,8 +227,9 @@ def demo(fresh: bool) -> None:
         st.done()
 
         st.start(5, DEMO_STEPS[4][0])
-        from smallcap.report import _slug, publish, read_meta
-        html = s.reports_dir / f"{_slug(rdir.name, 120)}.html"
+        from smallcap.backtest.core import slug
+        from smallcap.report import publish, read_meta
+        html = s.reports_dir / f"{slug(rdir.name)}.html"
         meta = read_meta(html) if html.exists() else None
         if cached and meta and meta.get('result') == rdir.name and html.stat().st_mtime >= (rdir / 'result.json').stat().st_mtime:
             st.done(f"(reused {_rel(html)})")
@@ -394,18 +395,33 @@ def scan(filters: tuple[str, ...], spec: str | None, at: str | None, store_path:
     if len(df): click.echo(df.to_string(index=False))
 
 # %% ../nbs/80_cli.ipynb #d9f99b05
+def _save_result(res: Any,  # a BacktestResult or WalkForwardResult
+                 out: str | None,  # --out, or None for the default directory
+                 kind: str,  # 'backtest' or 'walkforward'
+                ) -> tuple[Any, bool]:
+    "(directory, reused): save a result where `--out` says or under reports/results by its inputs; an identical saved one is reused."
+    from pathlib import Path
+    from smallcap.backtest.core import _holds_same, result_name
+    dest = Path(out) if out else Path('reports') / 'results' / result_name(res.inputs, kind, res.key)
+    reused = _holds_same(dest, res.key, res.inputs, kind, False)
+    return res.save(dest), reused
+
+def _saved_line(dest: Any, reused: bool) -> str:
+    "What the commands print about the saved result."
+    return f"reused: {dest} (a result with identical inputs was already saved there)" if reused else f"saved: {dest}"
+
 @click.command()
 @click.argument('strategy')
 @click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
 @_STORE_OPT
 @run_options
-@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy>-<fingerprint>).')
+@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
 def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str | None, end: str | None,
              timeframe: str, session: str, engine: str, fill: str, cash: float, risk_spec: str | None, cost_pairs: tuple[str, ...],
              out: str | None, as_json: bool) -> None:
     "Backtest a registered strategy on a store and save the result for a report."
-    import json, re
+    import json
     from pathlib import Path
     from smallcap.backtest.core import Costs, backtest as _backtest
     from smallcap.data.panel import Panel
@@ -421,16 +437,15 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
         risk = RiskConfig.from_yaml(risk_spec) if risk_spec else RiskConfig()
         res = _backtest(strat, bars, engine=engine, costs=Costs.from_dict(kv_pairs(cost_pairs, '--cost')), risk=risk, cash=cash, fill=fill, store=st,
                         timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
-        slug = re.sub(r'[^A-Za-z0-9_.=-]+', '_', strat.id)[:80]
-        dest = res.save(Path(out) if out else Path('reports') / 'results' / f"{slug}-{res.inputs['data']['fingerprint']}")
+        dest, reused = _save_result(res, out, 'backtest')
     if as_json:
-        click.echo(json.dumps({'result': str(dest), 'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()},
+        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()},
                                'costs': res.costs.round(2).to_dict(), 'notes': res.notes}, default=str)); return
     click.echo(f"{strat.id} on {bars.close.shape[1]} symbols, {len(bars)} {timeframe} bars ({engine}, {fill} fills)")
     click.echo(res.summary().to_string())
     click.echo('costs: ' + ', '.join(f"{k} {v:,.2f}" for k, v in res.costs.items()))
     for n in res.notes: click.echo(f"note: {n}")
-    click.echo(f"saved: {dest}")
+    click.echo(_saved_line(dest, reused))
 
 # %% ../nbs/80_cli.ipynb #5455a9ff
 def _int_or_spec(v: str | None) -> int | str | None:
@@ -454,7 +469,7 @@ def _int_or_spec(v: str | None) -> int | str | None:
 @click.option('--gate-policy', 'gate_policy', default=None, help='Gate policy: a YAML file or text (default: the standard policy).')
 @click.option('--seed', default=0, show_default=True, type=int, help='Seed (look-ahead sample).')
 @click.option('--progress/--no-progress', default=True, show_default=True, help='Progress bar.')
-@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy>-wf-<fingerprint>).')
+@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary, folds and verdict as JSON.')
 def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], train: str, test_: str, step: str | None, anchored: bool,
                         purge: int, embargo: int, objective: str, executor: str | None, workers: int | None, store_path: str | None,
@@ -462,7 +477,6 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
                         risk_spec: str | None, cost_pairs: tuple[str, ...], gate_policy: str | None, seed: int, progress: bool, out: str | None,
                         as_json: bool) -> None:
     "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
-    import re
     from pathlib import Path
     from smallcap.backtest.core import Costs
     from smallcap.backtest.walkforward import GatePolicy, _js, walk_forward
@@ -480,12 +494,11 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
                            GatePolicy.from_yaml(gate_policy) if gate_policy else None,
                            symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=start, end=end,
                            timeframe=timeframe, session=None if session == 'all' else session, workers=workers)
-        slug = re.sub(r'[^A-Za-z0-9_.=-]+', '_', strat.name)[:60]
-        dest = res.save(Path(out) if out else Path('reports') / 'results' / f"{slug}-wf-{res.inputs['data']['fingerprint']}")
+        dest, reused = _save_result(res, out, 'walkforward')
     except SmallcapError as e: raise click.ClickException(f"{type(e).__name__}: {e}")
     v = res.verdict
     if as_json:
-        click.echo(json.dumps({'result': str(dest), 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
+        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
                                'verdict': json.loads(v.to_json()) if v is not None else None, 'notes': res.notes}, default=str)); return
     cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades', 'efficiency']
     click.echo(f"{strat.name} walk-forward: {len(res.folds)} folds x {res.inputs['combinations']} combinations, train {train}, test {test_}{', anchored' if anchored else ''}")
@@ -494,7 +507,7 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
     click.echo(res.summary().to_string())
     if v is not None:
         click.echo(str(v))
-    click.echo(f"saved: {dest}")
+    click.echo(_saved_line(dest, reused))
 
 # %% ../nbs/80_cli.ipynb #54769a1d
 @click.command('report')

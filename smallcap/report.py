@@ -715,17 +715,14 @@ def template_path() -> Path:
     if not p.exists(): raise ReportError(f"the report template is missing (expected nbs/reports/strategy.ipynb beside the package); reports need a source checkout of smallcap")
     return p
 
-def _slug(s: str, n: int = 100) -> str:
-    return re.sub(r'[^A-Za-z0-9_.=-]+', '_', str(s)).strip('_.')[:n] or 'result'
-
 def _save_object(obj: Any, root: Path) -> Path:
     "Save a result object under root/results/<name> and return the directory."
     from smallcap.backtest.core import BacktestResult
     ok = isinstance(obj, BacktestResult) or type(obj).__name__ == 'WalkForwardResult'
     if not ok: raise ConfigError(f"publish needs a BacktestResult, a WalkForwardResult or a saved result directory, got {type(obj).__name__}")
-    fp = (obj.inputs.get('data') or {}).get('fingerprint', 'nofp')
-    if isinstance(obj, BacktestResult): return obj.save(root / 'results' / f"{_slug(obj.inputs.get('strategy'), 80)}-{fp}")
-    return obj.save(root / 'results' / f"{_slug(obj.inputs.get('strategy'), 80)}-wf-{fp}")
+    from smallcap.backtest.core import result_name
+    kind = 'backtest' if isinstance(obj, BacktestResult) else 'walkforward'
+    return obj.save(root / 'results' / result_name(obj.inputs, kind, obj.key))
 
 def _kernel_ok(name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -812,7 +809,8 @@ def publish(result_or_dir: Any,  # a BacktestResult / WalkForwardResult, or a sa
     foot = (f"<footer>Published {meta['published']} by smallcap {_html.escape(str(meta['smallcap_version']))} from result "
             f"<code>{_html.escape(rdir.name)}</code>. Standalone page: charts are plotly (inline), no network needed.</footer>")
     page = page_html(f"<main class='report'>{scrub(body)}{foot}</main>", title, meta)
-    dest = out / f"{_slug(rdir.name, 120)}.html"
+    from smallcap.backtest.core import slug
+    dest = out / f"{slug(rdir.name)}.html"
     _atomic_write(dest, page)
     if index: rebuild_index(out)
     return dest

@@ -477,9 +477,18 @@ class WalkForwardResult:
     def _repr_markdown_(self) -> str:
         return f"**WalkForwardResult** `{self.inputs.get('strategy')}`, {len(self.folds)} folds\n\n```\n{self.summary().to_string()}\n```"
 
-    def save(self, path: str | Path) -> Path:
-        "Write to a directory (Parquet frames, result.json, verdict.json); returns the directory."
-        from smallcap.backtest.core import _staged_dir
+    @property
+    def key(self) -> str:
+        "The hash of everything that produced this result and its verdict: `inputs` and the gate policy."
+        from smallcap.backtest.core import result_key
+        return result_key({**self.inputs, 'gate': None if self.verdict is None else self.verdict.policy})
+
+    def save(self, path: str | Path,  # the result directory
+             replace: bool = False,  # replace a different result saved there (default: refuse)
+            ) -> Path:
+        "Write to a directory (Parquet frames, result.json, verdict.json); an identical result there is kept, a different one refused."
+        from smallcap.backtest.core import _holds_same, _staged_dir
+        if _holds_same(path, self.key, self.inputs, 'walkforward', replace): return Path(path)
         with _staged_dir(path) as (p, tmp):
             self.oos_equity.rename('equity').to_frame().to_parquet(tmp / 'oos_equity.parquet')
             if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
@@ -490,7 +499,7 @@ class WalkForwardResult:
                 if k == 'folds' and 'embargoed' in v.columns: v['embargoed'] = v['embargoed'].map(json.dumps)
                 v.columns = [str(c) for c in v.columns]
                 v.to_parquet(tmp / f'{k}.parquet')
-            doc = {'kind': 'walkforward', 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
+            doc = {'kind': 'walkforward', 'key': self.key, 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
                    'efficiency': _js(self.efficiency), 'stability_score': _js(self.stability_score), 'dsr': _js(self.dsr), 'pbo': _js(self.pbo),
                    'pbo_details': _js(self.pbo_details), 'lookahead': _js(self.lookahead), 'verdict': None if self.verdict is None else 'verdict.json'}
             (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
