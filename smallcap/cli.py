@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from contextlib import contextmanager
 from importlib import metadata
@@ -19,8 +20,7 @@ import smallcap
 # %% auto #0
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
            'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest', 'data_fetch',
-           'data_export', 'data_compact', 'run_options', 'kv_pairs', 'scan', 'backtest', 'walkforward', 'report',
-           'docs']
+           'data_export', 'data_compact', 'run_options', 'scan', 'backtest', 'walkforward', 'report', 'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -256,6 +256,13 @@ def _clean_errors() -> Iterator[None]:
     try: yield
     except SmallcapError as e: raise click.ClickException(str(e)) from None
 
+def _store_path(path: str | None) -> Any:
+    "The store path --store names (default: the settings' store_path), which must exist."
+    from pathlib import Path
+    p = Path(path) if path else Path(_settings().store_path)
+    if not p.exists(): raise click.ClickException(f"no store at {p} (--store)")
+    return p
+
 def _store(path: str | None, read_only: bool = False) -> Any:
     "The TickStore at `path` (default: the settings' store_path)."
     from smallcap.data.store import TickStore
@@ -353,29 +360,76 @@ def run_options(f: Any) -> Any:
             click.option('--end', default=None, help="End date, exclusive (default: after the store's last)."),
             click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.'),
             click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all'])),
-            click.option('--engine', default='vectorbt', show_default=True, type=click.Choice(['vectorbt', 'backtrader'])),
+            click.option('--engine', default=None, help="Engine (default: the library's default; smallcap.backtest.core.ENGINES lists them)."),
             click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple'])),
             click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.'),
-            click.option('--risk', 'risk_spec', default=None, help='Risk config: a YAML file or text.'),
+            click.option('--risk', 'risk_spec', multiple=True, help="Risk limits (repeatable): KEY=VALUE, YAML text ('max_positions: 5') or a YAML file."),
             click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.')]):
         f = o(f)
     return f
 
-def kv_pairs(pairs: tuple[str, ...],  # 'KEY=VALUE' strings
-             what: str,  # the argument or option they came from (named in errors)
-             lists: bool = False,  # values are comma-separated lists ('KEY=v1,v2')
-            ) -> dict[str, Any]:
-    "KEY=VALUE pairs with YAML-typed values (comma-separated lists when `lists`); a malformed pair is named."
-    import click, yaml
-    out: dict[str, Any] = {}
-    for p in pairs:
-        if '=' not in p: raise click.BadParameter(f"{p!r} is not KEY=VALUE", param_hint=what)
-        k, v = (x.strip() for x in p.split('=', 1))
-        if not k: raise click.BadParameter(f"{p!r} has no key", param_hint=what)
-        vals = [yaml.safe_load(x) for x in v.split(',')] if lists else yaml.safe_load(v)
-        if lists and (not v or any(x is None for x in vals)): raise click.BadParameter(f"{p!r} needs values: KEY=v1,v2,...", param_hint=what)
-        out[k] = vals
-    return out
+def _engine(engine: str | None, func: Any) -> str:
+    "The engine named by --engine, checked against the library's engines (default: `func`'s default)."
+    import inspect
+    from smallcap.backtest.core import ENGINES
+    e = engine if engine is not None else inspect.signature(func).parameters['engine'].default
+    if e not in ENGINES: raise click.BadParameter(f"{e!r} is not an engine; choose one of {list(ENGINES)}", param_hint='--engine')
+    return e
+
+def _strategy_cls(name: str) -> type:
+    "The registered strategy class `name` (an unknown name lists the known ones)."
+    from smallcap.strategy.base import STRATEGIES, get_strategy, list_strategies
+    if name not in STRATEGIES and name not in list_strategies(): get_strategy(name)
+    return STRATEGIES[name]
+
+def _strategy(name: str, params: tuple[str, ...]) -> Any:
+    "The strategy `name` with its KEY=VALUE parameters, each read by its parameter's type."
+    from smallcap.core import field_types, parse_pairs
+    from smallcap.strategy.base import get_strategy
+    cls = _strategy_cls(name)
+    return get_strategy(name, **parse_pairs(params, field_types(cls), 'PARAMS', noun='parameters', owner=name))
+
+def _grid(strat: Any,  # the strategy with its fixed parameters
+          pairs: tuple[str, ...],  # the --grid values
+          fixed: tuple[str, ...] = (),  # the KEY=VALUE parameters given
+         ) -> dict[str, list[Any]] | None:
+    "The --grid values: every one a valid value of its parameter, no key also fixed as a parameter, at least one valid combination."
+    import itertools
+    from smallcap.core import ConfigError, field_types, parse_pairs
+    if not pairs: return None
+    cls, base = type(strat), strat.params()
+    g = parse_pairs(pairs, field_types(cls), '--grid', lists=True, noun='parameters', owner=strat.name)
+    if both := sorted(set(g) & {p.partition('=')[0].strip() for p in fixed}): raise ConfigError(f"{both} given both as a parameter and in --grid: give it in one place")
+    for k, vals in g.items():
+        for v in vals:
+            try: cls(**{**base, k: v})
+            except ConfigError as e:
+                if str(e).startswith((f"{strat.name}.{k} ", f"{strat.name}.{k}=")): raise ConfigError(f"--grid {k}={v!r}: {e}") from None
+    if cls.combinations(g): return g
+    why: dict[str, int] = {}
+    for combo in itertools.product(*g.values()):
+        try: cls(**{**base, **dict(zip(g, combo))})
+        except ConfigError as e: why[str(e)] = why.get(str(e), 0) + 1
+    n = math.prod(len(v) for v in g.values())
+    raise ConfigError(f"no valid combination of {strat.name} in --grid {g}: all {n} fail a constraint: " + '; '.join(f"{m} ({k} of {n})" for m, k in why.items()))
+
+def _risk(specs: tuple[str, ...]) -> Any:
+    "The --risk limits: KEY=VALUE pairs, YAML text or YAML files, merged (a key set twice is refused)."
+    from smallcap.core import ConfigError, field_types, parse_pairs, yaml_mapping
+    from smallcap.risk import RiskConfig
+    d: dict[str, Any] = {}
+    for s in specs:
+        one = (parse_pairs([s], field_types(RiskConfig), '--risk', owner='RiskConfig') if '=' in s.split(':')[0] and '\n' not in s
+               else yaml_mapping(s, '--risk') or {})
+        if twice := sorted(set(one) & set(d)): raise ConfigError(f"--risk sets {twice} twice; give each limit once")
+        d.update(one)
+    return RiskConfig.from_dict(d)
+
+def _costs(pairs: tuple[str, ...]) -> Any:
+    "The --cost fields, each read by its field's type."
+    from smallcap.backtest.core import Costs
+    from smallcap.core import field_types, parse_pairs
+    return Costs.from_dict(parse_pairs(pairs, field_types(Costs), '--cost', owner='Costs'))
 
 # %% ../nbs/80_cli.ipynb #339567d0
 @click.command()
@@ -418,24 +472,23 @@ def _saved_line(dest: Any, reused: bool) -> str:
 @click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
 def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str | None, end: str | None,
-             timeframe: str, session: str, engine: str, fill: str, cash: float, risk_spec: str | None, cost_pairs: tuple[str, ...],
+             timeframe: str, session: str, engine: str | None, fill: str, cash: float, risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...],
              out: str | None, as_json: bool) -> None:
     "Backtest a registered strategy on a store and save the result for a report."
     import json
     from pathlib import Path
-    from smallcap.backtest.core import Costs, backtest as _backtest
+    from smallcap.backtest.core import backtest as _backtest
     from smallcap.data.panel import Panel
-    from smallcap.risk import RiskConfig
-    from smallcap.strategy.base import get_strategy
     with _clean_errors():
-        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
+        strat = _strategy(strategy, params)
+        engine = _engine(engine, _backtest)
+        risk, costs = _risk(risk_spec), _costs(cost_pairs)
         st = _store(store_path, read_only=True)
         syms = [s.strip().upper() for s in symbols.split(',')] if symbols else None
         b = st.bars(syms, start, end, timeframe=timeframe, session=None if session == 'all' else session)
         if len(b) == 0: raise click.ClickException(f"no {timeframe} bars in {store_path or _settings().store_path} for those symbols and dates")
         bars = Panel.from_bars(b)
-        risk = RiskConfig.from_yaml(risk_spec) if risk_spec else RiskConfig()
-        res = _backtest(strat, bars, engine=engine, costs=Costs.from_dict(kv_pairs(cost_pairs, '--cost')), risk=risk, cash=cash, fill=fill, store=st,
+        res = _backtest(strat, bars, engine=engine, costs=costs, risk=risk, cash=cash, fill=fill, store=st,
                         timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
         dest, reused = _save_result(res, out, 'backtest')
     if as_json:
@@ -473,35 +526,32 @@ def _int_or_spec(v: str | None) -> int | str | None:
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary, folds and verdict as JSON.')
 def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], train: str, test_: str, step: str | None, anchored: bool,
                         purge: int, embargo: int, objective: str, executor: str | None, workers: int | None, store_path: str | None,
-                        symbols: str | None, start: str | None, end: str | None, timeframe: str, session: str, engine: str, fill: str, cash: float,
-                        risk_spec: str | None, cost_pairs: tuple[str, ...], gate_policy: str | None, seed: int, progress: bool, out: str | None,
+                        symbols: str | None, start: str | None, end: str | None, timeframe: str, session: str, engine: str | None, fill: str, cash: float,
+                        risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...], gate_policy: str | None, seed: int, progress: bool, out: str | None,
                         as_json: bool) -> None:
     "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
     from pathlib import Path
-    from smallcap.backtest.core import Costs
     from smallcap.backtest.walkforward import GatePolicy, _js, walk_forward
-    from smallcap.risk import RiskConfig
-    from smallcap.strategy.base import get_strategy
-    from smallcap.config import Settings
-    from smallcap.core import SmallcapError
-    try:
-        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
-        path = Path(store_path) if store_path else Path(Settings().store_path)
-        if not path.exists(): raise click.ClickException(f"no store at {path}")
-        res = walk_forward(strat, str(path), kv_pairs(grid, '--grid', lists=True) or None, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
-                           anchored, objective, purge, embargo, engine, executor, Costs.from_dict(kv_pairs(cost_pairs, '--cost')),
-                           RiskConfig.from_yaml(risk_spec) if risk_spec else None, cash, fill, None, seed, progress and not as_json,
+    with _clean_errors():
+        strat = _strategy(strategy, params)
+        g = _grid(strat, grid, params)
+        engine = _engine(engine, walk_forward)
+        risk, costs = _risk(risk_spec), _costs(cost_pairs)
+        path = _store_path(store_path)
+        res = walk_forward(strat, str(path), g, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
+                           anchored, objective, purge, embargo, engine, executor, costs, risk, cash, fill, None, seed, progress and not as_json,
                            GatePolicy.from_yaml(gate_policy) if gate_policy else None,
                            symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=start, end=end,
                            timeframe=timeframe, session=None if session == 'all' else session, workers=workers)
         dest, reused = _save_result(res, out, 'walkforward')
-    except SmallcapError as e: raise click.ClickException(f"{type(e).__name__}: {e}")
     v = res.verdict
     if as_json:
         click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
                                'verdict': json.loads(v.to_json()) if v is not None else None, 'notes': res.notes}, default=str)); return
     cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades', 'efficiency']
-    click.echo(f"{strat.name} walk-forward: {len(res.folds)} folds x {res.inputs['combinations']} combinations, train {train}, test {test_}{', anchored' if anchored else ''}")
+    n_grid = math.prod(len(v) for v in g.values()) if g else res.inputs['combinations']
+    cut = f" ({n_grid - res.inputs['combinations']} of the grid's {n_grid} break a constraint of {strat.name} and are not trials)" if n_grid > res.inputs['combinations'] else ''
+    click.echo(f"{strat.name} walk-forward: {len(res.folds)} folds x {res.inputs['combinations']} combinations{cut}, train {train}, test {test_}{', anchored' if anchored else ''}")
     ft = res.folds[[c for c in cols if c in res.folds.columns]]
     click.echo(ft.round({c: 4 for c in ft.columns if ft[c].dtype.kind == 'f'}).to_string(index=False))
     click.echo(res.summary().to_string())

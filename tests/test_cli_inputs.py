@@ -84,7 +84,7 @@ def test_a_different_result_is_never_written_over_another(small, tmp_path):
 
 
 def test_directory_names_keep_whole_values(small, tmp_path):
-    o = clean(run('backtest', 'ensemble', 'members=[sma_cross, orb]', '--store', small, cwd=tmp_path), 0)
+    o = clean(run('backtest', 'ensemble', 'members=sma_cross,orb', '--store', small, cwd=tmp_path), 0)
     _, d = _saved(o)
     name = Path(d).name
     assert len(name) < 110
@@ -99,3 +99,45 @@ def test_walkforward_results_differ_by_windows_and_grid(small, tmp_path):
     c = _saved(clean(run(*base[:-1], 'fast=5,20', '--train', '2D', cwd=tmp_path), 0))[1]
     assert len({a, b, c}) == 3 and '-wf-' in a
     assert _saved(clean(run(*base, '--train', '2D', cwd=tmp_path), 0)) == ('reused', a)
+
+
+# class 2: no input is silently dropped or reinterpreted
+
+@pytest.mark.parametrize('args, names', [
+    (['--grid', 'fast=5,10,abc'], "--grid fast='abc': not an integer"),
+    (['--grid', 'fast=5,10', '--grid', 'fast=20'], "'fast' is given twice"),
+    (['--grid', 'fast=5;10'], "--grid fast='5;10': not an integer"),
+    (['--grid', 'fast=5,5'], 'repeats 5'),
+    (['--grid', 'fast=5,10,0'], "--grid fast=0: sma_cross.fast=0 is outside"),
+    (['--grid', 'fsat=5,10'], "sma_cross has no parameters ['fsat']"),
+    (['--grid', 'fast=50,60', '--grid', 'slow=10,20'], 'sma_cross: fast (50) must be < slow (10)'),
+    (['fast=5', '--grid', 'fast=5,10'], "['fast'] given both as a parameter and in --grid"),
+    (['fast=5.5'], "PARAMS fast='5.5': not an integer"),
+    (['--risk', 'max_positions=five'], "--risk max_positions='five': not an integer"),
+    (['--risk', 'max_positions=5', '--risk', 'max_positions: 6'], "--risk sets ['max_positions'] twice"),
+    (['--cost', 'participation=0.1', '--cost', 'participation=0.2'], "'participation' is given twice"),
+    (['--engine', 'zipline'], "'zipline' is not an engine"),
+])
+def test_bad_values_are_refused_naming_them_and_the_store_is_unchanged(small, tmp_path, args, names):
+    h = store_hash(small)
+    o = clean(run('walkforward', 'sma_cross', *args, '--store', small, '--train', '2D', '--test', '1D', '--executor', 'inprocess', '--no-progress', cwd=tmp_path))
+    assert names in o, o
+    assert 'Error' in o and not (tmp_path / 'reports').exists()
+    assert store_hash(small) == h
+
+
+def test_the_trials_are_the_grid_as_given(small, tmp_path):
+    o = clean(run('walkforward', 'sma_cross', '--grid', 'fast=5,10,40', '--grid', 'slow=20,30', '--store', small, '--train', '2D', '--test', '1D',
+                  '--executor', 'inprocess', '--no-progress', '--json', cwd=tmp_path), 0)
+    j = json.loads(o)
+    res = json.loads((Path(tmp_path) / j['result'] / 'result.json').read_text())
+    assert res['inputs']['grid'] == {'fast': [5, 10, 40], 'slow': [20, 30]} and res['inputs']['combinations'] == 4   # 40 >= 20, 30: removed by fast < slow
+
+
+def test_list_parameters_and_risk_pairs_mean_what_was_written(small, tmp_path):
+    o = clean(run('backtest', 'ensemble', 'members=sma_cross,orb', '--store', small, '--risk', 'max_positions=2', '--risk', 'sizing: fixed_notional',
+                  '--json', cwd=tmp_path), 0)
+    j = json.loads(o)
+    inp = json.loads((Path(tmp_path) / j['result'] / 'result.json').read_text())['inputs']
+    assert inp['risk']['max_positions'] == 2 and inp['risk']['sizing'] == 'fixed_notional'
+    assert 'sma_cross@' in inp['strategy'] and 'orb@' in inp['strategy']
