@@ -52,6 +52,17 @@ class LazyGroup(click.Group):
         if not isinstance(cmd, click.Command): raise TypeError(f"{self.lazy[name][0]} is not a click command")
         return cmd
 
+    def invoke(self, ctx: click.Context) -> Any:
+        "Run the command; smallcap's errors and any other exception become a one-line error (SMALLCAP_DEBUG=1 shows the traceback)."
+        import os
+        try: return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort): raise
+        except Exception as e:
+            if os.environ.get('SMALLCAP_DEBUG'): raise
+            from smallcap.core import SmallcapError
+            if isinstance(e, SmallcapError): raise click.ClickException(str(e)) from None
+            raise click.ClickException(f"unexpected {type(e).__name__}: {e} (please report it with the command line; SMALLCAP_DEBUG=1 shows where)") from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         "List subcommands from their registered help text, without importing them."
         rows = [(n, self.lazy[n][1]) if n in self.lazy else (n, self.commands[n].get_short_help_str())
@@ -256,20 +267,40 @@ def _clean_errors() -> Iterator[None]:
     try: yield
     except SmallcapError as e: raise click.ClickException(str(e)) from None
 
+def _bound(value: str | None,  # a --start, --end or --at value
+           opt: str,  # the option, named in errors
+          ) -> str | None:
+    "`value` if it is a New York date (YYYY-MM-DD) or an aware time; ConfigError naming `opt` otherwise."
+    import pandas as pd
+    from smallcap.core import ConfigError, plain_date
+    if value is None or plain_date(value, opt) is not None: return value
+    try: ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError): raise ConfigError(f"{opt} {value!r} is neither a date (YYYY-MM-DD) nor a time") from None
+    if ts.tzinfo is None: raise ConfigError(f"{opt} {value!r} has no UTC offset: give a New York date (YYYY-MM-DD) or an aware time (2026-11-09T09:30-05:00)")
+    return value
+
 def _store_path(path: str | None) -> Any:
-    "The store path --store names (default: the settings' store_path), which must exist."
+    "The path of the store --store names (checked as `_store` checks it)."
+    st = _store(path, read_only=True)
+    return getattr(st, 'path', None) or st.root
+
+def _store(path: str | None,  # --store (default: the settings' store_path)
+           read_only: bool = False,  # the command only reads
+           duckdb: bool = False,  # the command needs a DuckDB store file even though it only reads
+          ) -> Any:
+    "The store --store names: a DuckDB file (TickStore), or a Parquet export directory (ParquetStore) for a command that only reads."
     from pathlib import Path
+    from smallcap.data.store import ParquetStore, TickStore
     p = Path(path) if path else Path(_settings().store_path)
-    if not p.exists(): raise click.ClickException(f"no store at {p} (--store)")
-    return p
+    if p.is_dir():
+        if not (p / 'meta.json').exists(): raise click.ClickException(f"{p} is a directory, not a store: --store takes a DuckDB store file or a Parquet export directory (with meta.json)")
+        if not read_only or duckdb: raise click.ClickException(f"{p} is a Parquet export (read-only): this command needs a DuckDB store file (--store)")
+        return ParquetStore(p)
+    if read_only and not p.exists(): raise click.ClickException(f"no store at {p} (--store)")
+    if p.is_file() and p.stat().st_size and p.open('rb').read(12)[8:12] != b'DUCK': raise click.ClickException(f"{p} is not a DuckDB store file (--store)")
+    return TickStore(p, read_only=read_only)
 
-def _store(path: str | None, read_only: bool = False) -> Any:
-    "The TickStore at `path` (default: the settings' store_path)."
-    from smallcap.data.store import TickStore
-    return TickStore(path or _settings().store_path, read_only=read_only)
-
-_STORE_OPT = click.option('--store', 'store_path', type=click.Path(dir_okay=False), default=None,
-                          help='DuckDB store file (default: settings store_path).')
+_STORE_OPT = click.option('--store', 'store_path', default=None, help='DuckDB store file or Parquet export directory (default: settings store_path).')
 
 @click.group()
 def data() -> None:
@@ -294,7 +325,7 @@ def data_info(store_path: str | None, as_json: bool) -> None:
         st = _store(store_path, read_only=True)
         s = st.summary()
     if as_json: click.echo(json.dumps(s, indent=2, default=str)); return
-    click.echo(f"{st.path}" + ('  [SYNTHETIC DATA]' if s['meta'].get('synthetic') == 'true' else ''))
+    click.echo(f"{getattr(st, 'path', None) or st.root}" + ('  [SYNTHETIC DATA]' if s['meta'].get('synthetic') == 'true' else ''))
     click.echo(_table([(t, f"{v['rows']:>12,} rows  {v['symbols']:>5} symbols  {v['first'] or '-'} .. {v['last'] or '-'}  {', '.join(v['sources'])}")
                        for t, v in s.items() if t != 'meta']))
 
@@ -340,7 +371,7 @@ def data_fetch(kind: str, symbols: str, start: str, end: str, timeframe: str, fe
 def data_export(dest: str, tables: tuple[str, ...], store_path: str | None) -> None:
     "Export the store as hive-partitioned Parquet (date=/symbol=) for ParquetStore readers."
     with _clean_errors():
-        rows = _store(store_path, read_only=True).export_parquet(dest, list(tables) or None)
+        rows = _store(store_path, read_only=True, duckdb=True).export_parquet(dest, list(tables) or None)
     click.echo(_table([(t, f"{n:,} rows") for t, n in rows.items()]))
 
 @data.command('compact')
@@ -443,7 +474,7 @@ def scan(filters: tuple[str, ...], spec: str | None, at: str | None, store_path:
     from smallcap.scan import Scan, run_scan
     with _clean_errors():
         sc = Scan.parse(spec, **Scan.from_pairs(filters).to_dict(compact=True)) if filters else Scan.parse(spec)
-        df = run_scan(_store(store_path, read_only=True), sc, at)
+        df = run_scan(_store(store_path, read_only=True), sc, _bound(at, '--at'))
     if as_json: click.echo(df.to_json(orient='records', date_format='iso')); return
     click.echo(f"scan as of {at or 'now'}: {len(df)} symbol(s)")
     if len(df): click.echo(df.to_string(index=False))
@@ -485,7 +516,7 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
         risk, costs = _risk(risk_spec), _costs(cost_pairs)
         st = _store(store_path, read_only=True)
         syms = [s.strip().upper() for s in symbols.split(',')] if symbols else None
-        b = st.bars(syms, start, end, timeframe=timeframe, session=None if session == 'all' else session)
+        b = st.bars(syms, _bound(start, '--start'), _bound(end, '--end'), timeframe=timeframe, session=None if session == 'all' else session)
         if len(b) == 0: raise click.ClickException(f"no {timeframe} bars in {store_path or _settings().store_path} for those symbols and dates")
         bars = Panel.from_bars(b)
         res = _backtest(strat, bars, engine=engine, costs=costs, risk=risk, cash=cash, fill=fill, store=st,
@@ -541,7 +572,7 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
         res = walk_forward(strat, str(path), g, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
                            anchored, objective, purge, embargo, engine, executor, costs, risk, cash, fill, None, seed, progress and not as_json,
                            GatePolicy.from_yaml(gate_policy) if gate_policy else None,
-                           symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=start, end=end,
+                           symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=_bound(start, '--start'), end=_bound(end, '--end'),
                            timeframe=timeframe, session=None if session == 'all' else session, workers=workers)
         dest, reused = _save_result(res, out, 'walkforward')
     v = res.verdict

@@ -19,9 +19,9 @@ import pandas as pd
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'OPTIONAL_BAR_COLUMNS', 'SmallcapError', 'ConfigError', 'DataError', 'OrderError', 'RiskError',
            'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'from_fields',
-           'typed_value', 'parse_pairs', 'field_types', 'to_utc', 'Clock', 'SimClock', 'WallClock', 'Side', 'OrderType',
-           'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id', 'Order', 'Fill', 'Position', 'Account',
-           'validate_bars']
+           'typed_value', 'parse_pairs', 'field_types', 'to_utc', 'plain_date', 'Clock', 'SimClock', 'WallClock',
+           'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id', 'Order', 'Fill', 'Position',
+           'Account', 'validate_bars']
 
 # %% ../nbs/00_core.ipynb #b6f61fdd
 class SmallcapError(Exception):
@@ -184,6 +184,18 @@ def to_utc(t: Any,  # a datetime, pandas Timestamp, numpy datetime64 or ISO stri
     if ts is pd.NaT: raise ClockError(f"not a time: {t!r}")
     if ts.tzinfo is None: raise ClockError(f"naive timestamp {t!r}: smallcap needs tz-aware times (UTC inside the library)")
     return ts.tz_convert('UTC')
+
+def plain_date(x: Any,  # a date object, a 'YYYY-MM-DD' string, or anything else
+               what: str = 'date',  # what it is, in errors (e.g. '--at')
+              ) -> Any:
+    "The `datetime.date` if `x` is a plain date (a date object or 'YYYY-MM-DD'), else None; an impossible date raises ConfigError naming it."
+    import datetime as dt
+    if isinstance(x, dt.date) and not isinstance(x, dt.datetime): return x
+    if isinstance(x, str) and re.fullmatch(r'\s*\d{4}-\d{2}-\d{2}\s*', x):
+        try: return dt.date.fromisoformat(x.strip())
+        except ValueError as e: raise ConfigError(f"{what} {x.strip()!r} is not a date: {e}") from None
+    return None
+
 
 # %% ../nbs/00_core.ipynb #1662749e
 @runtime_checkable

@@ -141,3 +141,67 @@ def test_list_parameters_and_risk_pairs_mean_what_was_written(small, tmp_path):
     inp = json.loads((Path(tmp_path) / j['result'] / 'result.json').read_text())['inputs']
     assert inp['risk']['max_positions'] == 2 and inp['risk']['sizing'] == 'fixed_notional'
     assert 'sma_cross@' in inp['strategy'] and 'orb@' in inp['strategy']
+
+
+# class 5: no traceback reaches a user; --store means the same in every command
+
+GOOD_BARS = "symbol,ts,open,high,low,close,volume\nABCD,2026-11-09 09:30:00,2.0,2.1,1.9,2.05,1000\nABCD,2026-11-09 09:31:00,2.05,2.1,2.0,2.08,800\n"
+
+
+@pytest.fixture
+def store_copy(small, tmp_path) -> Path:
+    import shutil
+    p = tmp_path / 'copy.duckdb'
+    shutil.copy(small, p)
+    return p
+
+
+@pytest.mark.parametrize('args, names', [
+    (['scan', 'gap_min=0.02', '--at', '2025-13-01'], "--at '2025-13-01' is not a date"),
+    (['scan', 'gap_min=0.02', '--at', '2025-11-03T10:00'], "--at '2025-11-03T10:00' has no UTC offset"),
+    (['backtest', 'sma_cross', '--start', '2025-02-30'], "--start '2025-02-30' is not a date"),
+    (['backtest', 'sma_cross', '--end', 'someday'], "--end 'someday' is neither a date"),
+    (['walkforward', 'sma_cross', '--start', '2025-13-01'], "--start '2025-13-01' is not a date"),
+    (['data', 'ingest', '{csv}', '--table', 'bars', '--timeframe', '1min', '--tz', 'America/NewYork'], "unknown time zone 'America/NewYork' (--tz); did you mean 'America/New_York'"),
+    (['data', 'ingest', '{csv}', '--table', 'bars', '--timeframe', '1min', '--tz', 'Mars/Olympus'], "unknown time zone 'Mars/Olympus' (--tz)"),
+])
+def test_bad_values_never_give_a_traceback(store_copy, tmp_path, args, names):
+    csv = tmp_path / 'good.csv'; csv.write_text(GOOD_BARS)
+    h = store_hash(store_copy)
+    o = clean(run(*[a.format(csv=csv) for a in args], '--store', store_copy, cwd=tmp_path), 1)
+    assert names in o, o
+    assert store_hash(store_copy) == h
+
+
+@pytest.mark.parametrize('cmd', [['data', 'info'], ['scan', 'gap_min=0.02', '--at', '2025-10-02'], ['backtest', 'sma_cross'],
+                                 ['walkforward', 'sma_cross', '--train', '2D', '--test', '1D', '--executor', 'inprocess', '--no-progress']])
+def test_every_command_that_reads_takes_a_store_file_or_a_parquet_export(small, tmp_path, cmd):
+    from smallcap.data.store import TickStore
+    pq = tmp_path / 'pq'
+    TickStore(small, read_only=True).export_parquet(pq)
+    for where in (small, pq):
+        clean(run(*cmd, '--store', where, cwd=tmp_path), 0)
+    (tmp_path / 'plain').mkdir(); (tmp_path / 'text.duckdb').write_text('not a store')
+    for where, msg in ((tmp_path / 'plain', 'is a directory, not a store'), (tmp_path / 'text.duckdb', 'is not a DuckDB store file'),
+                       (tmp_path / 'nope.duckdb', 'no store at')):
+        o = clean(run(*cmd, '--store', where, cwd=tmp_path), 1)
+        assert msg in o and str(where) in o, o
+
+
+def test_writing_to_a_parquet_export_is_refused_and_it_is_unchanged(small, tmp_path):
+    from smallcap.data.store import TickStore
+    pq = tmp_path / 'pq'
+    TickStore(small, read_only=True).export_parquet(pq)
+    before = sorted((p.relative_to(pq), p.read_bytes()) for p in pq.rglob('*') if p.is_file())
+    csv = tmp_path / 'good.csv'; csv.write_text(GOOD_BARS)
+    o = clean(run('data', 'ingest', csv, '--table', 'bars', '--timeframe', '1min', '--tz', 'America/New_York', '--store', pq), 1)
+    assert 'is a Parquet export (read-only)' in o and '--store' in o
+    assert sorted((p.relative_to(pq), p.read_bytes()) for p in pq.rglob('*') if p.is_file()) == before
+
+
+def test_an_unexpected_exception_is_one_line_not_a_traceback(monkeypatch):
+    import smallcap.cli as cli
+    def boom(*a, **k): raise ZeroDivisionError('division by zero')
+    monkeypatch.setattr(cli, '_settings', boom)
+    o = clean(run('config'), 1)
+    assert 'unexpected ZeroDivisionError: division by zero' in o and 'SMALLCAP_DEBUG' in o

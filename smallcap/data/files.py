@@ -12,9 +12,18 @@ from ..core import ConfigError, DataError
 from .store import TABLES, IngestResult, TickStore
 
 # %% auto #0
-__all__ = ['read_file', 'import_file']
+__all__ = ['time_zone', 'read_file', 'import_file']
 
 # %% ../../nbs/12_data.files.ipynb #f6ed1433
+def time_zone(tz: str,  # an IANA time-zone name, e.g. 'America/New_York'
+             ) -> str:
+    "`tz` if it names a time zone; otherwise ConfigError naming it (and `--tz`) with the nearest names."
+    import difflib, zoneinfo
+    try: zoneinfo.ZoneInfo(str(tz)); return str(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        near = difflib.get_close_matches(str(tz), sorted(zoneinfo.available_timezones()), 3, 0.6)
+        raise ConfigError(f"unknown time zone {tz!r} (--tz)" + (f"; did you mean {' or '.join(map(repr, near))}?" if near else "; use an IANA name such as 'America/New_York'")) from None
+
 def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
               table: str,  # the store table the rows are for
               columns: dict[str, str] | None = None,  # file column -> store column
@@ -25,6 +34,7 @@ def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
     import pyarrow as pa, pyarrow.compute as pc
     path, columns = Path(path), dict(columns or {})
     if table not in TABLES: raise ConfigError(f"unknown table {table!r}; tables: {list(TABLES)}")
+    if tz is not None: tz = time_zone(tz)
     if not path.is_file(): raise DataError(f"no file {path}")
     spec = TABLES[table]
     suffixes = ''.join(path.suffixes[-2:]).lower()
@@ -46,7 +56,9 @@ def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
         if c not in tbl.column_names: continue
         col = tbl.column(c)
         if t == 'TIMESTAMPTZ' and pa.types.is_timestamp(col.type) and col.type.tz is None and tz is not None:
-            tbl = tbl.set_column(tbl.column_names.index(c), c, pc.assume_timezone(col, tz, ambiguous='raise', nonexistent='raise'))
+            try: tbl = tbl.set_column(tbl.column_names.index(c), c, pc.assume_timezone(col, tz, ambiguous='raise', nonexistent='raise'))
+            except pa.ArrowInvalid as e: raise DataError(f"{path.name} column {c}: {e}: a {tz} wall-clock time that happens twice or never at a daylight-saving "
+                                                         "change; give such times with their UTC offset") from None
         elif t == 'DATE' and pa.types.is_timestamp(col.type):
             tbl = tbl.set_column(tbl.column_names.index(c), c, pc.cast(col, pa.date32()))
     return tbl

@@ -440,12 +440,14 @@ class _Queries:
         return {}
 
 def _as_bound(x: Any, col: str) -> Any:
-    "A query bound: dates for date columns, aware UTC timestamps for times (naive times are refused)."
-    if col in ('date', 'ex_date'): return pd.Timestamp(x).date()
-    ts = pd.Timestamp(x)
-    if ts.tzinfo is None:
-        if isinstance(x, str) and re.fullmatch(r'\d{4}-\d{2}-\d{2}', x.strip()): return ts.tz_localize('America/New_York')
-        raise ConfigError(f"naive time bound {x!r}: give a tz-aware time, or a plain date (taken as that New York date)")
+    "A query bound: dates for date columns, aware UTC timestamps for times; a plain date (object or 'YYYY-MM-DD') is that New York date, naive times are refused."
+    from smallcap.core import plain_date
+    day = plain_date(x, 'time bound')
+    try: ts = pd.Timestamp(day if day is not None else x)
+    except (ValueError, TypeError): raise ConfigError(f"cannot read the time bound {x!r} as a time or a date") from None
+    if col in ('date', 'ex_date'): return ts.date()
+    if day is not None: return ts.tz_localize('America/New_York')
+    if ts.tzinfo is None: raise ConfigError(f"naive time bound {x!r}: give a tz-aware time, or a plain date (taken as that New York date)")
     return ts.tz_convert('UTC')
 
 # %% ../../nbs/11_data.store.ipynb #4cae8760
