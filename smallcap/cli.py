@@ -19,8 +19,9 @@ import smallcap
 
 # %% auto #0
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
-           'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest', 'data_fetch',
-           'data_export', 'data_compact', 'run_options', 'scan', 'backtest', 'walkforward', 'report', 'docs']
+           'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest', 'data_delete',
+           'data_fetch', 'data_export', 'data_compact', 'run_options', 'scan', 'backtest', 'walkforward', 'report',
+           'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -337,15 +338,31 @@ def data_info(store_path: str | None, as_json: bool) -> None:
 @click.option('--timeframe', default=None, help='Timeframe of a bar file without a timeframe column.')
 @click.option('--ignore', multiple=True, help='File column to drop (repeatable).')
 @click.option('--source', default=None, help="Recorded source (default file:<name>).")
+@click.option('--replace', is_flag=True, help='Replace stored rows with the same key (bars, reference, corporate actions, status), validated like new ones.')
 @_STORE_OPT
 def data_ingest(file: str, table: str, mapping: tuple[str, ...], tz: str | None, timeframe: str | None,
-                ignore: tuple[str, ...], source: str | None, store_path: str | None) -> None:
+                ignore: tuple[str, ...], source: str | None, replace: bool, store_path: str | None) -> None:
     "Import a CSV or Parquet file into the store, validated (a bad file writes nothing)."
     from smallcap.data.files import import_file
     if bad := [m for m in mapping if m.count('=') != 1]: raise click.BadParameter(f"{bad}: use FILECOL=STORECOL", param_hint='--map')
     with _clean_errors():
-        r = import_file(_store(store_path), file, table, dict(m.split('=') for m in mapping), tz=tz, ignore=ignore, timeframe=timeframe, source=source)
+        r = import_file(_store(store_path), file, table, dict(m.split('=') for m in mapping), tz=tz, ignore=ignore, timeframe=timeframe, source=source, replace=replace)
     click.echo(f"{r.table}: {r.rows:,} rows read, {r.written:,} written, {r.duplicates:,} already stored")
+
+@data.command('delete')
+@click.option('--table', required=True, type=click.Choice(['trades', 'quotes', 'bars', 'reference', 'corporate_actions', 'status']))
+@click.option('--symbols', required=True, help='Comma-separated symbols whose rows are deleted.')
+@click.option('--start', default=None, help='First New York date or aware time deleted (default: the first row).')
+@click.option('--end', default=None, help='End, exclusive (default: after the last row).')
+@click.option('--timeframe', default=None, help='Bars only: delete just this timeframe.')
+@_STORE_OPT
+def data_delete(table: str, symbols: str, start: str | None, end: str | None, timeframe: str | None, store_path: str | None) -> None:
+    "Delete stored rows of some symbols in a time range, atomically (e.g. bad bars before re-ingesting them)."
+    with _clean_errors():
+        syms = [x.strip().upper() for x in symbols.split(',') if x.strip()]
+        if not syms: raise click.BadParameter(f"{symbols!r} names no symbol", param_hint='--symbols')
+        n = _store(store_path, read_only=True, duckdb=True) and _store(store_path).delete(table, syms, _bound(start, '--start'), _bound(end, '--end'), timeframe)
+    click.echo(f"{table}: {n:,} rows deleted ({', '.join(syms)}{', ' + timeframe if timeframe else ''}, {start or 'first'} .. {end or 'last'})")
 
 @data.command('fetch')
 @click.option('--kind', type=click.Choice(['bars', 'trades', 'quotes']), default='bars', show_default=True)

@@ -205,3 +205,54 @@ def test_an_unexpected_exception_is_one_line_not_a_traceback(monkeypatch):
     monkeypatch.setattr(cli, '_settings', boom)
     o = clean(run('config'), 1)
     assert 'unexpected ZeroDivisionError: division by zero' in o and 'SMALLCAP_DEBUG' in o
+
+
+# class 3: bars that cannot exist are refused at ingest; stored rows can be replaced or deleted
+
+def _bars_csv(path: Path, *rows: str) -> Path:
+    path.write_text("symbol,ts,open,high,low,close,volume\n" + ''.join(f"{r}\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize('when, tf, rule', [
+    ('2026-11-07 09:30:00', '1min', 'outside_sessions'),        # a Saturday
+    ('2026-11-26 10:00:00', '1min', 'outside_sessions'),        # Thanksgiving
+    ('2026-11-27 18:00:00', '1min', 'outside_sessions'),        # after the after-hours of a half day (17:00)
+    ('2026-11-09 20:30:00', '1min', 'outside_sessions'),        # after 20:00
+    ('2026-11-09 03:59:00', '1min', 'outside_sessions'),        # before the 04:00 premarket
+    ('2026-11-09 09:32:30', '1min', 'off_grid'),
+    ('2026-11-09 09:47:00', '5min', 'off_grid'),
+    ('2026-11-09 19:00:00', '1d', 'daily_off_session'),
+    ('2026-11-08 00:00:00', '1d', 'daily_off_session'),         # a Sunday's daily bar
+])
+def test_impossible_bars_are_refused_naming_the_row_and_the_store_is_unchanged(store_copy, tmp_path, when, tf, rule):
+    csv = _bars_csv(tmp_path / 'b.csv', 'BADX,2026-11-09 09:30:00,2.0,2.1,1.9,2.05,100', f'BADX,{when},2.0,2.1,1.9,2.05,100')
+    h = store_hash(store_copy)
+    if tf == '1d': csv = _bars_csv(tmp_path / 'b.csv', 'BADX,2026-11-10 00:00:00,2.0,2.1,1.9,2.05,100', f'BADX,{when},2.0,2.1,1.9,2.05,100')
+    o = clean(run('data', 'ingest', csv, '--table', 'bars', '--timeframe', tf, '--tz', 'America/New_York', '--store', store_copy), 1)
+    assert rule in o and 'BADX' in o and when[:16] in o, o
+    assert store_hash(store_copy) == h
+
+
+def test_stored_rows_are_replaced_or_deleted_from_the_command_line(store_copy, tmp_path):
+    a = _bars_csv(tmp_path / 'a.csv', 'BADX,2026-11-09 09:30:00,2.0,2.1,1.9,2.05,100', 'BADX,2026-11-09 09:31:00,2.0,2.1,1.9,2.05,100')
+    b = _bars_csv(tmp_path / 'b.csv', 'BADX,2026-11-09 09:30:00,2.0,2.2,1.9,2.05,100')
+    bad = _bars_csv(tmp_path / 'bad.csv', 'BADX,2026-11-09 09:30:00,2.0,2.2,1.9,2.05,100', 'BADX,2026-11-07 09:30:00,2.0,2.1,1.9,2.05,100')
+    ing = lambda f, *x: run('data', 'ingest', f, '--table', 'bars', '--timeframe', '1min', '--tz', 'America/New_York', '--store', store_copy, *x)
+    assert 'written' in clean(ing(a), 0)
+    h = store_hash(store_copy)
+    o = clean(ing(b), 1)
+    assert 'conflicts_with_stored' in o and '--replace' in o and store_hash(store_copy) == h
+    o = clean(ing(bad, '--replace'), 1)                                  # replacing is validated like ingesting: nothing half-written
+    assert 'outside_sessions' in o and store_hash(store_copy) == h
+    assert '1 written' in clean(ing(b, '--replace'), 0)
+    from smallcap.data.store import TickStore
+    got = TickStore(store_copy, read_only=True).bars('BADX', session=None)
+    assert got.high.tolist() == [2.2, 2.1]
+    h = store_hash(store_copy)
+    for args, msg in ((['--symbols', ','], "',' names no symbol"), (['--symbols', 'BADX', '--start', '2026-13-01'], "--start '2026-13-01' is not a date"),
+                      (['--symbols', 'BADX', '--timeframe', '7min'], "must divide one day")):
+        assert msg in clean(run('data', 'delete', '--table', 'bars', *args, '--store', store_copy)), args
+        assert store_hash(store_copy) == h
+    assert '1 rows deleted' in clean(run('data', 'delete', '--table', 'bars', '--symbols', 'badx', '--start', '2026-11-09T09:31-05:00', '--store', store_copy), 0)
+    assert TickStore(store_copy, read_only=True).bars('BADX', session=None).high.tolist() == [2.2]

@@ -71,10 +71,12 @@ def import_file(store: TickStore,  # the store to write into
                 ignore: tuple[str, ...] | list[str] = (),  # file columns to drop
                 timeframe: str | None = None,  # timeframe of bar files without a timeframe column
                 source: str | None = None,  # recorded source (default 'file:<name>')
+                replace: bool = False,  # replace stored rows with the same key (keyed tables: bars, reference, ...)
                ) -> IngestResult:
     "Import a CSV or Parquet file into `store` with the store's validation (a bad file writes nothing)."
     tbl = read_file(path, table, columns, tz, ignore)
     src = source or f"file:{Path(path).name}"
-    if table == 'bars': return store.ingest_bars(tbl, timeframe=timeframe, source=src)
-    if timeframe is not None: raise ConfigError("timeframe applies to bar files only")
-    return store.ingest(table, tbl, source=src)
+    if table == 'bars': return store.ingest_bars(tbl, timeframe=timeframe, source=src, replace=replace)
+    if timeframe is not None: raise ConfigError("timeframe applies to bar files only (--timeframe)")
+    if replace and table in ('trades', 'quotes'): raise ConfigError(f"{table} have no key to replace by (--replace): delete the rows first (smallcap data delete)")
+    return store.ingest(table, tbl, source=src, replace=replace)
