@@ -66,13 +66,17 @@ class ValidationError(DataError, ValueError):
 
     def _message(self, max_rows: int) -> str:
         p = self.problems
-        lines = [f"{self.what} failed validation: {p['row'].nunique()} offending row(s), {len(p)} problem(s)"]
+        n = p.loc[p['row'] >= 0, 'row'].nunique()
+        lines = [f"{self.what} failed validation: " + (f"{n} offending row(s), " if n else '') + f"{len(p)} problem(s)"]
+        line = 'line' in p.columns
         for (rule, fld), g in p.groupby(['rule', 'field'], sort=False):
-            lines.append(f"  {rule} [{fld}]: {len(g)} row(s): {g['detail'].iloc[0]}")
-            for r in g.head(max_rows).itertuples():
+            rows = g[g['row'] >= 0]
+            lines.append(f"  {rule} [{fld}]: " + (f"{len(rows)} {'line' if line else 'row'}(s): " if len(rows) else '') + f"{g['detail'].iloc[0]}")
+            for r in rows.head(max_rows).itertuples():
                 where = ' '.join(str(x) for x in (r.symbol, r.ts) if x is not None and x == x)
-                lines.append(f"    row {r.row}" + (f" ({where})" if where else ''))
-            if len(g) > max_rows: lines.append(f"    ... and {len(g) - max_rows} more")
+                val = getattr(r, 'value', None)
+                lines.append(f"    {'line ' + str(r.line) if line else 'row ' + str(r.row)}" + (f" ({where})" if where else '') + (f": {val!r}" if val is not None and val == val else ''))
+            if len(rows) > max_rows: lines.append(f"    ... and {len(rows) - max_rows} more")
         return '\n'.join(lines)
 
 # %% ../nbs/00_core.ipynb #18b25bf9

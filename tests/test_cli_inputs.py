@@ -256,3 +256,41 @@ def test_stored_rows_are_replaced_or_deleted_from_the_command_line(store_copy, t
         assert store_hash(store_copy) == h
     assert '1 rows deleted' in clean(run('data', 'delete', '--table', 'bars', '--symbols', 'badx', '--start', '2026-11-09T09:31-05:00', '--store', store_copy), 0)
     assert TickStore(store_copy, read_only=True).bars('BADX', session=None).high.tolist() == [2.2]
+
+
+# class 4: every error names its line, field or option, with the value as written
+
+H = "symbol,ts,open,high,low,close,volume\n"
+OK = "BADX,2026-11-09 09:30:00,2.0,2.1,1.9,2.05,100\n"
+
+
+@pytest.mark.parametrize('body, opts, names', [
+    (H + OK + "BADX,2026-11-09 09:31:00,2.0,2.1,1.9,2.05a,100\n", [], ["not_a_number [close]", "line 3 (BADX 2026-11-09 09:31:00): '2.05a'"]),
+    (H + OK + "BADX,not a time,2.0,2.1,1.9,2.05,100\n", [], ["not_a_time [ts]", "line 3 (BADX not a time): 'not a time'"]),
+    (H + "BADX,2026-11-09T09:30:00-05:00,2.0,2.1,1.9,2.05,100\nBADX,2026-11-09 09:31:00,2.0,2.1,1.9,2.05,100\n", ['--no-tz'],
+     ["ts has no UTC offset (other rows have one)", '--tz', 'line 3']),
+    (H + OK + "BADX,2026-11-09 09:32:00,-2.0,2.1,1.9,2.05,100\n", [], ["non_positive_price", "line 3 (BADX 2026-11-09 09:32:00)"]),   # a store rule, in the file's terms
+    (H + OK + "BADX,2026-11-09 09:31:00,2.0,2.1,1.9,2.05,1.5\n", [], ["not_integer [volume]", "line 3"]),
+    (H, [], ["has a header but no rows"]),
+    ("Symbol,Timestamp,Open,High,Low,Clsoe,Vol\n" + OK, [], ["column 'Clsoe' is not a bars column (did you mean 'close'? --map Clsoe=close)"]),
+    (H + OK, ['--no-timeframe'], ['--timeframe']),
+])
+def test_file_errors_name_the_line_and_the_value_as_written(store_copy, tmp_path, body, opts, names):
+    csv = tmp_path / 'f.csv'; csv.write_text(body)
+    h = store_hash(store_copy)
+    args = ['data', 'ingest', csv, '--table', 'bars', '--store', store_copy]
+    if '--no-tz' not in opts: args += ['--tz', 'America/New_York']
+    if '--no-timeframe' not in opts: args += ['--timeframe', '1min']
+    o = clean(run(*args), 1)
+    for n in names: assert n in o, (n, o)
+    assert 'row -1' not in o and o.count('no rows') <= 1
+    assert store_hash(store_copy) == h
+
+
+def test_vendor_headers_and_date_time_columns_need_no_mapping(store_copy, tmp_path):
+    csv = tmp_path / 'v.csv'
+    csv.write_text("Date,Time,Ticker,Open,High,Low,Close,Volume\n2026-11-09,09:30:00,VNDR,2.00,2.10,1.90,2.05,1000\n")
+    assert '1 written' in clean(run('data', 'ingest', csv, '--table', 'bars', '--timeframe', '1min', '--tz', 'America/New_York', '--store', store_copy), 0)
+    from smallcap.data.store import TickStore
+    import pandas as pd
+    assert TickStore(store_copy, read_only=True).bars('VNDR', session=None).ts.tolist() == [pd.Timestamp('2026-11-09 14:30', tz='UTC')]
