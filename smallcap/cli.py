@@ -412,7 +412,8 @@ def run_options(f: Any) -> Any:
             click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple'])),
             click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.'),
             click.option('--risk', 'risk_spec', multiple=True, help="Risk limits (repeatable): KEY=VALUE, YAML text ('max_positions: 5') or a YAML file."),
-            click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.')]):
+            click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.'),
+            click.option('--adjust/--no-adjust', default=True, show_default=True, help='Split- and dividend-adjusted prices (a reverse split is not a +900% gap).')]):
         f = o(f)
     return f
 
@@ -473,6 +474,14 @@ def _risk(specs: tuple[str, ...]) -> Any:
         d.update(one)
     return RiskConfig.from_dict(d)
 
+def _warn_if_idle(strat: Any, bars: Any, session: str) -> None:
+    "Warn (before the run) when the strategy gives no entry signal at all on these bars, naming the session that may be missing."
+    sig = strat.signals(bars)
+    n = sum(int(getattr(sig, f).to_numpy().sum()) for f in ('entries_long', 'entries_short') if getattr(sig, f, None) is not None)
+    if n == 0:
+        hint = " (strategies that read the premarket, like gap_and_go, need --session extended)" if session in ('regular', 'after-hours') else ''
+        click.echo(f"warning: {strat.name} gives no entry signal on these {len(bars):,} {session}-session bars, so it will make no trade{hint}", err=True)
+
 def _costs(pairs: tuple[str, ...]) -> Any:
     "The --cost fields, each read by its field's type."
     from smallcap.backtest.core import Costs
@@ -521,7 +530,7 @@ def _saved_line(dest: Any, reused: bool) -> str:
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
 def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str | None, end: str | None,
              timeframe: str, session: str, engine: str | None, fill: str, cash: float, risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...],
-             out: str | None, as_json: bool) -> None:
+             adjust: bool, out: str | None, as_json: bool) -> None:
     "Backtest a registered strategy on a store and save the result for a report."
     import json
     from pathlib import Path
@@ -533,11 +542,12 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
         risk, costs = _risk(risk_spec), _costs(cost_pairs)
         st = _store(store_path, read_only=True)
         syms = [s.strip().upper() for s in symbols.split(',')] if symbols else None
-        b = st.bars(syms, _bound(start, '--start'), _bound(end, '--end'), timeframe=timeframe, session=None if session == 'all' else session)
+        b = st.bars(syms, _bound(start, '--start'), _bound(end, '--end'), timeframe=timeframe, session=None if session == 'all' else session, adjust=adjust)
         if len(b) == 0: raise click.ClickException(f"no {timeframe} bars in {store_path or _settings().store_path} for those symbols and dates")
         bars = Panel.from_bars(b)
+        _warn_if_idle(strat, bars, session)
         res = _backtest(strat, bars, engine=engine, costs=costs, risk=risk, cash=cash, fill=fill, store=st,
-                        timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
+                        timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session, 'adjust': adjust})
         dest, reused = _save_result(res, out, 'backtest')
     if as_json:
         click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()},
@@ -551,6 +561,17 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
 # %% ../nbs/80_cli.ipynb #5455a9ff
 def _int_or_spec(v: str | None) -> int | str | None:
     return None if v is None else int(v) if v.strip().isdigit() else v
+
+def _adjusted_panel(path: Any, symbols: Any, start: Any, end: Any, timeframe: str, session: str | None, executor: str | None) -> tuple[Any, Any, str]:
+    "(adjusted bars, their store, executor) for a walk-forward on adjusted prices: its folds run in this process, which holds the adjusted bars."
+    from smallcap.core import ConfigError, DataError
+    from smallcap.data.panel import Panel
+    if executor not in (None, 'inprocess'):
+        raise ConfigError(f"--executor {executor} workers read the store's unadjusted bars: give --no-adjust with it, or leave --executor to run on adjusted prices")
+    st = _store(str(path), read_only=True)
+    b = st.bars(symbols, start, end, timeframe=timeframe, session=session, adjust=True)
+    if len(b) == 0: raise DataError(f"no {timeframe} bars in {path} for symbols={symbols} start={start} end={end}")
+    return Panel.from_bars(b), st, 'inprocess'
 
 @click.command('walkforward')
 @click.argument('strategy')
@@ -575,7 +596,7 @@ def _int_or_spec(v: str | None) -> int | str | None:
 def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], train: str, test_: str, step: str | None, anchored: bool,
                         purge: int, embargo: int, objective: str, executor: str | None, workers: int | None, store_path: str | None,
                         symbols: str | None, start: str | None, end: str | None, timeframe: str, session: str, engine: str | None, fill: str, cash: float,
-                        risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...], gate_policy: str | None, seed: int, progress: bool, out: str | None,
+                        risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...], adjust: bool, gate_policy: str | None, seed: int, progress: bool, out: str | None,
                         as_json: bool) -> None:
     "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
     from pathlib import Path
@@ -586,11 +607,16 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
         engine = _engine(engine, walk_forward)
         risk, costs = _risk(risk_spec), _costs(cost_pairs)
         path = _store_path(store_path)
-        res = walk_forward(strat, str(path), g, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
-                           anchored, objective, purge, embargo, engine, executor, costs, risk, cash, fill, None, seed, progress and not as_json,
+        syms, sess = [s.strip().upper() for s in symbols.split(',')] if symbols else None, None if session == 'all' else session
+        bars, store, executor = _adjusted_panel(path, syms, _bound(start, '--start'), _bound(end, '--end'), timeframe, sess, executor) if adjust else (str(path), None, executor)
+        res = walk_forward(strat, bars, g, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
+                           anchored, objective, purge, embargo, engine, executor, costs, risk, cash, fill, store, seed, progress and not as_json,
                            GatePolicy.from_yaml(gate_policy) if gate_policy else None,
-                           symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=_bound(start, '--start'), end=_bound(end, '--end'),
-                           timeframe=timeframe, session=None if session == 'all' else session, workers=workers)
+                           symbols=syms, start=None if adjust else _bound(start, '--start'), end=None if adjust else _bound(end, '--end'),
+                           timeframe=timeframe, session=sess, workers=workers)
+        if adjust: res.inputs['data'] = {**res.inputs['data'], 'source': 'store', 'store': path.name, 'adjust': True,
+                                         'synthetic': str(store.meta().get('synthetic', 'false')).lower() == 'true'}
+        else: res.inputs['data'] = {**res.inputs['data'], 'adjust': False}
         dest, reused = _save_result(res, out, 'walkforward')
     v = res.verdict
     if as_json:

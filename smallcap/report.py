@@ -433,6 +433,7 @@ def reproduce(inputs: dict[str, Any],  # the result's inputs
     if d.get('end'): words += ['--end', _ny_date(d['end'], 1)]
     if d.get('timeframe'): words += ['--timeframe', _q(d['timeframe'])]
     if d.get('session'): words += ['--session', _q(d['session'])]
+    if not d.get('adjust', False): words.append('--no-adjust')                # results before --adjust were unadjusted
     for k in ('engine', 'fill'):
         if inputs.get(k): words += [f"--{k}", _q(inputs[k])]
     if inputs.get('cash') is not None: words += ['--cash', _q(inputs['cash'])]

@@ -293,3 +293,47 @@ def test_vendor_headers_and_date_time_columns_need_no_mapping(store_copy, tmp_pa
     from smallcap.data.store import TickStore
     import pandas as pd
     assert TickStore(store_copy, read_only=True).bars('VNDR', session=None).ts.tolist() == [pd.Timestamp('2026-11-09 14:30', tz='UTC')]
+
+
+# class 6: honest defaults
+
+def test_backtests_use_adjusted_prices_by_default(small, tmp_path):
+    from smallcap.data.store import TickStore
+    ca = TickStore(small, read_only=True).corporate_actions()
+    assert len(ca) and (ca.kind == 'split').any()                            # the store has a split to adjust for
+    out = {}
+    for flag in ([], ['--no-adjust']):
+        j = json.loads(clean(run('backtest', 'sma_cross', '--store', small, '--session', 'all', '--json', *flag, cwd=tmp_path), 0))
+        out[bool(flag)] = json.loads((tmp_path / j['result'] / 'result.json').read_text())['inputs']['data']
+    assert out[False]['adjust'] is True and out[True]['adjust'] is False
+    import pandas as pd
+    b = {k: pd.read_parquet(tmp_path / 'reports' / 'results' / d / 'benchmark.parquet')['benchmark'] for k, d in
+         ((k, next(p.name for p in (tmp_path / 'reports' / 'results').iterdir() if json.loads((p / 'result.json').read_text())['inputs']['data']['adjust'] is (not k))) for k in (False, True))}
+    jump = {k: float(v.pct_change().abs().max()) for k, v in b.items()}
+    assert jump[True] > 5 * jump[False], jump                                 # the unadjusted buy & hold jumps at the split
+
+
+def test_walkforward_uses_adjusted_prices_and_says_when_it_cannot(small, tmp_path):
+    base = ['walkforward', 'sma_cross', '--store', small, '--train', '2D', '--test', '1D', '--no-progress', '--grid', 'fast=5,10']
+    j = json.loads(clean(run(*base, '--json', cwd=tmp_path), 0))
+    d = json.loads((tmp_path / j['result'] / 'result.json').read_text())['inputs']['data']
+    assert d['adjust'] is True and d['store'] == small.name and d['source'] == 'store'
+    o = clean(run(*base, '--executor', 'process', cwd=tmp_path), 1)
+    assert '--no-adjust' in o and '--executor process' in o
+
+
+def test_a_strategy_that_cannot_trade_in_the_session_warns_before_it_runs(small, tmp_path):
+    o = clean(run('backtest', 'gap_and_go', '--store', small, cwd=tmp_path), 0)
+    assert 'warning: gap_and_go gives no entry signal' in o and '--session extended' in o
+    assert o.index('warning:') < o.index('saved:')
+
+
+def test_store_bars_and_parity_work_with_their_own_defaults(small):
+    import datetime as dt
+    from smallcap.backtest import parity
+    from smallcap.data.panel import Panel
+    from smallcap.data.store import TickStore
+    st = TickStore(small, read_only=True)
+    assert st.bars(None, dt.date(2025, 10, 2), dt.date(2025, 10, 3)).equals(st.bars(None, '2025-10-02', '2025-10-03'))
+    rep = parity('orb', Panel.from_bars(st.bars(None, '2025-10-01', '2025-10-03')), store=st)
+    assert rep.vectorbt.inputs['risk']['sizing'] == 'fixed_notional'
