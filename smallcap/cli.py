@@ -18,10 +18,10 @@ import click
 import smallcap
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
-           'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest', 'data_delete',
-           'data_fetch', 'data_export', 'data_compact', 'run_options', 'scan', 'backtest', 'walkforward', 'report',
-           'docs']
+__all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'use_modules', 'config',
+           'stack_versions', 'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest',
+           'data_delete', 'data_fetch', 'data_export', 'data_compact', 'run_options', 'scan', 'backtest',
+           'strategy_table', 'strategies', 'walkforward', 'report', 'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'config': ('smallcap.cli:config', 'Show the effective settings (secrets shown only as set / not set).'),
     'data': ('smallcap.cli:data', 'Build, import, fetch, inspect and export tick stores.'),
     'scan': ('smallcap.cli:scan', 'Run a point-in-time small-cap scan over a store.'),
+    'strategies': ('smallcap.cli:strategies', 'List the strategies (library and --module): parameters, defaults, grids, bounds and warmups.'),
     'backtest': ('smallcap.cli:backtest', 'Backtest a registered strategy on a store and save the result for a report.'),
     'walkforward': ('smallcap.cli:walkforward', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
     'report': ('smallcap.cli:report', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
@@ -73,8 +74,23 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=dict(help_option_names=['-h', '--help']))
 @click.version_option(smallcap.__version__, '-V', '--version', prog_name='smallcap')
-def main() -> None:
+@click.option('--module', 'modules', multiple=True, metavar='PATH', help='A .py file or module with your own @register strategies (repeatable; also SMALLCAP_STRATEGY_MODULES).')
+def main(modules: tuple[str, ...]) -> None:
     "smallcap: research, backtest and trade US small-cap equities from notebooks."
+    if modules: use_modules(modules)
+
+def use_modules(modules: tuple[str, ...],  # .py files or module names given to --module
+               ) -> list[str]:
+    "Load user strategy modules for this command and the worker processes it starts (through SMALLCAP_STRATEGY_MODULES); returns the names they registered."
+    import os
+    from pathlib import Path
+    from smallcap.strategy.base import MODULES_ENV, load_strategy_module
+    names, specs = [], [m for m in os.environ.get(MODULES_ENV, '').split(os.pathsep) if m]
+    for m in modules:
+        names += load_strategy_module(m)
+        specs.append(str(Path(m).resolve()) if m.endswith('.py') or os.sep in m else m)
+    os.environ[MODULES_ENV] = os.pathsep.join(dict.fromkeys(specs))
+    return names
 
 # %% ../nbs/80_cli.ipynb #67d6b4ab
 def _settings() -> Any:
@@ -557,6 +573,37 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
     click.echo('costs: ' + ', '.join(f"{k} {v:,.2f}" for k, v in res.costs.items()))
     for n in res.notes: click.echo(f"note: {n}")
     click.echo(_saved_line(dest, reused))
+
+# %% ../nbs/80_cli.ipynb #7ac1b8b0
+def _jsonish(v: Any) -> Any:
+    "A parameter value as JSON can hold it."
+    return list(v) if isinstance(v, tuple) else v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+def strategy_table() -> list[dict[str, Any]]:
+    "Each registered strategy: name, description, sides, warmup of its defaults, and its parameters (type, default, grid, bounds, doc)."
+    from dataclasses import fields
+    from smallcap.strategy.base import STRATEGIES, list_strategies
+    out = []
+    for n in list_strategies():
+        if n.startswith('_'): continue                                   # examples of the docs
+        cls = STRATEGIES[n]
+        try: w = _jsonish(cls().warmup)
+        except Exception: w = None                                        # needs parameters (an ensemble needs members)
+        ps = [{'name': f.name, 'type': str(f.type), 'default': _jsonish(f.default), 'grid': [_jsonish(x) for x in f.metadata.get('grid', ())],
+               'low': f.metadata.get('low'), 'high': f.metadata.get('high'), 'doc': f.metadata.get('doc', '')} for f in fields(cls)]
+        out.append({'name': n, 'doc': (cls.__doc__ or '').strip().split('\n')[0], 'sides': list(cls.sides), 'warmup': w, 'module': cls.__module__, 'params': ps})
+    return out
+
+@click.command()
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+def strategies(as_json: bool) -> None:
+    "List the registered strategies: parameters with defaults, grids and bounds, and warmups."
+    with _clean_errors(): rows = strategy_table()
+    if as_json: click.echo(json.dumps(rows, indent=1)); return
+    for r in rows:
+        click.echo(f"{r['name']}: {r['doc']}  [sides {', '.join(r['sides'])}; warmup {r['warmup'] if r['warmup'] is not None else '- (needs parameters)'}]")
+        click.echo(_table([(p['name'], f"{p['type']:<6} default {p['default']!r:<10} grid {p['grid']}" + (f"  in [{p['low']}, {p['high']}]" if p['low'] is not None or p['high'] is not None else '')
+                            + (f"  {p['doc']}" if p['doc'] else '')) for p in r['params']]))
 
 # %% ../nbs/80_cli.ipynb #5455a9ff
 def _int_or_spec(v: str | None) -> int | str | None:

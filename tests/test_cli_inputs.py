@@ -337,3 +337,40 @@ def test_store_bars_and_parity_work_with_their_own_defaults(small):
     assert st.bars(None, dt.date(2025, 10, 2), dt.date(2025, 10, 3)).equals(st.bars(None, '2025-10-02', '2025-10-03'))
     rep = parity('orb', Panel.from_bars(st.bars(None, '2025-10-01', '2025-10-03')), store=st)
     assert rep.vectorbt.inputs['risk']['sizing'] == 'fixed_notional'
+
+
+# class 8: your own strategies everywhere
+
+MINE = '''from dataclasses import dataclass
+from typing import ClassVar
+from smallcap.strategy.base import param, register
+from smallcap.strategy.library import SmaCross
+
+@register
+@dataclass(frozen=True)
+class Slower(SmaCross):
+    "A slower crossover of my own."
+    name: ClassVar[str] = 'slower_cross'
+    slow: int = param(40, grid=[40, 60], low=2, doc='slow average length')
+'''
+
+
+def test_a_user_module_makes_its_strategies_usable_by_every_command(small, tmp_path, monkeypatch):
+    import subprocess, sys, os
+    monkeypatch.setenv('SMALLCAP_STRATEGY_MODULES', '')                    # restored after the test (--module sets it for workers)
+    mod = tmp_path / 'mine.py'; mod.write_text(MINE)
+    o = clean(run('--module', mod, 'strategies', cwd=tmp_path), 0)
+    assert 'slower_cross: A slower crossover of my own.' in o and 'slow' in o
+    o = clean(run('--module', mod, 'backtest', 'slower_cross', 'fast=5', '--store', small, cwd=tmp_path), 0)
+    assert 'saved:' in o and 'slower_cross' in o
+    o = clean(run('--module', mod, 'walkforward', 'slower_cross', '--grid', 'fast=5,10', '--store', small, '--train', '2D', '--test', '1D', '--no-progress', cwd=tmp_path), 0)
+    assert 'slower_cross walk-forward' in o
+    # worker processes find it through the environment the command sets (a fresh interpreter, as a process pool starts)
+    code = "from smallcap.strategy.base import get_strategy; print(get_strategy('slower_cross').slow)"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, env={**os.environ, 'SMALLCAP_STRATEGY_MODULES': str(mod)})
+    assert r.stdout.strip() == '40', r.stderr
+    assert os.environ.get('SMALLCAP_STRATEGY_MODULES', '').endswith(str(mod.resolve()))      # what --module set for the workers
+    o = clean(run('--module', tmp_path / 'missing.py', 'strategies'), 1)
+    assert 'missing.py does not exist (--module)' in o
+    (tmp_path / 'broken.py').write_text('import no_such_package_xyz\n')
+    assert 'failed to import: ModuleNotFoundError' in clean(run('--module', tmp_path / 'broken.py', 'backtest', 'x'), 1)
