@@ -533,6 +533,11 @@ def _save_result(res: Any,  # a BacktestResult or WalkForwardResult
     reused = _holds_same(dest, res.key, res.inputs, kind, False)
     return res.save(dest), reused
 
+def _keep_chart_bars(dest: Any, **source: Any) -> None:
+    "Save the bars of the sample-trade charts beside a result, so its report never needs the store again."
+    from smallcap.report import save_sample_bars
+    if not (dest / 'sample_bars.parquet').exists(): save_sample_bars(dest, **source)
+
 def _saved_line(dest: Any, reused: bool) -> str:
     "What the commands print about the saved result."
     return f"reused: {dest} (a result with identical inputs was already saved there)" if reused else f"saved: {dest}"
@@ -565,6 +570,7 @@ def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, sym
         res = _backtest(strat, bars, engine=engine, costs=costs, risk=risk, cash=cash, fill=fill, store=st,
                         timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session, 'adjust': adjust})
         dest, reused = _save_result(res, out, 'backtest')
+        _keep_chart_bars(dest, bars=bars)
     if as_json:
         click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()},
                                'costs': res.costs.round(2).to_dict(), 'notes': res.notes}, default=str)); return
@@ -665,6 +671,7 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
                                          'synthetic': str(store.meta().get('synthetic', 'false')).lower() == 'true'}
         else: res.inputs['data'] = {**res.inputs['data'], 'adjust': False}
         dest, reused = _save_result(res, out, 'walkforward')
+        _keep_chart_bars(dest, bars=bars if adjust else None, store=None if adjust else path)
     v = res.verdict
     if as_json:
         click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),

@@ -24,9 +24,9 @@ from .core import ConfigError, DataError, SmallcapError
 # %% auto #0
 __all__ = ['KINDS', 'META_ID', 'KERNEL', 'ReportError', 'result_kind', 'ReportData', 'example_result', 'sample_trades',
            'save_sample_bars', 'fmt', 'table_html', 'equity_figure', 'monthly_figure', 'pnl_figure', 'candles_figure',
-           'figure_html', 'reproduce', 'header_html', 'stats_html', 'equity_html', 'trades_html', 'samples_html',
-           'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html', 'page_html', 'scrub',
-           'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs']
+           'figure_html', 'reproduce', 'reproduce_python', 'header_html', 'stats_html', 'equity_html', 'trades_html',
+           'samples_html', 'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html',
+           'page_html', 'scrub', 'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs']
 
 # %% ../nbs/81_report.ipynb #e589cad7
 KINDS: tuple[str, ...] = ('backtest', 'walkforward')
@@ -441,6 +441,32 @@ def reproduce(inputs: dict[str, Any],  # the result's inputs
     if rk := _diff(inputs.get('risk'), RiskConfig().to_dict()): words += ['--risk', _q(json.dumps(rk, separators=(', ', ': ')))]
     return ' '.join(words)
 
+def reproduce_python(inputs: dict[str, Any],  # the result's inputs
+                     kind: str = 'backtest',  # 'backtest' or 'walkforward'
+                    ) -> str:
+    "The Python that reproduces a result from its inputs (the store must be where the command would find it)."
+    from smallcap.backtest.core import Costs
+    from smallcap.risk import RiskConfig
+    d = inputs.get('data') or {}
+    name = inputs.get('name') or str(inputs.get('strategy', '?')).split('@')[0]
+    params = inputs.get('base') if kind == 'walkforward' else inputs.get('params')
+    syms = list(d['symbols']) if isinstance(d.get('symbols'), (list, tuple)) else None
+    start, end = (_ny_date(d['start']) if d.get('start') else None), (_ny_date(d['end'], 1) if d.get('end') else None)
+    session = d.get('session') if d.get('session') != 'all' else None
+    common = {'engine': inputs.get('engine'), 'fill': inputs.get('fill'), 'cash': inputs.get('cash'), 'costs': _diff(inputs.get('costs'), Costs().to_dict()) or None,
+              'risk': _diff(inputs.get('risk'), RiskConfig().to_dict()) or None}
+    kw = lambda m: ', '.join(f"{k}={v!r}" for k, v in m.items() if v is not None)
+    strat = f"get_strategy({name!r}" + (f", {kw(params)})" if params else ')')
+    lines = ['from smallcap.backtest import backtest, walk_forward', 'from smallcap.data.panel import Panel', 'from smallcap.data.store import TickStore',
+             'from smallcap.strategy.base import get_strategy', f"store = TickStore({d.get('store') or 'STORE.duckdb'!r}, read_only=True)",
+             f"bars = Panel.from_bars(store.bars({syms!r}, {start!r}, {end!r}, timeframe={d.get('timeframe', '1min')!r}, session={session!r}, adjust={bool(d.get('adjust', False))}))"]
+    if kind == 'walkforward':
+        wf = {'grid': inputs.get('grid'), 'train': inputs.get('train'), 'test': inputs.get('test'), 'step': inputs.get('step'), 'anchored': inputs.get('anchored') or None,
+              'purge': inputs.get('purge') or None, 'embargo': inputs.get('embargo') or None, 'objective': inputs.get('objective'), **common, 'seed': inputs.get('seed') or None}
+        lines.append(f"res = walk_forward({strat}, bars, {kw(wf)}, store=store)")
+    else: lines.append(f"res = backtest({strat}, bars, {kw(common)}, store=store, timeframe={d.get('timeframe', '1min')!r})")
+    return '\n'.join(lines)
+
 def header_html(rd: ReportData,  # the loaded result
                 title: str | None = None,  # report title (default from the strategy)
                ) -> str:
@@ -477,7 +503,8 @@ def header_html(rd: ReportData,  # the loaded result
     if rd.verdict is not None:
         from smallcap.backtest.walkforward import GatePolicy
         gate = _diff(rd.verdict.policy, GatePolicy().to_dict()) or None
-    cmd = f"<p>Reproduce (from the directory holding the store):</p><pre class='cmd'>{_html.escape(reproduce(i, rd.kind, gate))}</pre>"
+    cmd = (f"<p>Reproduce (from the directory holding the store):</p><pre class='cmd'>{_html.escape(reproduce(i, rd.kind, gate))}</pre>"
+           f"<p>or in Python:</p><pre class='py'>{_html.escape(reproduce_python(i, rd.kind))}</pre>")
     return head + tbl + cmd
 
 _KEY_STATS = ('total_return', 'cagr', 'volatility', 'sharpe', 'sortino', 'calmar', 'max_drawdown', 'max_drawdown_duration', 'trades', 'win_rate',
@@ -648,7 +675,7 @@ thead th { background: var(--bg2); } table.kv th { text-align: left; background:
 tbody th { text-align: left; font-weight: 600; } td:last-child { white-space: normal; }
 table.left td { text-align: left; }
 .scroll { max-height: 520px; overflow: auto; border: 1px solid var(--line); } .scroll table { margin: 0; }
-pre.cmd { background: var(--bg2); border: 1px solid var(--line); padding: 10px; white-space: pre-wrap; word-break: break-all; font-size: 12.5px; }
+pre.cmd, pre.py { background: var(--bg2); border: 1px solid var(--line); padding: 10px; white-space: pre-wrap; word-break: break-all; font-size: 12.5px; }
 .note { color: var(--muted); font-size: 12.5px; } code { background: var(--bg2); padding: 1px 4px; border-radius: 3px; }
 .badge { font-size: 13px; padding: 2px 10px; border-radius: 10px; color: #fff; vertical-align: middle; margin-left: 8px; }
 .badge.pass { background: #1a7f37; } .badge.fail { background: #cf222e; }

@@ -374,3 +374,20 @@ def test_a_user_module_makes_its_strategies_usable_by_every_command(small, tmp_p
     assert 'missing.py does not exist (--module)' in o
     (tmp_path / 'broken.py').write_text('import no_such_package_xyz\n')
     assert 'failed to import: ModuleNotFoundError' in clean(run('--module', tmp_path / 'broken.py', 'backtest', 'x'), 1)
+
+
+# class 7: reports keep their provenance
+
+def test_a_report_needs_neither_the_store_nor_the_cli(small, tmp_path):
+    import html as _html, re, shutil
+    st = tmp_path / 'elsewhere' / 'mine.duckdb'; st.parent.mkdir(); shutil.copy(small, st)
+    j = json.loads(clean(run('backtest', 'sma_cross', 'fast=5', 'slow=20', '--store', st, '--session', 'all', '--json', cwd=tmp_path), 0))
+    rdir = tmp_path / j['result']
+    assert (rdir / 'sample_bars.parquet').exists()                          # the charts' bars travel with the result
+    shutil.rmtree(st.parent)                                                 # the store is gone
+    o = clean(run('report', rdir, '--out', tmp_path / 'reports', cwd=tmp_path), 0)
+    html = (tmp_path / 'reports' / f"{rdir.name}.html").read_text()
+    assert 'were not saved with this result' not in html and 'charts' in o and ' 0 charts' not in o
+    py = _html.unescape(re.search(r"<pre class=.py.>(.*?)</pre>", html, re.S).group(1))
+    assert "get_strategy('sma_cross', fast=5, slow=20" in py and "TickStore('mine.duckdb'" in py and 'adjust=True' in py
+    compile(py, 'reproduce', 'exec')
