@@ -109,7 +109,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def config(as_json: bool) -> None:
     "Show the effective settings (secrets shown only as set / not set)."
-    d = _settings().describe()
+    d = _settings().describe(typed=as_json)
     click.echo(json.dumps(d, indent=2) if as_json else _table(list(d.items())))
 
 # %% ../nbs/80_cli.ipynb #d8afcb25
@@ -313,7 +313,10 @@ def _store(path: str | None,  # --store (default: the settings' store_path)
         if not (p / 'meta.json').exists(): raise click.ClickException(f"{p} is a directory, not a store: --store takes a DuckDB store file or a Parquet export directory (with meta.json)")
         if not read_only or duckdb: raise click.ClickException(f"{p} is a Parquet export (read-only): this command needs a DuckDB store file (--store)")
         return ParquetStore(p)
-    if read_only and not p.exists(): raise click.ClickException(f"no store at {p} (--store)")
+    if read_only and not p.exists():
+        sample = p.parent / 'sample.duckdb'
+        hint = f"; the demo's synthetic store is {sample}: --store {sample}" if path is None and sample.is_file() else ''
+        raise click.ClickException(f"no store at {p} (--store{hint})")
     if p.is_file() and p.stat().st_size and p.open('rb').read(12)[8:12] != b'DUCK': raise click.ClickException(f"{p} is not a DuckDB store file (--store)")
     return TickStore(p, read_only=read_only)
 
