@@ -406,6 +406,14 @@ def _q(v: Any) -> str:
     import shlex
     return shlex.quote(str(v))
 
+def _user_module(name: str) -> str | None:
+    "The file of a registered strategy that is not smallcap's own (the --module a command needs to load it), else None."
+    import sys
+    from smallcap.strategy.base import STRATEGIES
+    cls = STRATEGIES.get(name)
+    if cls is None or cls.__module__.split('.')[0] == 'smallcap': return None
+    return getattr(sys.modules.get(cls.__module__), '__file__', None) or cls.__module__
+
 def reproduce(inputs: dict[str, Any],  # the result's inputs
               kind: str = 'backtest',  # 'backtest' or 'walkforward'
               gate: dict[str, Any] | None = None,  # gate policy fields that differ from the defaults (walk-forward)
@@ -427,6 +435,7 @@ def reproduce(inputs: dict[str, Any],  # the result's inputs
             if inputs.get(k, default) != default: words += [f"--{k}", _q(inputs[k])]
         if gate: words += ['--gate-policy', _q(json.dumps(gate, separators=(', ', ': ')))]
     else: words = ['smallcap', 'backtest', name, *(f"{k}={_q(v)}" for k, v in params.items())]
+    if mod := _user_module(name): words[1:1] = ['--module', _q(mod)]            # a strategy of the user's own
     if d.get('store'): words += ['--store', _q(d['store'])]
     if isinstance(d.get('symbols'), (list, tuple)): words += ['--symbols', _q(','.join(d['symbols']))]
     if d.get('start'): words += ['--start', _ny_date(d['start'])]
@@ -458,7 +467,8 @@ def reproduce_python(inputs: dict[str, Any],  # the result's inputs
     kw = lambda m: ', '.join(f"{k}={v!r}" for k, v in m.items() if v is not None)
     strat = f"get_strategy({name!r}" + (f", {kw(params)})" if params else ')')
     lines = ['from smallcap.backtest import backtest, walk_forward', 'from smallcap.data.panel import Panel', 'from smallcap.data.store import TickStore',
-             'from smallcap.strategy.base import get_strategy', f"store = TickStore({d.get('store') or 'STORE.duckdb'!r}, read_only=True)",
+             'from smallcap.strategy.base import get_strategy, load_strategy_module', *([f"load_strategy_module({m!r})"] if (m := _user_module(name)) else []),
+             f"store = TickStore({d.get('store') or 'STORE.duckdb'!r}, read_only=True)",
              f"bars = Panel.from_bars(store.bars({syms!r}, {start!r}, {end!r}, timeframe={d.get('timeframe', '1min')!r}, session={session!r}, adjust={bool(d.get('adjust', False))}))"]
     if kind == 'walkforward':
         wf = {'grid': inputs.get('grid'), 'train': inputs.get('train'), 'test': inputs.get('test'), 'step': inputs.get('step'), 'anchored': inputs.get('anchored') or None,
