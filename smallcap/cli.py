@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from contextlib import contextmanager
 from importlib import metadata
@@ -15,13 +16,13 @@ from typing import Any, Iterator
 import click
 
 import smallcap
-from .backtest import kv_pairs, run_options
 from .data.calendar import NY, to_ny
 
 # %% auto #0
-__all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'config', 'stack_versions',
-           'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest', 'data_fetch',
-           'data_export', 'data_compact', 'scan', 'backtest']
+__all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'use_modules', 'config',
+           'stack_versions', 'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest',
+           'data_delete', 'data_fetch', 'data_export', 'data_compact', 'run_options', 'scan', 'backtest',
+           'strategy_table', 'strategies', 'walkforward', 'report', 'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,10 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'config': ('smallcap.cli:config', 'Show the effective settings (secrets shown only as set / not set).'),
     'data': ('smallcap.cli:data', 'Build, import, fetch, inspect and export tick stores.'),
     'scan': ('smallcap.cli:scan', 'Run a point-in-time small-cap scan over a store.'),
+    'strategies': ('smallcap.cli:strategies', 'List the strategies (library and --module): parameters, defaults, grids, bounds and warmups.'),
     'backtest': ('smallcap.cli:backtest', 'Backtest a registered strategy on a store and save the result for a report.'),
-    'walkforward': ('smallcap.backtest.walkforward:walkforward_command', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
-    'report': ('smallcap.report:report_command', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
-    'docs': ('smallcap.report:docs_command', 'Build a browsable HTML version of the notebooks and reports (no Quarto needed).'),
+    'walkforward': ('smallcap.cli:walkforward', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
+    'report': ('smallcap.cli:report', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
+    'docs': ('smallcap.cli:docs', 'Build a browsable HTML version of the notebooks and reports (no Quarto needed).'),
 }
 
 class LazyGroup(click.Group):
@@ -53,6 +55,17 @@ class LazyGroup(click.Group):
         if not isinstance(cmd, click.Command): raise TypeError(f"{self.lazy[name][0]} is not a click command")
         return cmd
 
+    def invoke(self, ctx: click.Context) -> Any:
+        "Run the command; smallcap's errors and any other exception become a one-line error (SMALLCAP_DEBUG=1 shows the traceback)."
+        import os
+        try: return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort): raise
+        except Exception as e:
+            if os.environ.get('SMALLCAP_DEBUG'): raise
+            from smallcap.core import SmallcapError
+            if isinstance(e, SmallcapError): raise click.ClickException(str(e)) from None
+            raise click.ClickException(f"unexpected {type(e).__name__}: {e} (please report it with the command line; SMALLCAP_DEBUG=1 shows where)") from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         "List subcommands from their registered help text, without importing them."
         rows = [(n, self.lazy[n][1]) if n in self.lazy else (n, self.commands[n].get_short_help_str())
@@ -62,8 +75,23 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=dict(help_option_names=['-h', '--help']))
 @click.version_option(smallcap.__version__, '-V', '--version', prog_name='smallcap')
-def main() -> None:
+@click.option('--module', 'modules', multiple=True, metavar='PATH', help='A .py file or module with your own @register strategies (repeatable; also SMALLCAP_STRATEGY_MODULES).')
+def main(modules: tuple[str, ...]) -> None:
     "smallcap: research, backtest and trade US small-cap equities from notebooks."
+    if modules: use_modules(modules)
+
+def use_modules(modules: tuple[str, ...],  # .py files or module names given to --module
+               ) -> list[str]:
+    "Load user strategy modules for this command and the worker processes it starts (through SMALLCAP_STRATEGY_MODULES); returns the names they registered."
+    import os
+    from pathlib import Path
+    from smallcap.strategy.base import MODULES_ENV, load_strategy_module
+    names, specs = [], [m for m in os.environ.get(MODULES_ENV, '').split(os.pathsep) if m]
+    for m in modules:
+        names += load_strategy_module(m)
+        specs.append(str(Path(m).resolve()) if m.endswith('.py') or os.sep in m else m)
+    os.environ[MODULES_ENV] = os.pathsep.join(dict.fromkeys(specs))
+    return names
 
 # %% ../nbs/80_cli.ipynb #67d6b4ab
 def _settings() -> Any:
@@ -82,7 +110,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON instead of a table.')
 def config(as_json: bool) -> None:
     "Show the effective settings (secrets shown only as set / not set)."
-    d = _settings().describe()
+    d = _settings().describe(typed=as_json)
     click.echo(json.dumps(d, indent=2) if as_json else _table(list(d.items())))
 
 # %% ../nbs/80_cli.ipynb #d8afcb25
@@ -211,7 +239,7 @@ def demo(fresh: bool) -> None:
                                fill=cfg['fill'], cash=cfg['cash'], seed=cfg['seed'], timeframe=cfg['timeframe'], session=cfg['session'],
                                executor='inprocess', progress=True)
             if res.inputs['data']['fingerprint'] != fp: raise click.ClickException(f"the store changed while the demo ran ({fp} -> {res.inputs['data']['fingerprint']})")
-            res.save(rdir)
+            res.save(rdir, replace=True)                                   # the demo's own cache directory (keyed by demo.json)
             tmp = rdir / '.demo.json.partial'
             tmp.write_text(json.dumps({'key': key, 'config': cfg, 'fingerprint': fp, 'version': smallcap.__version__}, indent=1)); tmp.replace(marker)
             st.done(f"({len(res.folds)} folds x {res.inputs['combinations']} combinations, saved {_rel(rdir)})")
@@ -228,8 +256,9 @@ def demo(fresh: bool) -> None:
         st.done()
 
         st.start(5, DEMO_STEPS[4][0])
-        from smallcap.report import _slug, publish, read_meta
-        html = s.reports_dir / f"{_slug(rdir.name, 120)}.html"
+        from smallcap.backtest.core import slug
+        from smallcap.report import publish, read_meta
+        html = s.reports_dir / f"{slug(rdir.name)}.html"
         meta = read_meta(html) if html.exists() else None
         if cached and meta and meta.get('result') == rdir.name and html.stat().st_mtime >= (rdir / 'result.json').stat().st_mtime:
             st.done(f"(reused {_rel(html)})")
@@ -256,13 +285,43 @@ def _clean_errors() -> Iterator[None]:
     try: yield
     except SmallcapError as e: raise click.ClickException(str(e)) from None
 
-def _store(path: str | None, read_only: bool = False) -> Any:
-    "The TickStore at `path` (default: the settings' store_path)."
-    from smallcap.data.store import TickStore
-    return TickStore(path or _settings().store_path, read_only=read_only)
+def _bound(value: str | None,  # a --start, --end or --at value
+           opt: str,  # the option, named in errors
+          ) -> str | None:
+    "`value` if it is a New York date (YYYY-MM-DD) or an aware time; ConfigError naming `opt` otherwise."
+    import pandas as pd
+    from smallcap.core import ConfigError, plain_date
+    if value is None or plain_date(value, opt) is not None: return value
+    try: ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError): raise ConfigError(f"{opt} {value!r} is neither a date (YYYY-MM-DD) nor a time") from None
+    if ts.tzinfo is None: raise ConfigError(f"{opt} {value!r} has no UTC offset: give a New York date (YYYY-MM-DD) or an aware time (2026-11-09T09:30-05:00)")
+    return value
 
-_STORE_OPT = click.option('--store', 'store_path', type=click.Path(dir_okay=False), default=None,
-                          help='DuckDB store file (default: settings store_path).')
+def _store_path(path: str | None) -> Any:
+    "The path of the store --store names (checked as `_store` checks it)."
+    st = _store(path, read_only=True)
+    return getattr(st, 'path', None) or st.root
+
+def _store(path: str | None,  # --store (default: the settings' store_path)
+           read_only: bool = False,  # the command only reads
+           duckdb: bool = False,  # the command needs a DuckDB store file even though it only reads
+          ) -> Any:
+    "The store --store names: a DuckDB file (TickStore), or a Parquet export directory (ParquetStore) for a command that only reads."
+    from pathlib import Path
+    from smallcap.data.store import ParquetStore, TickStore
+    p = Path(path) if path else Path(_settings().store_path)
+    if p.is_dir():
+        if not (p / 'meta.json').exists(): raise click.ClickException(f"{p} is a directory, not a store: --store takes a DuckDB store file or a Parquet export directory (with meta.json)")
+        if not read_only or duckdb: raise click.ClickException(f"{p} is a Parquet export (read-only): this command needs a DuckDB store file (--store)")
+        return ParquetStore(p)
+    if read_only and not p.exists():
+        sample = p.parent / 'sample.duckdb'
+        hint = f"; the demo's synthetic store is {sample}: --store {sample}" if path is None and sample.is_file() else ''
+        raise click.ClickException(f"no store at {p} (--store{hint})")
+    if p.is_file() and p.stat().st_size and p.open('rb').read(12)[8:12] != b'DUCK': raise click.ClickException(f"{p} is not a DuckDB store file (--store)")
+    return TickStore(p, read_only=read_only)
+
+_STORE_OPT = click.option('--store', 'store_path', default=None, help='DuckDB store file or Parquet export directory (default: settings store_path).')
 
 @click.group()
 def data() -> None:
@@ -287,7 +346,7 @@ def data_info(store_path: str | None, as_json: bool) -> None:
         st = _store(store_path, read_only=True)
         s = st.summary()
     if as_json: click.echo(json.dumps(s, indent=2, default=str)); return
-    click.echo(f"{st.path}" + ('  [SYNTHETIC DATA]' if s['meta'].get('synthetic') == 'true' else ''))
+    click.echo(f"{getattr(st, 'path', None) or st.root}" + ('  [SYNTHETIC DATA]' if s['meta'].get('synthetic') == 'true' else ''))
     click.echo(_table([(t, f"{v['rows']:>12,} rows  {v['symbols']:>5} symbols  {v['first'] or '-'} .. {v['last'] or '-'}  {', '.join(v['sources'])}")
                        for t, v in s.items() if t != 'meta']))
 
@@ -299,15 +358,31 @@ def data_info(store_path: str | None, as_json: bool) -> None:
 @click.option('--timeframe', default=None, help='Timeframe of a bar file without a timeframe column.')
 @click.option('--ignore', multiple=True, help='File column to drop (repeatable).')
 @click.option('--source', default=None, help="Recorded source (default file:<name>).")
+@click.option('--replace', is_flag=True, help='Replace stored rows with the same key (bars, reference, corporate actions, status), validated like new ones.')
 @_STORE_OPT
 def data_ingest(file: str, table: str, mapping: tuple[str, ...], tz: str | None, timeframe: str | None,
-                ignore: tuple[str, ...], source: str | None, store_path: str | None) -> None:
+                ignore: tuple[str, ...], source: str | None, replace: bool, store_path: str | None) -> None:
     "Import a CSV or Parquet file into the store, validated (a bad file writes nothing)."
     from smallcap.data.files import import_file
     if bad := [m for m in mapping if m.count('=') != 1]: raise click.BadParameter(f"{bad}: use FILECOL=STORECOL", param_hint='--map')
     with _clean_errors():
-        r = import_file(_store(store_path), file, table, dict(m.split('=') for m in mapping), tz=tz, ignore=ignore, timeframe=timeframe, source=source)
+        r = import_file(_store(store_path), file, table, dict(m.split('=') for m in mapping), tz=tz, ignore=ignore, timeframe=timeframe, source=source, replace=replace)
     click.echo(f"{r.table}: {r.rows:,} rows read, {r.written:,} written, {r.duplicates:,} already stored")
+
+@data.command('delete')
+@click.option('--table', required=True, type=click.Choice(['trades', 'quotes', 'bars', 'reference', 'corporate_actions', 'status']))
+@click.option('--symbols', required=True, help='Comma-separated symbols whose rows are deleted.')
+@click.option('--start', default=None, help='First New York date or aware time deleted (default: the first row).')
+@click.option('--end', default=None, help='End, exclusive (default: after the last row).')
+@click.option('--timeframe', default=None, help='Bars only: delete just this timeframe.')
+@_STORE_OPT
+def data_delete(table: str, symbols: str, start: str | None, end: str | None, timeframe: str | None, store_path: str | None) -> None:
+    "Delete stored rows of some symbols in a time range, atomically (e.g. bad bars before re-ingesting them)."
+    with _clean_errors():
+        syms = [x.strip().upper() for x in symbols.split(',') if x.strip()]
+        if not syms: raise click.BadParameter(f"{symbols!r} names no symbol", param_hint='--symbols')
+        n = _store(store_path, read_only=True, duckdb=True) and _store(store_path).delete(table, syms, _bound(start, '--start'), _bound(end, '--end'), timeframe)
+    click.echo(f"{table}: {n:,} rows deleted ({', '.join(syms)}{', ' + timeframe if timeframe else ''}, {start or 'first'} .. {end or 'last'})")
 
 @data.command('fetch')
 @click.option('--kind', type=click.Choice(['bars', 'trades', 'quotes']), default='bars', show_default=True)
@@ -333,7 +408,7 @@ def data_fetch(kind: str, symbols: str, start: str, end: str, timeframe: str, fe
 def data_export(dest: str, tables: tuple[str, ...], store_path: str | None) -> None:
     "Export the store as hive-partitioned Parquet (date=/symbol=) for ParquetStore readers."
     with _clean_errors():
-        rows = _store(store_path, read_only=True).export_parquet(dest, list(tables) or None)
+        rows = _store(store_path, read_only=True, duckdb=True).export_parquet(dest, list(tables) or None)
     click.echo(_table([(t, f"{n:,} rows") for t, n in rows.items()]))
 
 @data.command('compact')
@@ -343,6 +418,95 @@ def data_compact(store_path: str | None) -> None:
     with _clean_errors():
         w = _store(store_path).compact()
     click.echo(_table([(t, f"{n:,} rows compacted") for t, n in w.items()]) or 'nothing to compact')
+
+# %% ../nbs/80_cli.ipynb #a708ba77
+def run_options(f: Any) -> Any:
+    "Decorate a click command with the options of a strategy run over a store: the bars, the engine and fill model, cash, risk and costs."
+    for o in reversed([
+            click.option('--symbols', default=None, help='Comma-separated symbols (default: every symbol in the store).'),
+            click.option('--start', default=None, help="First New York date (default: the store's first)."),
+            click.option('--end', default=None, help="End date, exclusive (default: after the store's last)."),
+            click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.'),
+            click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all'])),
+            click.option('--engine', default=None, help="Engine (default: the library's default; smallcap.backtest.core.ENGINES lists them)."),
+            click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple'])),
+            click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.'),
+            click.option('--risk', 'risk_spec', multiple=True, help="Risk limits (repeatable): KEY=VALUE, YAML text ('max_positions: 5') or a YAML file."),
+            click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.'),
+            click.option('--adjust/--no-adjust', default=True, show_default=True, help='Split- and dividend-adjusted prices (a reverse split is not a +900% gap).')]):
+        f = o(f)
+    return f
+
+def _engine(engine: str | None, func: Any) -> str:
+    "The engine named by --engine, checked against the library's engines (default: `func`'s default)."
+    import inspect
+    from smallcap.backtest.core import ENGINES
+    e = engine if engine is not None else inspect.signature(func).parameters['engine'].default
+    if e not in ENGINES: raise click.BadParameter(f"{e!r} is not an engine; choose one of {list(ENGINES)}", param_hint='--engine')
+    return e
+
+def _strategy_cls(name: str) -> type:
+    "The registered strategy class `name` (an unknown name lists the known ones)."
+    from smallcap.strategy.base import STRATEGIES, get_strategy, list_strategies
+    if name not in STRATEGIES and name not in list_strategies(): get_strategy(name)
+    return STRATEGIES[name]
+
+def _strategy(name: str, params: tuple[str, ...]) -> Any:
+    "The strategy `name` with its KEY=VALUE parameters, each read by its parameter's type."
+    from smallcap.core import field_types, parse_pairs
+    from smallcap.strategy.base import get_strategy
+    cls = _strategy_cls(name)
+    return get_strategy(name, **parse_pairs(params, field_types(cls), 'PARAMS', noun='parameters', owner=name))
+
+def _grid(strat: Any,  # the strategy with its fixed parameters
+          pairs: tuple[str, ...],  # the --grid values
+          fixed: tuple[str, ...] = (),  # the KEY=VALUE parameters given
+         ) -> dict[str, list[Any]] | None:
+    "The --grid values: every one a valid value of its parameter, no key also fixed as a parameter, at least one valid combination."
+    import itertools
+    from smallcap.core import ConfigError, field_types, parse_pairs
+    if not pairs: return None
+    cls, base = type(strat), strat.params()
+    g = parse_pairs(pairs, field_types(cls), '--grid', lists=True, noun='parameters', owner=strat.name)
+    if both := sorted(set(g) & {p.partition('=')[0].strip() for p in fixed}): raise ConfigError(f"{both} given both as a parameter and in --grid: give it in one place")
+    for k, vals in g.items():
+        for v in vals:
+            try: cls(**{**base, k: v})
+            except ConfigError as e:
+                if str(e).startswith((f"{strat.name}.{k} ", f"{strat.name}.{k}=")): raise ConfigError(f"--grid {k}={v!r}: {e}") from None
+    if cls.combinations(g): return g
+    why: dict[str, int] = {}
+    for combo in itertools.product(*g.values()):
+        try: cls(**{**base, **dict(zip(g, combo))})
+        except ConfigError as e: why[str(e)] = why.get(str(e), 0) + 1
+    n = math.prod(len(v) for v in g.values())
+    raise ConfigError(f"no valid combination of {strat.name} in --grid {g}: all {n} fail a constraint: " + '; '.join(f"{m} ({k} of {n})" for m, k in why.items()))
+
+def _risk(specs: tuple[str, ...]) -> Any:
+    "The --risk limits: KEY=VALUE pairs, YAML text or YAML files, merged (a key set twice is refused)."
+    from smallcap.core import ConfigError, field_types, parse_pairs, yaml_mapping
+    from smallcap.risk import RiskConfig
+    d: dict[str, Any] = {}
+    for s in specs:
+        one = (parse_pairs([s], field_types(RiskConfig), '--risk', owner='RiskConfig') if '=' in s.split(':')[0] and '\n' not in s
+               else yaml_mapping(s, '--risk') or {})
+        if twice := sorted(set(one) & set(d)): raise ConfigError(f"--risk sets {twice} twice; give each limit once")
+        d.update(one)
+    return RiskConfig.from_dict(d)
+
+def _warn_if_idle(strat: Any, bars: Any, session: str) -> None:
+    "Warn (before the run) when the strategy gives no entry signal at all on these bars, naming the session that may be missing."
+    sig = strat.signals(bars)
+    n = sum(int(getattr(sig, f).to_numpy().sum()) for f in ('entries_long', 'entries_short') if getattr(sig, f, None) is not None)
+    if n == 0:
+        hint = " (strategies that read the premarket, like gap_and_go, need --session extended)" if session in ('regular', 'after-hours') else ''
+        click.echo(f"warning: {strat.name} gives no entry signal on these {len(bars):,} {session}-session bars, so it will make no trade{hint}", err=True)
+
+def _costs(pairs: tuple[str, ...]) -> Any:
+    "The --cost fields, each read by its field's type."
+    from smallcap.backtest.core import Costs
+    from smallcap.core import field_types, parse_pairs
+    return Costs.from_dict(parse_pairs(pairs, field_types(Costs), '--cost', owner='Costs'))
 
 # %% ../nbs/80_cli.ipynb #339567d0
 @click.command()
@@ -356,46 +520,202 @@ def scan(filters: tuple[str, ...], spec: str | None, at: str | None, store_path:
     from smallcap.scan import Scan, run_scan
     with _clean_errors():
         sc = Scan.parse(spec, **Scan.from_pairs(filters).to_dict(compact=True)) if filters else Scan.parse(spec)
-        df = run_scan(_store(store_path, read_only=True), sc, at)
+        df = run_scan(_store(store_path, read_only=True), sc, _bound(at, '--at'))
     if as_json: click.echo(df.to_json(orient='records', date_format='iso')); return
     click.echo(f"scan as of {at or 'now'}: {len(df)} symbol(s)")
     if len(df): click.echo(df.to_string(index=False))
 
 # %% ../nbs/80_cli.ipynb #d9f99b05
+def _save_result(res: Any,  # a BacktestResult or WalkForwardResult
+                 out: str | None,  # --out, or None for the default directory
+                 kind: str,  # 'backtest' or 'walkforward'
+                ) -> tuple[Any, bool]:
+    "(directory, reused): save a result where `--out` says or under reports/results by its inputs; an identical saved one is reused."
+    from pathlib import Path
+    from smallcap.backtest.core import _holds_same, result_name
+    dest = Path(out) if out else Path('reports') / 'results' / result_name(res.inputs, kind, res.key)
+    reused = _holds_same(dest, res.key, res.inputs, kind, False)
+    return res.save(dest), reused
+
+def _keep_chart_bars(dest: Any, **source: Any) -> None:
+    "Save the bars of the sample-trade charts beside a result, so its report never needs the store again."
+    from smallcap.report import save_sample_bars
+    if not (dest / 'sample_bars.parquet').exists(): save_sample_bars(dest, **source)
+
+def _saved_line(dest: Any, reused: bool) -> str:
+    "What the commands print about the saved result."
+    return f"reused: {dest} (a result with identical inputs was already saved there)" if reused else f"saved: {dest}"
+
 @click.command()
 @click.argument('strategy')
 @click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
 @_STORE_OPT
 @run_options
-@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy>-<fingerprint>).')
+@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
 def backtest(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str | None, end: str | None,
-             timeframe: str, session: str, engine: str, fill: str, cash: float, risk_spec: str | None, cost_pairs: tuple[str, ...],
-             out: str | None, as_json: bool) -> None:
+             timeframe: str, session: str, engine: str | None, fill: str, cash: float, risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...],
+             adjust: bool, out: str | None, as_json: bool) -> None:
     "Backtest a registered strategy on a store and save the result for a report."
-    import json, re
+    import json
     from pathlib import Path
-    from smallcap.backtest.core import Costs, backtest as _backtest
+    from smallcap.backtest.core import backtest as _backtest
     from smallcap.data.panel import Panel
-    from smallcap.risk import RiskConfig
-    from smallcap.strategy.base import get_strategy
     with _clean_errors():
-        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
+        strat = _strategy(strategy, params)
+        engine = _engine(engine, _backtest)
+        risk, costs = _risk(risk_spec), _costs(cost_pairs)
         st = _store(store_path, read_only=True)
         syms = [s.strip().upper() for s in symbols.split(',')] if symbols else None
-        b = st.bars(syms, start, end, timeframe=timeframe, session=None if session == 'all' else session)
+        b = st.bars(syms, _bound(start, '--start'), _bound(end, '--end'), timeframe=timeframe, session=None if session == 'all' else session, adjust=adjust)
         if len(b) == 0: raise click.ClickException(f"no {timeframe} bars in {store_path or _settings().store_path} for those symbols and dates")
         bars = Panel.from_bars(b)
-        risk = RiskConfig.from_yaml(risk_spec) if risk_spec else RiskConfig()
-        res = _backtest(strat, bars, engine=engine, costs=Costs.from_dict(kv_pairs(cost_pairs, '--cost')), risk=risk, cash=cash, fill=fill, store=st,
-                        timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
-        slug = re.sub(r'[^A-Za-z0-9_.=-]+', '_', strat.id)[:80]
-        dest = res.save(Path(out) if out else Path('reports') / 'results' / f"{slug}-{res.inputs['data']['fingerprint']}")
+        _warn_if_idle(strat, bars, session)
+        res = _backtest(strat, bars, engine=engine, costs=costs, risk=risk, cash=cash, fill=fill, store=st,
+                        timeframe=timeframe, meta={'store': Path(store_path or _settings().store_path).name, 'session': session, 'adjust': adjust})
+        dest, reused = _save_result(res, out, 'backtest')
+        _keep_chart_bars(dest, bars=bars)
     if as_json:
-        click.echo(json.dumps({'result': str(dest), 'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()},
+        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()},
                                'costs': res.costs.round(2).to_dict(), 'notes': res.notes}, default=str)); return
     click.echo(f"{strat.id} on {bars.close.shape[1]} symbols, {len(bars)} {timeframe} bars ({engine}, {fill} fills)")
     click.echo(res.summary().to_string())
     click.echo('costs: ' + ', '.join(f"{k} {v:,.2f}" for k, v in res.costs.items()))
     for n in res.notes: click.echo(f"note: {n}")
-    click.echo(f"saved: {dest}")
+    click.echo(_saved_line(dest, reused))
+
+# %% ../nbs/80_cli.ipynb #7ac1b8b0
+def _jsonish(v: Any) -> Any:
+    "A parameter value as JSON can hold it."
+    return list(v) if isinstance(v, tuple) else v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+def strategy_table() -> list[dict[str, Any]]:
+    "Each registered strategy: name, description, sides, warmup of its defaults, and its parameters (type, default, grid, bounds, doc)."
+    from dataclasses import fields
+    from smallcap.strategy.base import STRATEGIES, list_strategies
+    out = []
+    for n in list_strategies():
+        if n.startswith('_'): continue                                   # examples of the docs
+        cls = STRATEGIES[n]
+        try: w = _jsonish(cls().warmup)
+        except Exception: w = None                                        # needs parameters (an ensemble needs members)
+        ps = [{'name': f.name, 'type': str(f.type), 'default': _jsonish(f.default), 'grid': [_jsonish(x) for x in f.metadata.get('grid', ())],
+               'low': f.metadata.get('low'), 'high': f.metadata.get('high'), 'doc': f.metadata.get('doc', '')} for f in fields(cls)]
+        out.append({'name': n, 'doc': (cls.__doc__ or '').strip().split('\n')[0], 'sides': list(cls.sides), 'warmup': w, 'module': cls.__module__, 'params': ps})
+    return out
+
+@click.command()
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+def strategies(as_json: bool) -> None:
+    "List the registered strategies: parameters with defaults, grids and bounds, and warmups."
+    with _clean_errors(): rows = strategy_table()
+    if as_json: click.echo(json.dumps(rows, indent=1)); return
+    for r in rows:
+        click.echo(f"{r['name']}: {r['doc']}  [sides {', '.join(r['sides'])}; warmup {r['warmup'] if r['warmup'] is not None else '- (needs parameters)'}]")
+        click.echo(_table([(p['name'], f"{p['type']:<6} default {p['default']!r:<10} grid {p['grid']}" + (f"  in [{p['low']}, {p['high']}]" if p['low'] is not None or p['high'] is not None else '')
+                            + (f"  {p['doc']}" if p['doc'] else '')) for p in r['params']]))
+
+# %% ../nbs/80_cli.ipynb #5455a9ff
+def _int_or_spec(v: str | None) -> int | str | None:
+    return None if v is None else int(v) if v.strip().isdigit() else v
+
+def _adjusted_panel(path: Any, symbols: Any, start: Any, end: Any, timeframe: str, session: str | None, executor: str | None) -> tuple[Any, Any, str]:
+    "(adjusted bars, their store, executor) for a walk-forward on adjusted prices: its folds run in this process, which holds the adjusted bars."
+    from smallcap.core import ConfigError, DataError
+    from smallcap.data.panel import Panel
+    if executor not in (None, 'inprocess'):
+        raise ConfigError(f"--executor {executor} workers read the store's unadjusted bars: give --no-adjust with it, or leave --executor to run on adjusted prices")
+    st = _store(str(path), read_only=True)
+    b = st.bars(symbols, start, end, timeframe=timeframe, session=session, adjust=True)
+    if len(b) == 0: raise DataError(f"no {timeframe} bars in {path} for symbols={symbols} start={start} end={end}")
+    return Panel.from_bars(b), st, 'inprocess'
+
+@click.command('walkforward')
+@click.argument('strategy')
+@click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
+@click.option('--grid', 'grid', multiple=True, metavar='KEY=V1,V2', help="A swept parameter's values (repeatable), e.g. --grid fast=5,10,20.")
+@click.option('--train', default='20D', show_default=True, help="Training window: bars (500), sessions (10D), weeks (2W) or months (1M).")
+@click.option('--test', 'test_', default='5D', show_default=True, help='Test window (same syntax).')
+@click.option('--step', default=None, help='Distance between test windows (default: --test).')
+@click.option('--anchored', is_flag=True, help='Anchored (growing) training windows instead of rolling ones.')
+@click.option('--purge', default=0, show_default=True, type=int, help='Bars dropped at the end of each training window.')
+@click.option('--embargo', default=0, show_default=True, type=int, help='Bars after each test window never used for training.')
+@click.option('--objective', default='sharpe', show_default=True, help='Sweep statistic maximised in sample.')
+@click.option('--executor', default=None, help="inprocess, process, dask, or a Dask scheduler address (default: by the size of the work).")
+@click.option('--workers', default=None, type=int, help='Worker processes (default: the CPU count).')
+@click.option('--store', 'store_path', default=None, help='DuckDB store or Parquet export directory (default: the configured store).')
+@run_options
+@click.option('--gate-policy', 'gate_policy', default=None, help='Gate policy: a YAML file or text (default: the standard policy).')
+@click.option('--seed', default=0, show_default=True, type=int, help='Seed (look-ahead sample).')
+@click.option('--progress/--no-progress', default=True, show_default=True, help='Progress bar.')
+@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
+@click.option('--json', 'as_json', is_flag=True, help='Print the summary, folds and verdict as JSON.')
+def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], train: str, test_: str, step: str | None, anchored: bool,
+                        purge: int, embargo: int, objective: str, executor: str | None, workers: int | None, store_path: str | None,
+                        symbols: str | None, start: str | None, end: str | None, timeframe: str, session: str, engine: str | None, fill: str, cash: float,
+                        risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...], adjust: bool, gate_policy: str | None, seed: int, progress: bool, out: str | None,
+                        as_json: bool) -> None:
+    "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
+    from pathlib import Path
+    from smallcap.backtest.walkforward import GatePolicy, _js, walk_forward
+    with _clean_errors():
+        strat = _strategy(strategy, params)
+        g = _grid(strat, grid, params)
+        engine = _engine(engine, walk_forward)
+        risk, costs = _risk(risk_spec), _costs(cost_pairs)
+        path = _store_path(store_path)
+        syms, sess = [s.strip().upper() for s in symbols.split(',')] if symbols else None, None if session == 'all' else session
+        bars, store, executor = _adjusted_panel(path, syms, _bound(start, '--start'), _bound(end, '--end'), timeframe, sess, executor) if adjust else (str(path), None, executor)
+        res = walk_forward(strat, bars, g, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
+                           anchored, objective, purge, embargo, engine, executor, costs, risk, cash, fill, store, seed, progress and not as_json,
+                           GatePolicy.from_yaml(gate_policy) if gate_policy else None,
+                           symbols=syms, start=None if adjust else _bound(start, '--start'), end=None if adjust else _bound(end, '--end'),
+                           timeframe=timeframe, session=sess, workers=workers)
+        if adjust: res.inputs['data'] = {**res.inputs['data'], 'source': 'store', 'store': path.name, 'adjust': True,
+                                         'synthetic': str(store.meta().get('synthetic', 'false')).lower() == 'true'}
+        else: res.inputs['data'] = {**res.inputs['data'], 'adjust': False}
+        dest, reused = _save_result(res, out, 'walkforward')
+        _keep_chart_bars(dest, bars=bars if adjust else None, store=None if adjust else path)
+    v = res.verdict
+    if as_json:
+        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
+                               'verdict': json.loads(v.to_json()) if v is not None else None, 'notes': res.notes}, default=str)); return
+    cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades', 'efficiency']
+    n_grid = math.prod(len(v) for v in g.values()) if g else res.inputs['combinations']
+    cut = f" ({n_grid - res.inputs['combinations']} of the grid's {n_grid} break a constraint of {strat.name} and are not trials)" if n_grid > res.inputs['combinations'] else ''
+    click.echo(f"{strat.name} walk-forward: {len(res.folds)} folds x {res.inputs['combinations']} combinations{cut}, train {train}, test {test_}{', anchored' if anchored else ''}")
+    ft = res.folds[[c for c in cols if c in res.folds.columns]]
+    click.echo(ft.round({c: 4 for c in ft.columns if ft[c].dtype.kind == 'f'}).to_string(index=False))
+    click.echo(res.summary().to_string())
+    if v is not None:
+        click.echo(str(v))
+    click.echo(_saved_line(dest, reused))
+
+# %% ../nbs/80_cli.ipynb #54769a1d
+@click.command('report')
+@click.argument('path', type=click.Path(file_okay=False))
+@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default=None, help='Reports directory (default: settings reports_dir).')
+@click.option('--title', default=None, help='Report title (default: the strategy name).')
+@click.option('--store', 'store_path', default=None, help='Store for the sample charts when no bars are saved with the result.')
+@click.option('--timeout', default=600, show_default=True, type=int, help='Seconds allowed per template cell.')
+def report(path: str, out_dir: str | None, title: str | None, store_path: str | None, timeout: int) -> None:
+    "Publish a saved backtest or walk-forward result as a standalone HTML report and rebuild the reports index."
+    import os
+    from smallcap.core import SmallcapError
+    from smallcap.report import publish, read_meta
+    try: dest = publish(path, out_dir=out_dir, title=title, store=store_path, timeout=timeout)
+    except SmallcapError as e: raise click.ClickException(str(e)) from None
+    m = read_meta(dest) or {}
+    click.echo(f"report: {os.path.relpath(dest)}  ({dest.stat().st_size / 1e6:.1f} MB, {m.get('charts')} charts{', SYNTHETIC data' if m.get('synthetic') else ''})")
+    click.echo(f"index:  {os.path.relpath(dest.parent / 'index.html')}")
+
+@click.command('docs')
+@click.option('--out', 'out_dir', default='_docs', show_default=True, help='Output directory.')
+def docs(out_dir: str) -> None:
+    "Build a browsable HTML version of the notebooks, tutorials and reports (nbconvert; no Quarto needed)."
+    import os
+    from smallcap.core import SmallcapError
+    from smallcap.report import build_docs
+    try: idx = build_docs(out_dir)
+    except SmallcapError as e: raise click.ClickException(str(e)) from None
+    click.echo(f"docs: {os.path.relpath(idx)} ({len(list(idx.parent.glob('*.html')))} pages)")

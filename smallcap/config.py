@@ -53,9 +53,11 @@ class _YamlSource(PydanticBaseSettingsSource):
                 raise ConfigError(f"config file {path} ({where}) names secret(s) {bad}: secrets are read from environment "
                                   f"variables or .env only, never from a config file")
             if bad := sorted(set(d) - set(fields) - {'config_file'}):
-                raise ConfigError(f"config file {path} ({where}): unknown setting(s) {bad}; known: {sorted(fields)}")
+                envs_hint = (f"; per-environment settings go in an 'environments:' section ({', '.join(ENVIRONMENTS)}), e.g. environments: {{{bad[0] if bad[0] in ENVIRONMENTS else 'paper'}: {{log_level: DEBUG}}}}"
+                             if set(bad) & set(ENVIRONMENTS) or where == 'top level' and 'environment' in bad else '')
+                raise ConfigError(f"config file {path} ({where}): unknown setting(s) {bad}; known: {sorted(fields)}{envs_hint}")
         env = state.get('env') or doc.get('env') or 'research'
-        return {**doc, **(envs.get(env) or {})}
+        return {**doc, **(envs.get(env) or {}), 'config_file': str(path)}      # the file in effect, shown by `smallcap config`
 
 # %% ../nbs/01_config.ipynb #992665e4
 class Settings(BaseSettings):
@@ -125,7 +127,9 @@ class Settings(BaseSettings):
         "Whether Telegram notifications can be sent."
         return self.telegram_bot_token is not None and self.telegram_chat_id is not None
 
-    def describe(self) -> dict[str, str]:
-        "Every setting as display text, secrets shown only as 'set' or 'not set'."
+    def describe(self, typed: bool = False,  # JSON types (null, true, 7497, paths as text) instead of display text
+                ) -> dict[str, Any]:
+        "Every setting as display text (or typed values), secrets shown only as 'set' or 'not set'."
         secrets = set(self.secret_fields())
-        return {k: ('set' if v is not None else 'not set') if k in secrets else str(v) for k, v in self.__dict__.items()}
+        show = lambda v: v if typed and (v is None or isinstance(v, (bool, int, float, str))) else str(v)
+        return {k: ('set' if v is not None else 'not set') if k in secrets else show(v) for k, v in self.__dict__.items()}

@@ -19,9 +19,10 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'OPTIONAL_BAR_COLUMNS', 'SmallcapError', 'ConfigError', 'DataError', 'OrderError', 'RiskError',
-           'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'from_fields', 'to_utc',
-           'Clock', 'SimClock', 'WallClock', 'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus',
-           'client_order_id', 'Order', 'Fill', 'Position', 'Account', 'validate_bars']
+           'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'from_fields',
+           'typed_value', 'parse_pairs', 'field_types', 'to_utc', 'plain_date', 'Clock', 'SimClock', 'WallClock',
+           'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id', 'Order', 'Fill', 'Position',
+           'Account', 'validate_bars']
 
 # %% ../nbs/00_core.ipynb #b6f61fdd
 class SmallcapError(Exception):
@@ -66,13 +67,17 @@ class ValidationError(DataError, ValueError):
 
     def _message(self, max_rows: int) -> str:
         p = self.problems
-        lines = [f"{self.what} failed validation: {p['row'].nunique()} offending row(s), {len(p)} problem(s)"]
+        n = p.loc[p['row'] >= 0, 'row'].nunique()
+        lines = [f"{self.what} failed validation: " + (f"{n} offending row(s), " if n else '') + f"{len(p)} problem(s)"]
+        line = 'line' in p.columns
         for (rule, fld), g in p.groupby(['rule', 'field'], sort=False):
-            lines.append(f"  {rule} [{fld}]: {len(g)} row(s): {g['detail'].iloc[0]}")
-            for r in g.head(max_rows).itertuples():
+            rows = g[g['row'] >= 0]
+            lines.append(f"  {rule} [{fld}]: " + (f"{len(rows)} {'line' if line else 'row'}(s): " if len(rows) else '') + f"{g['detail'].iloc[0]}")
+            for r in rows.head(max_rows).itertuples():
                 where = ' '.join(str(x) for x in (r.symbol, r.ts) if x is not None and x == x)
-                lines.append(f"    row {r.row}" + (f" ({where})" if where else ''))
-            if len(g) > max_rows: lines.append(f"    ... and {len(g) - max_rows} more")
+                val = getattr(r, 'value', None)
+                lines.append(f"    {'line ' + str(r.line) if line else 'row ' + str(r.row)}" + (f" ({where})" if where else '') + (f": {val!r}" if val is not None and val == val else ''))
+            if len(rows) > max_rows: lines.append(f"    ... and {len(rows) - max_rows} more")
         return '\n'.join(lines)
 
 # %% ../nbs/00_core.ipynb #18b25bf9
@@ -102,6 +107,80 @@ def from_fields(cls: type,  # a dataclass
     if bad := sorted(set(d) - set(known)): raise ConfigError(f"{cls.__name__} has no fields {bad}; it has {known}")
     return cls(**d)
 
+# %% ../nbs/00_core.ipynb #50eb658f
+def typed_value(text: str,  # the value as written
+                typ: Any,  # the field's type or its annotation text: int, float, bool, str, tuple[...], list, `X | None`
+                what: str,  # where it came from, e.g. '--grid fast' (named in errors)
+               ) -> Any:
+    "`text` read as a value of type `typ`; ConfigError naming `what` and the text when it is not one."
+    import yaml
+    t = typ if isinstance(typ, str) else getattr(typ, '__name__', str(typ))
+    opts = [o.strip() for o in t.split('|')]
+    s = str(text).strip()
+    if 'None' in opts and s.lower() in ('none', 'null', '~'): return None
+    base = next((o for o in opts if o != 'None'), 'Any')
+    bad = lambda need: ConfigError(f"{what}={text!r}: {need}")
+    if base.startswith(('tuple', 'list')):
+        inner = base[base.index('[') + 1:].split(',')[0].strip(' ]') if '[' in base else 'Any'
+        items = _flow_list(s, what) if s.startswith('[') else s.split(',')
+        if not s or any(not str(x).strip() for x in items): raise bad("an empty item; give a comma-separated list, e.g. a,b")
+        return tuple(typed_value(str(x), inner, what) for x in items)
+    if base == 'str': return s
+    if base == 'bool':
+        if s.lower() in ('true', 'yes', 'on', '1'): return True
+        if s.lower() in ('false', 'no', 'off', '0'): return False
+        raise bad('not true or false')
+    if base == 'int':
+        if re.fullmatch(r'[+-]?\d+', s): return int(s)
+        raise bad('not an integer')
+    if base == 'float':
+        try: return float(s)
+        except ValueError: raise bad('not a number') from None
+    try: return yaml.safe_load(s) if s else None
+    except yaml.YAMLError: return s
+
+def _flow_list(s: str, what: str) -> list[Any]:
+    "The items of a YAML flow list `[a, b]`."
+    import yaml
+    try: v = yaml.safe_load(s)
+    except yaml.YAMLError as e: raise ConfigError(f"{what}={s!r} is not a valid list: {str(e).splitlines()[0]}") from None
+    if not isinstance(v, list): raise ConfigError(f"{what}={s!r} is not a list")
+    return v
+
+def parse_pairs(pairs: Any,  # 'KEY=VALUE' strings
+                types: Mapping[str, Any],  # each known key's type (e.g. a dataclass's field annotations)
+                what: str,  # the argument or option they came from (named in errors)
+                lists: bool = False,  # each value is a comma-separated list ('KEY=v1,v2' or 'KEY=[v1, v2]')
+                noun: str = 'fields',  # what the keys are, in errors ('parameters', 'fields')
+                owner: str = '',  # whose keys they are, in errors (e.g. 'sma_cross')
+               ) -> dict[str, Any]:
+    "KEY=VALUE strings as typed values; malformed, repeated or unknown keys and values of the wrong type raise ConfigError naming them."
+    out: dict[str, Any] = {}
+    for p in pairs:
+        k, sep, v = str(p).partition('=')
+        k = k.strip()
+        if not sep or not k: raise ConfigError(f"{what}: {p!r} is not KEY=VALUE")
+        if k in out: raise ConfigError(f"{what}: {k!r} is given twice ({k}={out[k]!r} and {p!r}); give each key once" + (", with all its values: KEY=v1,v2" if lists else ''))
+        if k not in types: raise ConfigError(f"{what}: {owner + ' ' if owner else ''}has no {noun} [{k!r}]; it has {list(types)}")
+        if not lists: out[k] = typed_value(v, types[k], f"{what} {k}"); continue
+        t = str(types[k] if isinstance(types[k], str) else getattr(types[k], '__name__', types[k]))
+        vs = v.strip()
+        if t.split('|')[0].strip().startswith(('tuple', 'list')):        # a list-valued parameter swept: a list of lists
+            if not vs.startswith('[['): raise ConfigError(f"{what} {k}: {k} takes a list, so its values are a list of lists, e.g. {k}=[[a, b], [c]]")
+            items = [','.join(map(str, x)) if isinstance(x, list) else str(x) for x in _flow_list(vs, f"{what} {k}")]
+        else: items = [str(x) for x in _flow_list(vs, f"{what} {k}")] if vs.startswith('[') else v.split(',')
+        if not vs or any(not x.strip() for x in items): raise ConfigError(f"{what}: {p!r} has an empty value; give KEY=v1,v2,...")
+        vals = [typed_value(x, t, f"{what} {k}") for x in items]
+        if dup := sorted({repr(x) for i, x in enumerate(vals) if x in vals[:i]}): raise ConfigError(f"{what}: {p!r} repeats {', '.join(dup)}")
+        out[k] = vals
+    return out
+
+def field_types(cls: type,  # a dataclass
+               ) -> dict[str, Any]:
+    "Each field of dataclass `cls` and its type annotation (for `parse_pairs`)."
+    from dataclasses import fields
+    return {f.name: f.type for f in fields(cls)}
+
 # %% ../nbs/00_core.ipynb #ebee4736
 _UTC = pd.Timestamp(0, tz='UTC').tzinfo
 
@@ -113,6 +192,18 @@ def to_utc(t: Any,  # a datetime, pandas Timestamp, numpy datetime64 or ISO stri
     if ts is pd.NaT: raise ClockError(f"not a time: {t!r}")
     if ts.tzinfo is None: raise ClockError(f"naive timestamp {t!r}: smallcap needs tz-aware times (UTC inside the library)")
     return ts.tz_convert('UTC')
+
+def plain_date(x: Any,  # a date object, a 'YYYY-MM-DD' string, or anything else
+               what: str = 'date',  # what it is, in errors (e.g. '--at')
+              ) -> Any:
+    "The `datetime.date` if `x` is a plain date (a date object or 'YYYY-MM-DD'), else None; an impossible date raises ConfigError naming it."
+    import datetime as dt
+    if isinstance(x, dt.date) and not isinstance(x, dt.datetime): return x
+    if isinstance(x, str) and re.fullmatch(r'\s*\d{4}-\d{2}-\d{2}\s*', x):
+        try: return dt.date.fromisoformat(x.strip())
+        except ValueError as e: raise ConfigError(f"{what} {x.strip()!r} is not a date: {e}") from None
+    return None
+
 
 # %% ../nbs/00_core.ipynb #1662749e
 @runtime_checkable

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import pandas as pd
 
@@ -26,10 +25,9 @@ from .data.calendar import ny_local, ny_midnights, to_ny
 # %% auto #0
 __all__ = ['KINDS', 'META_ID', 'KERNEL', 'ReportError', 'result_kind', 'ReportData', 'example_result', 'sample_trades',
            'save_sample_bars', 'fmt', 'table_html', 'equity_figure', 'monthly_figure', 'pnl_figure', 'candles_figure',
-           'figure_html', 'reproduce', 'header_html', 'stats_html', 'equity_html', 'trades_html', 'samples_html',
-           'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html', 'page_html', 'scrub',
-           'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs', 'report_command',
-           'docs_command']
+           'figure_html', 'reproduce', 'reproduce_python', 'header_html', 'stats_html', 'equity_html', 'trades_html',
+           'samples_html', 'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html',
+           'page_html', 'scrub', 'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs']
 
 # %% ../nbs/81_report.ipynb #e589cad7
 KINDS: tuple[str, ...] = ('backtest', 'walkforward')
@@ -409,6 +407,14 @@ def _q(v: Any) -> str:
     import shlex
     return shlex.quote(str(v))
 
+def _user_module(name: str) -> str | None:
+    "The file of a registered strategy that is not smallcap's own (the --module a command needs to load it), else None."
+    import sys
+    from smallcap.strategy.base import STRATEGIES
+    cls = STRATEGIES.get(name)
+    if cls is None or cls.__module__.split('.')[0] == 'smallcap': return None
+    return getattr(sys.modules.get(cls.__module__), '__file__', None) or cls.__module__
+
 def reproduce(inputs: dict[str, Any],  # the result's inputs
               kind: str = 'backtest',  # 'backtest' or 'walkforward'
               gate: dict[str, Any] | None = None,  # gate policy fields that differ from the defaults (walk-forward)
@@ -430,18 +436,47 @@ def reproduce(inputs: dict[str, Any],  # the result's inputs
             if inputs.get(k, default) != default: words += [f"--{k}", _q(inputs[k])]
         if gate: words += ['--gate-policy', _q(json.dumps(gate, separators=(', ', ': ')))]
     else: words = ['smallcap', 'backtest', name, *(f"{k}={_q(v)}" for k, v in params.items())]
+    if mod := _user_module(name): words[1:1] = ['--module', _q(mod)]            # a strategy of the user's own
     if d.get('store'): words += ['--store', _q(d['store'])]
     if isinstance(d.get('symbols'), (list, tuple)): words += ['--symbols', _q(','.join(d['symbols']))]
     if d.get('start'): words += ['--start', _ny_date(d['start'])]
     if d.get('end'): words += ['--end', _ny_date(d['end'], 1)]
     if d.get('timeframe'): words += ['--timeframe', _q(d['timeframe'])]
     if d.get('session'): words += ['--session', _q(d['session'])]
+    if not d.get('adjust', False): words.append('--no-adjust')                # results before --adjust were unadjusted
     for k in ('engine', 'fill'):
         if inputs.get(k): words += [f"--{k}", _q(inputs[k])]
     if inputs.get('cash') is not None: words += ['--cash', _q(inputs['cash'])]
     for k, v in _diff(inputs.get('costs'), Costs().to_dict()).items(): words += ['--cost', _q(f"{k}={v}")]
     if rk := _diff(inputs.get('risk'), RiskConfig().to_dict()): words += ['--risk', _q(json.dumps(rk, separators=(', ', ': ')))]
     return ' '.join(words)
+
+def reproduce_python(inputs: dict[str, Any],  # the result's inputs
+                     kind: str = 'backtest',  # 'backtest' or 'walkforward'
+                    ) -> str:
+    "The Python that reproduces a result from its inputs (the store must be where the command would find it)."
+    from smallcap.backtest.core import Costs
+    from smallcap.risk import RiskConfig
+    d = inputs.get('data') or {}
+    name = inputs.get('name') or str(inputs.get('strategy', '?')).split('@')[0]
+    params = inputs.get('base') if kind == 'walkforward' else inputs.get('params')
+    syms = list(d['symbols']) if isinstance(d.get('symbols'), (list, tuple)) else None
+    start, end = (_ny_date(d['start']) if d.get('start') else None), (_ny_date(d['end'], 1) if d.get('end') else None)
+    session = d.get('session') if d.get('session') != 'all' else None
+    common = {'engine': inputs.get('engine'), 'fill': inputs.get('fill'), 'cash': inputs.get('cash'), 'costs': _diff(inputs.get('costs'), Costs().to_dict()) or None,
+              'risk': _diff(inputs.get('risk'), RiskConfig().to_dict()) or None}
+    kw = lambda m: ', '.join(f"{k}={v!r}" for k, v in m.items() if v is not None)
+    strat = f"get_strategy({name!r}" + (f", {kw(params)})" if params else ')')
+    lines = ['from smallcap.backtest import backtest, walk_forward', 'from smallcap.data.panel import Panel', 'from smallcap.data.store import TickStore',
+             'from smallcap.strategy.base import get_strategy, load_strategy_module', *([f"load_strategy_module({m!r})"] if (m := _user_module(name)) else []),
+             f"store = TickStore({d.get('store') or 'STORE.duckdb'!r}, read_only=True)",
+             f"bars = Panel.from_bars(store.bars({syms!r}, {start!r}, {end!r}, timeframe={d.get('timeframe', '1min')!r}, session={session!r}, adjust={bool(d.get('adjust', False))}))"]
+    if kind == 'walkforward':
+        wf = {'grid': inputs.get('grid'), 'train': inputs.get('train'), 'test': inputs.get('test'), 'step': inputs.get('step'), 'anchored': inputs.get('anchored') or None,
+              'purge': inputs.get('purge') or None, 'embargo': inputs.get('embargo') or None, 'objective': inputs.get('objective'), **common, 'seed': inputs.get('seed') or None}
+        lines.append(f"res = walk_forward({strat}, bars, {kw(wf)}, store=store)")
+    else: lines.append(f"res = backtest({strat}, bars, {kw(common)}, store=store, timeframe={d.get('timeframe', '1min')!r})")
+    return '\n'.join(lines)
 
 def header_html(rd: ReportData,  # the loaded result
                 title: str | None = None,  # report title (default from the strategy)
@@ -479,7 +514,8 @@ def header_html(rd: ReportData,  # the loaded result
     if rd.verdict is not None:
         from smallcap.backtest.walkforward import GatePolicy
         gate = _diff(rd.verdict.policy, GatePolicy().to_dict()) or None
-    cmd = f"<p>Reproduce (from the directory holding the store):</p><pre class='cmd'>{_html.escape(reproduce(i, rd.kind, gate))}</pre>"
+    cmd = (f"<p>Reproduce (from the directory holding the store):</p><pre class='cmd'>{_html.escape(reproduce(i, rd.kind, gate))}</pre>"
+           f"<p>or in Python:</p><pre class='py'>{_html.escape(reproduce_python(i, rd.kind))}</pre>")
     return head + tbl + cmd
 
 _KEY_STATS = ('total_return', 'cagr', 'volatility', 'sharpe', 'sortino', 'calmar', 'max_drawdown', 'max_drawdown_duration', 'trades', 'win_rate',
@@ -650,7 +686,7 @@ thead th { background: var(--bg2); } table.kv th { text-align: left; background:
 tbody th { text-align: left; font-weight: 600; } td:last-child { white-space: normal; }
 table.left td { text-align: left; }
 .scroll { max-height: 520px; overflow: auto; border: 1px solid var(--line); } .scroll table { margin: 0; }
-pre.cmd { background: var(--bg2); border: 1px solid var(--line); padding: 10px; white-space: pre-wrap; word-break: break-all; font-size: 12.5px; }
+pre.cmd, pre.py { background: var(--bg2); border: 1px solid var(--line); padding: 10px; white-space: pre-wrap; word-break: break-all; font-size: 12.5px; }
 .note { color: var(--muted); font-size: 12.5px; } code { background: var(--bg2); padding: 1px 4px; border-radius: 3px; }
 .badge { font-size: 13px; padding: 2px 10px; border-radius: 10px; color: #fff; vertical-align: middle; margin-left: 8px; }
 .badge.pass { background: #1a7f37; } .badge.fail { background: #cf222e; }
@@ -718,17 +754,14 @@ def template_path() -> Path:
     if not p.exists(): raise ReportError(f"the report template is missing (expected nbs/reports/strategy.ipynb beside the package); reports need a source checkout of smallcap")
     return p
 
-def _slug(s: str, n: int = 100) -> str:
-    return re.sub(r'[^A-Za-z0-9_.=-]+', '_', str(s)).strip('_.')[:n] or 'result'
-
 def _save_object(obj: Any, root: Path) -> Path:
     "Save a result object under root/results/<name> and return the directory."
     from smallcap.backtest.core import BacktestResult
     ok = isinstance(obj, BacktestResult) or type(obj).__name__ == 'WalkForwardResult'
     if not ok: raise ConfigError(f"publish needs a BacktestResult, a WalkForwardResult or a saved result directory, got {type(obj).__name__}")
-    fp = (obj.inputs.get('data') or {}).get('fingerprint', 'nofp')
-    if isinstance(obj, BacktestResult): return obj.save(root / 'results' / f"{_slug(obj.inputs.get('strategy'), 80)}-{fp}")
-    return obj.save(root / 'results' / f"{_slug(obj.inputs.get('strategy'), 80)}-wf-{fp}")
+    from smallcap.backtest.core import result_name
+    kind = 'backtest' if isinstance(obj, BacktestResult) else 'walkforward'
+    return obj.save(root / 'results' / result_name(obj.inputs, kind, obj.key))
 
 def _kernel_ok(name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -815,7 +848,8 @@ def publish(result_or_dir: Any,  # a BacktestResult / WalkForwardResult, or a sa
     foot = (f"<footer>Published {meta['published']} by smallcap {_html.escape(str(meta['smallcap_version']))} from result "
             f"<code>{_html.escape(rdir.name)}</code>. Standalone page: charts are plotly (inline), no network needed.</footer>")
     page = page_html(f"<main class='report'>{scrub(body)}{foot}</main>", title, meta)
-    dest = out / f"{_slug(rdir.name, 120)}.html"
+    from smallcap.backtest.core import slug
+    dest = out / f"{slug(rdir.name)}.html"
     _atomic_write(dest, page)
     if index: rebuild_index(out)
     return dest
@@ -926,26 +960,3 @@ main.report { flex: 1; min-width: 0; } .jp-InputArea, .highlight { background: v
     if out.exists(): shutil.rmtree(out)
     tmp.replace(out)
     return out / 'index.html'
-
-# %% ../nbs/81_report.ipynb #2773d8df
-@click.command('report')
-@click.argument('path', type=click.Path(file_okay=False))
-@click.option('--out', 'out_dir', type=click.Path(file_okay=False), default=None, help='Reports directory (default: settings reports_dir).')
-@click.option('--title', default=None, help='Report title (default: the strategy name).')
-@click.option('--store', 'store_path', default=None, help='Store for the sample charts when no bars are saved with the result.')
-@click.option('--timeout', default=600, show_default=True, type=int, help='Seconds allowed per template cell.')
-def report_command(path: str, out_dir: str | None, title: str | None, store_path: str | None, timeout: int) -> None:
-    "Publish a saved backtest or walk-forward result as a standalone HTML report and rebuild the reports index."
-    try: dest = publish(path, out_dir=out_dir, title=title, store=store_path, timeout=timeout)
-    except SmallcapError as e: raise click.ClickException(str(e)) from None
-    m = read_meta(dest) or {}
-    click.echo(f"report: {os.path.relpath(dest)}  ({dest.stat().st_size / 1e6:.1f} MB, {m.get('charts')} charts{', SYNTHETIC data' if m.get('synthetic') else ''})")
-    click.echo(f"index:  {os.path.relpath(dest.parent / 'index.html')}")
-
-@click.command('docs')
-@click.option('--out', 'out_dir', default='_docs', show_default=True, help='Output directory.')
-def docs_command(out_dir: str) -> None:
-    "Build a browsable HTML version of the notebooks, tutorials and reports (nbconvert; no Quarto needed)."
-    try: idx = build_docs(out_dir)
-    except SmallcapError as e: raise click.ClickException(str(e)) from None
-    click.echo(f"docs: {os.path.relpath(idx)} ({len(list(idx.parent.glob('*.html')))} pages)")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 import pandas as pd
 
-from .core import ConfigError, DataError
+from .core import ConfigError, DataError, plain_date
 from .data.calendar import localize_ny, ny_date
 
 if TYPE_CHECKING: from smallcap.data.store import _Queries
@@ -179,7 +179,7 @@ def scan_time(at: Any = None,  # tz-aware time, plain date ('YYYY-MM-DD' or date
              ) -> pd.Timestamp:
     "The UTC instant a scan sees data before: a tz-aware time as is, a plain date at `time` New York time."
     if at is None: return pd.Timestamp.now(tz='UTC')
-    day = _plain_date(at)
+    day = plain_date(at, 'at')
     if day is None:
         try: ts = pd.Timestamp(at)
         except (ValueError, TypeError): raise ConfigError(f"cannot read {at!r} as a time or a date") from None
@@ -193,12 +193,6 @@ def scan_time(at: Any = None,  # tz-aware time, plain date ('YYYY-MM-DD' or date
     if not re.fullmatch(r'\d{1,2}:\d{2}(:\d{2})?', str(time)): raise ConfigError(f"time={time!r}: use 'HH:MM', 'HH:MM:SS', 'open' or 'close'")
     try: return localize_ny(pd.Timestamp(f"{day} {time}")).tz_convert('UTC')
     except ValueError: raise ConfigError(f"time={time!r} is not a time of day") from None
-
-def _plain_date(x: Any) -> dt.date | None:
-    "The date if `x` is a plain date (a date object or 'YYYY-MM-DD'), else None."
-    if isinstance(x, dt.date) and not isinstance(x, dt.datetime): return x
-    if isinstance(x, str) and re.fullmatch(r'\s*\d{4}-\d{2}-\d{2}\s*', x): return dt.date.fromisoformat(x.strip())
-    return None
 
 # %% ../nbs/25_scan.ipynb #e30f8604
 _TF_US = (r"CAST(regexp_extract(timeframe, '^(\d+)', 1) AS BIGINT) * (CASE regexp_extract(timeframe, '[a-z]+$') "
@@ -379,7 +373,7 @@ def scan_days(store: Any,  # a TickStore, a ParquetStore, or the path of either
     else:
         days = []
         for d in dates:
-            x = _plain_date(d) if not isinstance(d, pd.Timestamp) else (d.date() if d.tzinfo is None and d == d.normalize() else None)
+            x = plain_date(d, 'date') if not isinstance(d, pd.Timestamp) else (d.date() if d.tzinfo is None and d == d.normalize() else None)
             if x is None: raise ConfigError(f"{d!r} is not a plain date")
             days.append(x)
         days = sorted(set(days))

@@ -72,7 +72,8 @@ def test_bad_input_is_named():
 
 def test_command_on_a_store_file_and_a_parquet_export(tmp_path):
     from click.testing import CliRunner
-    from smallcap.backtest.walkforward import Verdict, WalkForwardResult, walkforward_command
+    from smallcap.backtest.walkforward import Verdict, WalkForwardResult
+    from smallcap.cli import walkforward as walkforward_command
     from smallcap.data.synth import SynthConfig, build_store
     st = build_store(tmp_path / 's.duckdb', SynthConfig(seed=2, n_symbols=3, n_sessions=8))
     st.export_parquet(tmp_path / 'pq')

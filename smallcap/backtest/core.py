@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -29,8 +30,8 @@ from ..strategy.base import Signals, Strategy
 
 # %% auto #0
 __all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'Plan', 'fingerprint',
-           'prepare', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids', 'backtest',
-           'engine_runner', 'run_plan', 'screening_limits']
+           'prepare', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'result_key', 'slug', 'result_name',
+           'assemble', 'client_ids', 'backtest', 'engine_runner', 'run_plan', 'screening_limits']
 
 # %% ../../nbs/51_backtest.core.ipynb #f64649d2
 FILLS: tuple[str, ...] = ('simple', 'realistic')
@@ -344,8 +345,16 @@ class BacktestResult:
         head = f"**BacktestResult** `{self.inputs.get('strategy')}` on {self.inputs.get('data', {}).get('symbols')} symbols ({self.inputs.get('engine')}, {self.inputs.get('fill')} fills)"
         return f"{head}\n\n```\n{self.summary().to_string()}\n```"
 
-    def save(self, path: str | Path) -> Path:
-        "Write to a directory (Parquet frames + result.json); returns the directory."
+    @property
+    def key(self) -> str:
+        "The hash of everything that produced this result (its `inputs`): equal keys, equal results."
+        return result_key(self.inputs)
+
+    def save(self, path: str | Path,  # the result directory
+             replace: bool = False,  # replace a different result saved there (default: refuse)
+            ) -> Path:
+        "Write to a directory (Parquet frames + result.json); an identical result there is kept, a different one refused."
+        if _holds_same(path, self.key, self.inputs, 'backtest', replace): return Path(path)
         with _staged_dir(path) as (p, tmp): self._write(tmp)
         return p
 
@@ -355,7 +364,7 @@ class BacktestResult:
         self.positions.to_parquet(tmp / 'positions.parquet')
         for k in ('fills', 'orders', 'trades'): getattr(self, k).to_parquet(tmp / f'{k}.parquet')
         if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
-        doc = {'kind': 'backtest', 'inputs': self.inputs, 'notes': self.notes, 'costs': _jsonable(self.costs.to_dict()), 'stats': _jsonable(self.stats.to_dict())}
+        doc = {'kind': 'backtest', 'key': self.key, 'inputs': self.inputs, 'notes': self.notes, 'costs': _jsonable(self.costs.to_dict()), 'stats': _jsonable(self.stats.to_dict())}
         (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
 
     @classmethod
@@ -382,6 +391,55 @@ def _staged_dir(path: str | Path) -> Iterator[tuple[Path, Path]]:
     yield p, tmp                                         # an error leaves the previous files untouched
     for q in tmp.iterdir(): q.replace(p / q.name)
     tmp.rmdir()
+
+_NOT_INPUTS: tuple[str, ...] = ('executor',)             # recorded, but they cannot change a result
+
+def _canon(v: Any) -> Any:
+    "A value as its saved JSON reads back (tuples as lists, numpy scalars and timestamps as JSON does them)."
+    return json.loads(json.dumps(v, default=str))
+
+def result_key(inputs: dict[str, Any],  # a result's inputs
+              ) -> str:
+    "A 16-hex-digit hash of a result's inputs (all of them but the executor), the same before and after a save."
+    doc = _canon({k: v for k, v in inputs.items() if k not in _NOT_INPUTS})
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+def slug(s: Any,  # any text
+         n: int = 120,  # longest result
+        ) -> str:
+    "`s` as a file-name piece: runs of other characters than letters, digits and `_.=-` become `_`."
+    return re.sub(r'[^A-Za-z0-9_.=-]+', '_', str(s)).strip('_.')[:n] or 'result'
+
+def result_name(inputs: dict[str, Any],  # a result's inputs
+                kind: str = 'backtest',  # 'backtest' or 'walkforward'
+                key: str | None = None,  # the result's key (default: `result_key(inputs)`)
+                width: int = 64,  # most characters spent on the strategy and its parameters
+               ) -> str:
+    "A result's directory name: strategy, whole `k=v` parameters that fit, kind, engine, session and the key of every input."
+    name = inputs.get('name') or str(inputs.get('strategy') or 'result').split('@')[0]
+    stem = slug(name, width)
+    for k, v in (inputs.get('params') or {}).items() if kind == 'backtest' else ():
+        if not isinstance(v, (int, float, str, bool)) or isinstance(v, str) and len(v) > 24: continue
+        piece = '_' + slug(f"{k}={v}", width)
+        if len(stem) + len(piece) > width: break                          # whole pairs only, never cut inside a value
+        stem += piece
+    d = inputs.get('data') or {}
+    tail = [*(['wf'] if kind == 'walkforward' else []), inputs.get('engine'), d.get('session'), key or result_key(inputs)]
+    return '-'.join([stem, *(slug(t) for t in tail if t)])
+
+def _holds_same(path: str | Path, key: str, inputs: dict[str, Any], kind: str, replace: bool) -> bool:
+    "True when `path` already holds this very result; DataError when it holds a different one (unless `replace`)."
+    f = Path(path) / 'result.json'
+    if not f.exists(): return False
+    try: doc = json.loads(f.read_text())
+    except ValueError: doc = {}
+    old = doc.get('inputs') if isinstance(doc.get('inputs'), dict) else {}
+    if doc.get('kind') == kind and (doc.get('key') or (result_key(old) if old else None)) == key: return True
+    if replace: return False
+    new = _canon(inputs)
+    diff = sorted(k for k in {*old, *new} if old.get(k) != new.get(k)) or ['the gate policy' if kind == 'walkforward' else 'kind']
+    raise DataError(f"{path} already holds a different {doc.get('kind') or 'result'} (its inputs differ in {diff}): "
+                    "save this one elsewhere (--out) or delete that directory")
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     out = {}

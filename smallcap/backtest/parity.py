@@ -86,7 +86,7 @@ def parity(strategy: Any,  # a strategy, a registered name, or Signals
            bars: Panel,  # bars (wide frames)
            fill: str = 'simple',  # fill model ('simple' is the one both engines express exactly)
            rtol: float = 1e-6,  # tolerance
-           **kwargs: Any,  # costs, risk, cash, store, ... (as for `backtest`)
+           **kwargs: Any,  # costs, risk (default with simple fills: fixed_notional sizing), cash, store, ... (as for `backtest`)
           ) -> ParityReport:
     "Run one strategy through both engines on one plan and list every trade that differs, and why."
     from smallcap.backtest.core import prepare, run_plan
@@ -94,6 +94,9 @@ def parity(strategy: Any,  # a strategy, a registered name, or Signals
     if isinstance(strategy, str): strategy = get_strategy(strategy)
     keys = ('costs', 'risk', 'cash')
     args = {k: kwargs.pop(k) for k in keys if k in kwargs}
+    if args.get('risk') is None and fill == 'simple':                   # the simple fills have no stops to size a fixed risk by
+        from smallcap.risk import RiskConfig
+        args['risk'] = RiskConfig(sizing='fixed_notional')
     plan = prepare(strategy, bars, args.get('costs'), args.get('risk'), args.get('cash', 100_000.0), fill, **kwargs)
     a, b = run_plan(plan, 'vectorbt'), run_plan(plan, 'backtrader')
     d = compare_trades(a.trades, b.trades, rtol)

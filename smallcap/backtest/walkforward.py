@@ -19,11 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import click
 import numpy as np
 import pandas as pd
 
-from . import kv_pairs, run_options
 from ..core import ConfigError, DataError
 from ..data.calendar import ny_day_numbers, ny_midnights, to_ny
 from ..data.panel import Panel
@@ -32,7 +30,7 @@ from ..strategy.base import Strategy, get_strategy
 
 # %% auto #0
 __all__ = ['FOLD_COLUMNS', 'EXECUTORS', 'LARGE_WORK', 'GATE_KEY_ENV', 'make_folds', 'run_fold', 'run_tasks', 'WalkForwardResult',
-           'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward', 'walkforward_command']
+           'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward']
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #1fb39573
 from ..data.calendar import WINDOW_UNITS, parse_window, window_complete as _complete, window_end as _advance, window_ordinals as _ordinals   # importable from here too
@@ -444,9 +442,18 @@ class WalkForwardResult:
     def _repr_markdown_(self) -> str:
         return f"**WalkForwardResult** `{self.inputs.get('strategy')}`, {len(self.folds)} folds\n\n```\n{self.summary().to_string()}\n```"
 
-    def save(self, path: str | Path) -> Path:
-        "Write to a directory (Parquet frames, result.json, verdict.json); returns the directory."
-        from smallcap.backtest.core import _staged_dir
+    @property
+    def key(self) -> str:
+        "The hash of everything that produced this result and its verdict: `inputs` and the gate policy."
+        from smallcap.backtest.core import result_key
+        return result_key({**self.inputs, 'gate': None if self.verdict is None else self.verdict.policy})
+
+    def save(self, path: str | Path,  # the result directory
+             replace: bool = False,  # replace a different result saved there (default: refuse)
+            ) -> Path:
+        "Write to a directory (Parquet frames, result.json, verdict.json); an identical result there is kept, a different one refused."
+        from smallcap.backtest.core import _holds_same, _staged_dir
+        if _holds_same(path, self.key, self.inputs, 'walkforward', replace): return Path(path)
         with _staged_dir(path) as (p, tmp):
             self.oos_equity.rename('equity').to_frame().to_parquet(tmp / 'oos_equity.parquet')
             if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
@@ -457,7 +464,7 @@ class WalkForwardResult:
                 if k == 'folds' and 'embargoed' in v.columns: v['embargoed'] = v['embargoed'].map(json.dumps)
                 v.columns = [str(c) for c in v.columns]
                 v.to_parquet(tmp / f'{k}.parquet')
-            doc = {'kind': 'walkforward', 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
+            doc = {'kind': 'walkforward', 'key': self.key, 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
                    'efficiency': _js(self.efficiency), 'stability_score': _js(self.stability_score), 'dsr': _js(self.dsr), 'pbo': _js(self.pbo),
                    'pbo_details': _js(self.pbo_details), 'lookahead': _js(self.lookahead), 'verdict': None if self.verdict is None else 'verdict.json'}
             (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
@@ -824,62 +831,3 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     res = WalkForwardResult(ft, oos, trades, fills, bench, ost, float(eff), stab, score, trials, dsr, float(p), det, la, inputs, None, notes, units)
     if gate is not False: res.verdict = evaluate_gate(res, None if gate is True else gate)
     return res
-
-# %% ../../nbs/58_backtest.walkforward.ipynb #d5443182
-def _int_or_spec(v: str | None) -> int | str | None:
-    return None if v is None else int(v) if v.strip().isdigit() else v
-
-@click.command('walkforward')
-@click.argument('strategy')
-@click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
-@click.option('--grid', 'grid', multiple=True, metavar='KEY=V1,V2', help="A swept parameter's values (repeatable), e.g. --grid fast=5,10,20.")
-@click.option('--train', default='20D', show_default=True, help="Training window: bars (500), sessions (10D), weeks (2W) or months (1M).")
-@click.option('--test', 'test_', default='5D', show_default=True, help='Test window (same syntax).')
-@click.option('--step', default=None, help='Distance between test windows (default: --test).')
-@click.option('--anchored', is_flag=True, help='Anchored (growing) training windows instead of rolling ones.')
-@click.option('--purge', default=0, show_default=True, type=int, help='Bars dropped at the end of each training window.')
-@click.option('--embargo', default=0, show_default=True, type=int, help='Bars after each test window never used for training.')
-@click.option('--objective', default='sharpe', show_default=True, help='Sweep statistic maximised in sample.')
-@click.option('--executor', default=None, help="inprocess, process, dask, or a Dask scheduler address (default: by the size of the work).")
-@click.option('--workers', default=None, type=int, help='Worker processes (default: the CPU count).')
-@click.option('--store', 'store_path', default=None, help='DuckDB store or Parquet export directory (default: the configured store).')
-@run_options
-@click.option('--gate-policy', 'gate_policy', default=None, help='Gate policy: a YAML file or text (default: the standard policy).')
-@click.option('--seed', default=0, show_default=True, type=int, help='Seed (look-ahead sample).')
-@click.option('--progress/--no-progress', default=True, show_default=True, help='Progress bar.')
-@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy>-wf-<fingerprint>).')
-@click.option('--json', 'as_json', is_flag=True, help='Print the summary, folds and verdict as JSON.')
-def walkforward_command(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], train: str, test_: str, step: str | None, anchored: bool,
-                        purge: int, embargo: int, objective: str, executor: str | None, workers: int | None, store_path: str | None,
-                        symbols: str | None, start: str | None, end: str | None, timeframe: str, session: str, engine: str, fill: str, cash: float,
-                        risk_spec: str | None, cost_pairs: tuple[str, ...], gate_policy: str | None, seed: int, progress: bool, out: str | None,
-                        as_json: bool) -> None:
-    "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
-    from smallcap.backtest.core import Costs
-    from smallcap.config import Settings
-    from smallcap.core import SmallcapError
-    try:
-        strat = get_strategy(strategy, **kv_pairs(params, 'PARAMS'))
-        path = Path(store_path) if store_path else Path(Settings().store_path)
-        if not path.exists(): raise click.ClickException(f"no store at {path}")
-        res = walk_forward(strat, str(path), kv_pairs(grid, '--grid', lists=True) or None, _int_or_spec(train), _int_or_spec(test_), _int_or_spec(step),
-                           anchored, objective, purge, embargo, engine, executor, Costs.from_dict(kv_pairs(cost_pairs, '--cost')),
-                           RiskConfig.from_yaml(risk_spec) if risk_spec else None, cash, fill, None, seed, progress and not as_json,
-                           GatePolicy.from_yaml(gate_policy) if gate_policy else None,
-                           symbols=[s.strip().upper() for s in symbols.split(',')] if symbols else None, start=start, end=end,
-                           timeframe=timeframe, session=None if session == 'all' else session, workers=workers)
-        slug = re.sub(r'[^A-Za-z0-9_.=-]+', '_', strat.name)[:60]
-        dest = res.save(Path(out) if out else Path('reports') / 'results' / f"{slug}-wf-{res.inputs['data']['fingerprint']}")
-    except SmallcapError as e: raise click.ClickException(f"{type(e).__name__}: {e}")
-    v = res.verdict
-    if as_json:
-        click.echo(json.dumps({'result': str(dest), 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
-                               'verdict': json.loads(v.to_json()) if v is not None else None, 'notes': res.notes}, default=str)); return
-    cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades', 'efficiency']
-    click.echo(f"{strat.name} walk-forward: {len(res.folds)} folds x {res.inputs['combinations']} combinations, train {train}, test {test_}{', anchored' if anchored else ''}")
-    ft = res.folds[[c for c in cols if c in res.folds.columns]]
-    click.echo(ft.round({c: 4 for c in ft.columns if ft[c].dtype.kind == 'f'}).to_string(index=False))
-    click.echo(res.summary().to_string())
-    if v is not None:
-        click.echo(str(v))
-    click.echo(f"saved: {dest}")

@@ -8,23 +8,122 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..core import ConfigError, DataError
+import numpy as np
+import pandas as pd
+
+from ..core import ConfigError, DataError, ValidationError
 from .store import TABLES, IngestResult, TickStore
 
 # %% auto #0
-__all__ = ['read_file', 'import_file']
+__all__ = ['time_zone', 'match_columns', 'read_file', 'import_file']
 
 # %% ../../nbs/12_data.files.ipynb #f6ed1433
-def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
-              table: str,  # the store table the rows are for
-              columns: dict[str, str] | None = None,  # file column -> store column
-              tz: str | None = None,  # zone of naive times in the file (e.g. New York's, `smallcap.data.calendar.NY`); None refuses naive times
-              ignore: tuple[str, ...] | list[str] = (),  # file columns to drop
-             ) -> Any:
-    "Read a CSV or Parquet file as an Arrow table in the store's column names."
+def time_zone(tz: str,  # an IANA time-zone name, e.g. New York's (`smallcap.data.calendar.NY`)
+             ) -> str:
+    "`tz` if it names a time zone; otherwise ConfigError naming it (and `--tz`) with the nearest names."
+    import difflib, zoneinfo
+    try: zoneinfo.ZoneInfo(str(tz)); return str(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        near = difflib.get_close_matches(str(tz), sorted(zoneinfo.available_timezones()), 3, 0.6)
+        raise ConfigError(f"unknown time zone {tz!r} (--tz)" + (f"; did you mean {' or '.join(map(repr, near))}?" if near else f"; use an IANA name such as {NY!r}")) from None
+
+_ALIASES: dict[str, tuple[str, ...]] = {'ts': ('timestamp', 'datetime', 'time', 'date_time', 'start'), 'symbol': ('ticker', 'sym', 'root'),
+                                         'volume': ('vol',), 'size': ('qty', 'quantity', 'shares'), 'price': ('px', 'last'),
+                                         'trades': ('trade_count', 'count', 'n')}  # vendor names of store columns (case-insensitive)
+
+def match_columns(names: list[str],  # the file's column names
+                  table: str,  # the store table
+                  columns: dict[str, str] | None = None,  # explicit file column -> store column (--map)
+                  ignore: tuple[str, ...] | list[str] = (),  # file columns dropped (--ignore)
+                 ) -> dict[str, str]:
+    "File column -> store column: the explicit map, then the same name in any case, then common vendor names; an unknown column raises ConfigError with suggestions."
+    import difflib
+    spec, columns = TABLES[table], dict(columns or {})
+    if missing := [c for c in [*columns, *ignore] if c not in names]: raise ConfigError(f"the file has no column(s) {missing} (it has {names})")
+    out = {k: v for k, v in columns.items()}
+    taken = set(out.values())
+    free = lambda want: next((n for n in names if n.strip().lower() == want and n not in out and n not in ignore), None)
+    if spec.time_col == 'ts' and 'ts' not in taken and not free('ts') and (d := free('date')) and (t := free('time')):   # Date + Time columns make the time
+        out[d], out[t] = '__date', '__time'; taken.add('ts')
+    for n in names:
+        if n in out or n in ignore: continue
+        low = n.strip().lower().replace(' ', '_')
+        hit = next((c for c in spec.columns if c == low), None) or next((c for c, al in _ALIASES.items() if c in spec.columns and low in al), None)
+        if hit and hit not in taken: out[n] = hit; taken.add(hit)
+    rest = [n for n in names if n not in out and n not in ignore]
+    need = [c for c, (_, req) in spec.columns.items() if req and c not in taken and not (table == 'bars' and c == 'timeframe')]
+    if rest or need:
+        msg = []
+        for n in rest:
+            near = difflib.get_close_matches(n.strip().lower(), [c for c in spec.columns if c not in taken], 1, 0.6)
+            msg.append(f"column {n!r} is not a {table} column" + (f" (did you mean {near[0]!r}? --map {n}={near[0]})" if near else f" (rename it with --map {n}=COLUMN or drop it with --ignore {n})"))
+        if need: msg.append(f"required column(s) {need} missing (name a file column with --map FILECOL={need[0]})")
+        raise ConfigError(f"{table} file columns: " + '; '.join(msg) + f". {table} columns: {list(spec.columns)}")
+    return out
+
+_NUM = r'^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$'
+_INT = r'^\s*[+-]?\d+(\.0*)?\s*$'
+_OFFSET = r'(?:Z|[+-]\d{2}(?::?\d{2})?)$'
+
+def _typed(tbl: Any,  # the file as text columns in store names
+           spec: Any,  # the table's TableSpec
+           tz: str | None,  # zone of naive times
+          ) -> tuple[Any, list[dict]]:
+    "(the table with store types, problems naming each row whose text is not a value of its column's type)."
+    import pyarrow as pa, pyarrow.compute as pc
+    probs: list[dict] = []
+    def bad(mask: Any, c: str, rule: str, detail: str) -> None:
+        m = np.asarray(mask, dtype=bool)
+        probs.extend(dict(row=int(i), field=c, rule=rule, detail=detail, value=tbl.column(c)[int(i)].as_py()) for i in np.flatnonzero(m)[:1000])
+    for c in tbl.column_names:
+        typ = spec.columns[c][0]
+        col = tbl.column(c)
+        have = pc.is_valid(col).to_numpy(zero_copy_only=False)
+        if typ in ('DOUBLE', 'BIGINT'):
+            ok = pc.fill_null(pc.match_substring_regex(col, _NUM), True).to_numpy(zero_copy_only=False)
+            if not ok.all(): bad(~ok, c, 'not_a_number', f"{c} must be a number"); continue
+            num = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+            is_int = typ == 'BIGINT' and pc.all(pc.fill_null(pc.match_substring_regex(col, _INT), True)).as_py()
+            tbl = tbl.set_column(tbl.column_names.index(c), c, pc.cast(num, pa.int64()) if is_int else num)
+        elif typ == 'BOOLEAN':
+            low = pc.utf8_lower(pc.utf8_trim_whitespace(col))
+            t, f = pc.is_in(low, pa.array(['true', '1', 'yes', 't'])), pc.is_in(low, pa.array(['false', '0', 'no', 'f']))
+            ok = pc.fill_null(pc.or_(t, f), True).to_numpy(zero_copy_only=False)
+            if not ok.all(): bad(~ok, c, 'not_a_boolean', f"{c} must be true or false"); continue
+            tbl = tbl.set_column(tbl.column_names.index(c), c, pc.if_else(pc.is_valid(col), t, pa.scalar(None, pa.bool_())))
+        elif typ in ('DATE', 'TIMESTAMPTZ'):
+            s = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object).str.strip()
+            aware = s.str.contains(_OFFSET, regex=True, na=False).to_numpy()
+            if typ == 'DATE':
+                d = pd.to_datetime(s, format='ISO8601', errors='coerce')
+                if (miss := have & d.isna().to_numpy()).any(): bad(miss, c, 'not_a_date', f"{c} must be a date (YYYY-MM-DD)"); continue
+                tbl = tbl.set_column(tbl.column_names.index(c), c, pa.array(d.dt.date, pa.date32(), from_pandas=True)); continue
+            t_aw = pd.to_datetime(s.where(aware), format='ISO8601', utc=True, errors='coerce')
+            naive = have & ~aware
+            t_nv = pd.to_datetime(s.where(naive), format='ISO8601', errors='coerce')
+            if (miss := have & np.where(aware, t_aw.isna(), t_nv.isna())).any(): bad(miss, c, 'not_a_time', f"{c} must be a time (e.g. 2026-11-09 09:30:00, with a UTC offset or --tz)"); continue
+            if naive.any() and tz is None:
+                bad(naive, c, 'naive_timestamp', f"{c} has no UTC offset" + (" (other rows have one)" if aware.any() else '') + ": give the file's time zone with --tz (e.g. --tz America/New_York) or offsets in the file"); continue
+            if naive.any():
+                loc = pd.DatetimeIndex(t_nv).tz_localize(tz, ambiguous='NaT', nonexistent='NaT')
+                if (amb := naive & loc.isna()).any(): bad(amb, c, 'ambiguous_local_time', f"a {tz} wall-clock time that happens twice or never at a daylight-saving change: give it with its UTC offset"); continue
+                t_aw = pd.Series(np.where(naive, loc.tz_convert('UTC'), t_aw), dtype='datetime64[ns, UTC]')
+            tbl = tbl.set_column(tbl.column_names.index(c), c, pa.array(pd.DatetimeIndex(t_aw).as_unit('us'), pa.timestamp('us', 'UTC')))
+    return tbl, probs
+
+def _header(path: Path) -> list[str]:
+    "The column names on a CSV file's first line (gzip or plain)."
+    import csv, io, pyarrow as pa
+    with pa.input_stream(str(path), compression='detect') as f: head = f.read(1 << 16)
+    text = head.decode('utf-8-sig', errors='replace').splitlines()
+    return next(csv.reader(io.StringIO(text[0]))) if text else []
+
+def _read(path: str | Path, table: str, columns: dict[str, str] | None, tz: str | None, ignore: Any) -> tuple[Any, Any, int]:
+    "(Arrow table in store names and types, the text of each row's symbol and time as written or None, the file line of row 0 or -1)."
     import pyarrow as pa, pyarrow.compute as pc
     path, columns = Path(path), dict(columns or {})
     if table not in TABLES: raise ConfigError(f"unknown table {table!r}; tables: {list(TABLES)}")
+    if tz is not None: tz = time_zone(tz)
     if not path.is_file(): raise DataError(f"no file {path}")
     spec = TABLES[table]
     suffixes = ''.join(path.suffixes[-2:]).lower()
@@ -32,24 +131,64 @@ def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
         import pyarrow.parquet as pq
         try: tbl = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as e: raise DataError(f"{path.name} is not a readable Parquet file (truncated or corrupt?): {e}") from None
-    elif '.csv' in suffixes:
-        import pyarrow.csv as pcsv
-        inverse = {v: k for k, v in columns.items()}
-        text = {inverse.get(c, c): pa.string() for c, (t, _) in spec.columns.items() if t == 'VARCHAR'}
-        try: tbl = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=text, strings_can_be_null=True))
-        except pa.ArrowInvalid as e: raise DataError(f"{path.name} could not be parsed as CSV: {e}") from None
-    else: raise ConfigError(f"{path.name}: only .csv, .csv.gz and .parquet files can be imported")
-    if missing := [c for c in [*columns, *ignore] if c not in tbl.column_names]:
-        raise ConfigError(f"{path.name} has no column(s) {missing} (it has {tbl.column_names})")
-    tbl = tbl.drop_columns(list(ignore)).rename_columns([columns.get(c, c) for c in tbl.column_names if c not in ignore])
-    for c, (t, _) in spec.columns.items():
-        if c not in tbl.column_names: continue
-        col = tbl.column(c)
-        if t == 'TIMESTAMPTZ' and pa.types.is_timestamp(col.type) and col.type.tz is None and tz is not None:
-            tbl = tbl.set_column(tbl.column_names.index(c), c, pc.assume_timezone(col, tz, ambiguous='raise', nonexistent='raise'))
-        elif t == 'DATE' and pa.types.is_timestamp(col.type):
-            tbl = tbl.set_column(tbl.column_names.index(c), c, pc.cast(col, pa.date32()))
-    return tbl
+        if missing := [c for c in [*columns, *ignore] if c not in tbl.column_names]:
+            raise ConfigError(f"{path.name} has no column(s) {missing} (it has {tbl.column_names})")
+        tbl = tbl.drop_columns(list(ignore)).rename_columns([columns.get(c, c) for c in tbl.column_names if c not in ignore])
+        for c, (t, _) in spec.columns.items():
+            if c not in tbl.column_names: continue
+            col = tbl.column(c)
+            if t == 'TIMESTAMPTZ' and pa.types.is_timestamp(col.type) and col.type.tz is None and tz is not None:
+                try: tbl = tbl.set_column(tbl.column_names.index(c), c, pc.assume_timezone(col, tz, ambiguous='raise', nonexistent='raise'))
+                except pa.ArrowInvalid as e: raise DataError(f"{path.name} column {c}: {e}: a {tz} wall-clock time that happens twice or never at a daylight-saving "
+                                                             "change; give such times with their UTC offset") from None
+            elif t == 'DATE' and pa.types.is_timestamp(col.type):
+                tbl = tbl.set_column(tbl.column_names.index(c), c, pc.cast(col, pa.date32()))
+        if tbl.num_rows == 0: raise DataError(f"{path.name} has no rows")
+        return tbl, None, -1
+    if '.csv' not in suffixes: raise ConfigError(f"{path.name}: only .csv, .csv.gz and .parquet files can be imported")
+    import pyarrow.csv as pcsv
+    names = _header(path)
+    if not names: raise DataError(f"{path.name} is empty (no header, no rows)")
+    try: raw = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True))
+    except pa.ArrowInvalid as e: raise DataError(f"{path.name} could not be parsed as CSV: {e}") from None
+    if raw.num_rows == 0: raise DataError(f"{path.name} has a header but no rows")
+    try: m = match_columns(raw.column_names, table, columns, ignore)
+    except ConfigError as e: raise ConfigError(f"{path.name}: {e}") from None
+    tbl = raw.drop_columns(list(ignore)).rename_columns([m[c] for c in raw.column_names if c not in ignore])
+    if '__date' in tbl.column_names:
+        ts = pc.binary_join_element_wise(tbl.column('__date'), tbl.column('__time'), ' ')
+        tbl = tbl.drop_columns(['__date', '__time']).append_column('ts', ts)
+    shown = {c: tbl.column(c) for c in ('symbol', spec.time_col) if c in tbl.column_names}
+    tbl, probs = _typed(tbl, spec, tz)
+    if probs:
+        p = pd.DataFrame(probs)
+        p['line'] = p['row'] + 2
+        for c, v in shown.items(): p[c if c == 'symbol' else 'ts'] = [v[int(r)].as_py() for r in p['row']]
+        raise ValidationError(path.name, p.reindex(columns=['row', 'line', 'symbol', 'ts', 'field', 'rule', 'detail', 'value']))
+    return tbl, shown, 2
+
+def read_file(path: str | Path,  # a .csv, .csv.gz or .parquet file
+              table: str,  # the store table the rows are for
+              columns: dict[str, str] | None = None,  # file column -> store column (others: same name in any case, or a common vendor name)
+              tz: str | None = None,  # zone of naive times in the file (e.g. 'America/New_York'); None refuses naive times
+              ignore: tuple[str, ...] | list[str] = (),  # file columns to drop
+             ) -> Any:
+    "Read a CSV or Parquet file as an Arrow table in the store's column names and types; a value that is not of its column's type is refused naming its line."
+    return _read(path, table, columns, tz, ignore)[0]
+
+def _in_file_terms(e: Any, name: str, shown: Any, line0: int, tz: str | None) -> Any:
+    "A store ValidationError restated for a file: line numbers, and each row's symbol and time as the file wrote them (else in the file's zone)."
+    p = e.problems.copy()
+    at = p['row'] >= 0
+    if line0 >= 0: p['line'] = np.where(at, p['row'] + line0, -1)
+    if shown is not None:
+        for c, v in shown.items():
+            col = c if c == 'symbol' else 'ts'
+            p[col] = [v[int(r)].as_py() if r >= 0 else None for r in p['row']]
+    elif tz is not None: p['ts'] = [t.tz_convert(tz) if isinstance(t, pd.Timestamp) and t.tzinfo else t for t in p['ts']]
+    hints = {'conflicts_with_stored': ' (--replace replaces them)', 'missing_column': ' (--map FILECOL=COLUMN, or --timeframe for a bar file)'}
+    p['detail'] = [d + hints.get(r, '') if hints.get(r, '') not in d else d for d, r in zip(p['detail'], p['rule'])]
+    return ValidationError(name, p)
 
 def import_file(store: TickStore,  # the store to write into
                 path: str | Path,  # the file
@@ -59,10 +198,16 @@ def import_file(store: TickStore,  # the store to write into
                 ignore: tuple[str, ...] | list[str] = (),  # file columns to drop
                 timeframe: str | None = None,  # timeframe of bar files without a timeframe column
                 source: str | None = None,  # recorded source (default 'file:<name>')
+                replace: bool = False,  # replace stored rows with the same key (keyed tables: bars, reference, ...)
                ) -> IngestResult:
-    "Import a CSV or Parquet file into `store` with the store's validation (a bad file writes nothing)."
-    tbl = read_file(path, table, columns, tz, ignore)
+    "Import a CSV or Parquet file into `store` with the store's validation (a bad file writes nothing; errors name the file's lines)."
+    tbl, shown, line0 = _read(path, table, columns, tz, ignore)
     src = source or f"file:{Path(path).name}"
-    if table == 'bars': return store.ingest_bars(tbl, timeframe=timeframe, source=src)
-    if timeframe is not None: raise ConfigError("timeframe applies to bar files only")
-    return store.ingest(table, tbl, source=src)
+    if table == 'bars' and timeframe is None and 'timeframe' not in tbl.column_names:
+        raise ConfigError(f"{Path(path).name} has no timeframe column: give the bars' timeframe with --timeframe (e.g. --timeframe 1min)")
+    if timeframe is not None and table != 'bars': raise ConfigError("timeframe applies to bar files only (--timeframe)")
+    if replace and table in ('trades', 'quotes'): raise ConfigError(f"{table} have no key to replace by (--replace): delete the rows first (smallcap data delete)")
+    try:
+        if table == 'bars': return store.ingest_bars(tbl, timeframe=timeframe, source=src, replace=replace)
+        return store.ingest(table, tbl, source=src, replace=replace)
+    except ValidationError as e: raise _in_file_terms(e, Path(path).name, shown, line0, tz) from None

@@ -26,7 +26,7 @@ from .calendar import NY, localize_ny, to_ny
 
 # %% auto #0
 __all__ = ['TABLES', 'TableSpec', 'timeframe_us', 'canonical_timeframe', 'to_arrow', 'validate_batch', 'IngestResult',
-           'TickStore', 'Recorder', 'ParquetStore']
+           'TickStore', 'bar_time_problems', 'Recorder', 'ParquetStore']
 
 # %% ../../nbs/11_data.store.ipynb #e39a3b79
 @dataclass(frozen=True)
@@ -441,12 +441,14 @@ class _Queries:
         return {}
 
 def _as_bound(x: Any, col: str) -> Any:
-    "A query bound: dates for date columns, aware UTC timestamps for times (naive times are refused)."
-    if col in ('date', 'ex_date'): return pd.Timestamp(x).date()
-    ts = pd.Timestamp(x)
-    if ts.tzinfo is None:
-        if isinstance(x, str) and re.fullmatch(r'\d{4}-\d{2}-\d{2}', x.strip()): return localize_ny(ts)
-        raise ConfigError(f"naive time bound {x!r}: give a tz-aware time, or a plain date (taken as that New York date)")
+    "A query bound: dates for date columns, aware UTC timestamps for times; a plain date (object or 'YYYY-MM-DD') is that New York date, naive times are refused."
+    from smallcap.core import plain_date
+    day = plain_date(x, 'time bound')
+    try: ts = pd.Timestamp(day if day is not None else x)
+    except (ValueError, TypeError): raise ConfigError(f"cannot read the time bound {x!r} as a time or a date") from None
+    if col in ('date', 'ex_date'): return ts.date()
+    if day is not None: return localize_ny(ts)
+    if ts.tzinfo is None: raise ConfigError(f"naive time bound {x!r}: give a tz-aware time, or a plain date (taken as that New York date)")
     return ts.tz_convert('UTC')
 
 # %% ../../nbs/11_data.store.ipynb #4cae8760
@@ -560,7 +562,9 @@ class TickStore(_Queries):
         if table not in TABLES: raise ConfigError(f"unknown table {table!r}; tables: {list(TABLES)}")
         if not source or not isinstance(source, str): raise ConfigError("source must be a non-empty string naming where the data came from")
         tbl = _validated(data, table)
-        if table == 'bars': tbl = _canonical_timeframes(tbl)
+        if table == 'bars':
+            tbl = _canonical_timeframes(tbl)
+            if probs := bar_time_problems(tbl): raise ValidationError(table, _problem_frame(probs))
         with self._writing() as con:
             con.execute('BEGIN TRANSACTION')
             try:
@@ -599,7 +603,7 @@ class TickStore(_Queries):
                                      WHERE {diff} ORDER BY n.__pos LIMIT 1000""", params=[source, lo, hi]).fetchall() if diff else []
             if conflicts and not replace:
                 raise ValidationError(table, _problem_frame([dict(row=r, symbol=s, ts=t, field=','.join(spec.key), rule='conflicts_with_stored',
-                                                                  detail='differs from the stored row with the same key (pass replace=True to overwrite)')
+                                                                  detail='differs from the stored row with the same key (replace it with replace=True, or --replace on the command line)')
                                                              for r, s, t in conflicts]))
             if conflicts:
                 con.execute(f"DELETE FROM {table} a USING ({new}) n WHERE {' AND '.join(f'a.{c} = n.{c}' for c in spec.key)}", [source])
@@ -638,8 +642,63 @@ class TickStore(_Queries):
         "Validate and store trading-status events: halt, resume, luld (bands), ssr (restricted sessions)."
         return self.ingest('status', data, source, replace)
 
+    def delete(self, table: str,  # the table to delete rows from
+               symbols: Any,  # the symbols whose rows go (required: a whole-table delete is never implied)
+               start: Any = None,  # first time (or date) deleted; None: from the first row
+               end: Any = None,  # end, exclusive; None: to the last row
+               timeframe: str | None = None,  # bars only: just this timeframe
+              ) -> int:
+        "Delete the stored rows of `symbols` in [start, end) from `table`, atomically; returns how many went."
+        if table not in TABLES: raise ConfigError(f"unknown table {table!r}; tables: {list(TABLES)}")
+        syms = [symbols] if isinstance(symbols, str) else list(symbols or [])
+        if not syms or any(not isinstance(x, str) or not x.strip() for x in syms): raise ConfigError(f"delete needs one or more symbols, got {symbols!r}")
+        where, params = self._filters(table, syms, start, end)
+        if timeframe is not None:
+            if table != 'bars': raise ConfigError("timeframe applies to bars only")
+            where += ' AND timeframe = ?'; params.append(canonical_timeframe(timeframe))
+        with self._writing() as con:
+            con.execute('BEGIN TRANSACTION')
+            try:
+                n = con.sql(f"SELECT count(*) FROM {table} WHERE {where}", params=params).fetchall()[0][0]
+                con.execute(f"DELETE FROM {table} WHERE {where}", params)
+                con.execute("INSERT INTO ingests VALUES (now(), ?, ?, ?, ?, ?)", [table, f"delete:{','.join(syms)}", n, 0, 0])
+                con.execute('COMMIT')
+            except BaseException:
+                con.execute('ROLLBACK'); raise
+        return int(n)
+
 def _has_db(con: Any) -> bool:
     return bool(con.sql("SELECT count(*) FROM duckdb_databases() WHERE database_name = 'db'").fetchall()[0][0])
+
+def bar_time_problems(tbl: Any,  # validated bars (Arrow) with canonical timeframes and, optionally, a `__row` column
+                      max_rows: int = 1000,  # rows listed per rule
+                     ) -> list[dict]:
+    "Bars that cannot exist: intraday bars outside every NYSE session or off their timeframe's grid, daily bars not stamped at a session of a trading day."
+    import pyarrow as pa
+    from smallcap.data.calendar import NY, session_labels
+    if tbl.num_rows == 0: return []
+    ns = tbl.column('ts').cast(pa.timestamp('ns', 'UTC')).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    tf = tbl.column('timeframe').to_numpy(zero_copy_only=False)
+    names, inv = np.unique(tf, return_inverse=True)
+    step = np.array([timeframe_us(x) * 1000 for x in names], np.int64)[inv]     # one look-up per distinct timeframe
+    lab = session_labels(pd.DatetimeIndex(ns, tz='UTC'))
+    H = 3_600_000_000_000
+    trading = lab.day >= 0
+    since_mid, since_open = lab.since_pre + 4 * H, lab.since_pre - 11 * H // 2     # 04:00 and 09:30 New York are the day's pre-open and open
+    close = since_open - lab.close_minute * 60_000_000_000
+    daily = step >= 24 * H
+    rules = [('outside_sessions', ~daily & (lab.code < 0), "is outside every NYSE session (04:00-20:00 New York on trading days; the after-hours end at 17:00 on half days): a weekend, a holiday or a closed hour"),
+             ('off_grid', ~daily & (lab.code >= 0) & (since_mid % step != 0) & (since_open % step != 0), "is not on its timeframe's grid (bars are stamped at their open: a 1min bar at a whole minute)"),
+             ('daily_off_session', daily & ~(trading & ((since_mid == 0) | (lab.since_pre == 0) | (since_open == 0) | (close == 0))),
+              "is a daily bar not stamped at a trading day's New York midnight, 04:00 pre-open, open or close")]
+    rows = tbl.column('__row').to_numpy(zero_copy_only=False) if '__row' in tbl.column_names else np.arange(tbl.num_rows)
+    out = []
+    for rule, bad, why in rules:
+        for i in np.flatnonzero(bad)[:max_rows]:
+            t = pd.Timestamp(int(ns[i]), tz='UTC')
+            out.append(dict(row=int(rows[i]), symbol=tbl.column('symbol')[int(i)].as_py(), ts=t, field='ts', rule=rule,
+                            detail=f"a {names[inv[i]]} bar at {t.tz_convert(NY):%Y-%m-%d %H:%M:%S} New York ({t.tz_convert(NY):%a}) {why}"))
+    return out
 
 def _canonical_timeframes(tbl: Any) -> Any:
     "Replace the timeframe column by canonical names, refusing unknown timeframes with the rows named."

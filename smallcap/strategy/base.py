@@ -25,8 +25,9 @@ from ..data.calendar import window_start
 from ..data.panel import Panel
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'Signals', 'first_difference', 'param', 'Strategy', 'register', 'get_strategy', 'list_strategies',
-           'PurityError', 'pure_calls', 'CausalityReport', 'check_causal']
+__all__ = ['STRATEGIES', 'MODULES_ENV', 'ENTRY_POINTS', 'Signals', 'first_difference', 'param', 'Strategy', 'register',
+           'load_strategy_module', 'get_strategy', 'list_strategies', 'PurityError', 'pure_calls', 'CausalityReport',
+           'check_causal']
 
 # %% ../../nbs/30_strategy.base.ipynb #0e53cadc
 _SIGNAL_BOOLS = ('entries_long', 'exits_long', 'entries_short', 'exits_short')
@@ -220,12 +221,42 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     STRATEGIES[cls.name] = cls
     return cls
 
+MODULES_ENV: str = 'SMALLCAP_STRATEGY_MODULES'  # user strategy modules (files or module names, os.pathsep-separated), loaded with the library
+ENTRY_POINTS: str = 'smallcap.strategies'  # the entry-point group through which an installed package adds strategies
+
+def load_strategy_module(spec: str,  # a .py file, or the dotted name of an importable module
+                        ) -> list[str]:
+    "Import a user's strategy module (its @register classes join the registry); returns the names it registered. ConfigError names a file that is missing or fails."
+    import hashlib, importlib, importlib.util
+    from pathlib import Path
+    before = set(STRATEGIES)
+    try:
+        if spec.endswith('.py') or os.sep in spec:
+            p = Path(spec).expanduser().resolve()
+            if not p.is_file(): raise ConfigError(f"strategy module {spec} does not exist (--module)")
+            name = f"smallcap_user_{p.stem}_{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+            if name not in sys.modules:
+                s = importlib.util.spec_from_file_location(name, p)
+                mod = importlib.util.module_from_spec(s); sys.modules[name] = mod
+                try: s.loader.exec_module(mod)
+                except BaseException: del sys.modules[name]; raise
+        else: importlib.import_module(spec)
+    except ConfigError: raise
+    except SyntaxError as e: raise ConfigError(f"strategy module {spec}: {e.msg} at line {e.lineno} (--module)") from None
+    except Exception as e: raise ConfigError(f"strategy module {spec} failed to import: {type(e).__name__}: {e} (--module)") from None
+    return sorted(set(STRATEGIES) - before)
+
 def _load_libraries() -> None:
     import importlib
+    from importlib.metadata import entry_points
     for m in _LIBRARIES:
         try: importlib.import_module(m)
         except ModuleNotFoundError as e:
             if e.name != m: raise
+    for spec in filter(None, os.environ.get(MODULES_ENV, '').split(os.pathsep)): load_strategy_module(spec)
+    for ep in entry_points(group=ENTRY_POINTS):
+        try: ep.load()
+        except Exception as e: raise ConfigError(f"strategy entry point {ep.name} = {ep.value} failed to load: {type(e).__name__}: {e}") from None
 
 def get_strategy(name: str,  # registered name, e.g. 'sma_cross'
                  **params: Any,  # parameter values (others keep their defaults)
