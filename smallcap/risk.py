@@ -21,10 +21,10 @@ from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Positi
 from .data.calendar import ny_date, ny_day_numbers, to_ny
 
 # %% auto #0
-__all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reasons_of', 'kelly_fraction', 'RiskConfig', 'Decision', 'Decisions',
-           'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'PanelBars', 'iter_bars', 'ssr_events',
-           'BarInputs', 'RiskInputs', 'RiskInputStream', 'protective_level', 'eod_window', 'entry_gates', 'Screened',
-           'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
+__all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reason_mask', 'reasons_of', 'kelly_fraction', 'RiskConfig',
+           'Decision', 'Decisions', 'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'PanelBars',
+           'iter_bars', 'ssr_events', 'BarInputs', 'RiskInputs', 'RiskInputStream', 'protective_level', 'eod_window',
+           'entry_gates', 'Screened', 'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
 
 # %% ../nbs/40_risk.ipynb #9d1327d4
 class Reason(StrEnum):
@@ -76,6 +76,11 @@ _REDUCED_TO_REJECTED = [(getattr(_B, f'REDUCED_{k}'), getattr(_B, f'REJECTED_{k}
                         for k in ('MAX_POSITION', 'MAX_SHARES', 'ADV_CAP', 'GROSS_EXPOSURE', 'MARGIN', 'LOSS_BUDGET')]
 _REJECT_BITS = np.int64(sum(int(getattr(_B, r.name)) for r in _REASONS if r.name.startswith('REJECTED_')))
 _EXIT_BITS = np.int64(sum(int(getattr(_B, r.name)) for r in _REASONS if r.name.startswith('EXIT_')))
+
+def reason_mask(*reasons: Reason | str,  # reason codes
+               ) -> int:
+    "The bit mask of some reason codes (the inverse of `reasons_of`)."
+    return int(sum(int(getattr(_B, Reason(r).name)) for r in set(map(Reason, reasons))))
 
 def reasons_of(mask: int,  # bit mask of reason codes (bit i: the i-th member of `Reason`)
               ) -> tuple[Reason, ...]:

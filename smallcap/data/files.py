@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, ValidationError
+from .calendar import NY
 from .store import TABLES, IngestResult, TickStore
 
 # %% auto #0

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..core import Intent, Order, OrderStatus, OrderType, Side, TimeInForce, client_order_id
 from .broker import Broker, EventKind, OrderEvent, submit_once
-from ..risk import _B, BarContext, Decisions, RiskConfig, RiskEngine, RiskState, protective_level, reasons_of
+from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
 # %% auto #0
 __all__ = ['OrderRecord', 'halts_entries', 'OrderManager', 'TradingLoop']
@@ -37,7 +37,7 @@ def _reasons(bits: int, _cache: dict[int, str] = {}) -> str:
     if r is None: r = _cache[bits] = ','.join(reasons_of(bits))
     return r
 
-_PROTECTIVE_BITS = int(_B.EXIT_STOP | _B.EXIT_TRAILING | _B.EXIT_TARGET)
+_PROTECTIVE_BITS = reason_mask(Reason.EXIT_STOP, Reason.EXIT_TRAILING, Reason.EXIT_TARGET)
 
 def halts_entries(state: RiskState, config: RiskConfig) -> bool:
     "Working entries must go: the day is halted for its loss, or the kill switch flattens (a frozen switch sends nothing)."
