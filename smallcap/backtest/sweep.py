@@ -223,16 +223,17 @@ def _compiled_rows(combos: list[Strategy], names: list[str], plan0: Any, bars: P
 def _vbt_rows(combos: list[Strategy], which: list[int], names: list[str], plan0: Any, bars: Panel, arrays: Any, chunk: int, equity: bool,
               keep_results: bool, it: Any) -> tuple[dict[int, dict[str, Any]], dict[int, pd.Series], dict[int, Any]]:
     "Table rows, equity curves and results of the combinations at positions `which`, through the vectorbt engine (`chunk` per call)."
-    from smallcap.backtest.core import _unenforced, _vbt_inputs, _vbt_read, _vbt_simulate, assemble
+    from smallcap.backtest.core import _unenforced, assemble
+    from smallcap.backtest.vbt import plan_inputs, read, simulate
     from smallcap.strategy.base import pure_calls
     rows, curves, results = {}, {}, {}
     for i in it:
         part = which[i:i + chunk]
         if not part: continue
         with pure_calls(): plans = [dataclasses.replace(plan0, strategy=combos[j], signals=_signals_of(_raw_signals(combos[j], arrays, bars), bars)) for j in part]
-        inputs = [_vbt_inputs(p) for p in plans]
-        for j, p, inp, rec in zip(part, plans, inputs, _vbt_simulate(plans, inputs)):
-            fills, orders, notes = _vbt_read(p, inp, rec)
+        inputs = [plan_inputs(p) for p in plans]
+        for j, p, inp, rec in zip(part, plans, inputs, simulate(plans, inputs)):
+            fills, orders, notes = read(p, inp, rec)
             r = assemble(p, fills, 'vectorbt', orders, notes)
             r.notes.extend(_unenforced(p, r))
             st = r.stats
