@@ -228,8 +228,8 @@ def demo(fresh: bool) -> None:
         st.done()
 
         st.start(5, DEMO_STEPS[4][0])
-        from smallcap.report import _slug, publish, read_meta
-        html = s.reports_dir / f"{_slug(rdir.name, 120)}.html"
+        from smallcap.report import file_slug, publish, read_meta
+        html = s.reports_dir / f"{file_slug(rdir.name, 120)}.html"
         meta = read_meta(html) if html.exists() else None
         if cached and meta and meta.get('result') == rdir.name and html.stat().st_mtime >= (rdir / 'result.json').stat().st_mtime:
             st.done(f"(reused {_rel(html)})")

@@ -28,8 +28,8 @@ __all__ = ['KINDS', 'META_ID', 'KERNEL', 'ReportError', 'result_kind', 'ReportDa
            'save_sample_bars', 'fmt', 'table_html', 'equity_figure', 'monthly_figure', 'pnl_figure', 'candles_figure',
            'figure_html', 'reproduce', 'header_html', 'stats_html', 'equity_html', 'trades_html', 'samples_html',
            'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html', 'page_html', 'scrub',
-           'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs', 'report_command',
-           'docs_command']
+           'template_path', 'file_slug', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs',
+           'report_command', 'docs_command']
 
 # %% ../nbs/81_report.ipynb #e589cad7
 KINDS: tuple[str, ...] = ('backtest', 'walkforward')
@@ -718,7 +718,10 @@ def template_path() -> Path:
     if not p.exists(): raise ReportError(f"the report template is missing (expected nbs/reports/strategy.ipynb beside the package); reports need a source checkout of smallcap")
     return p
 
-def _slug(s: str, n: int = 100) -> str:
+def file_slug(s: str,  # any text (a strategy id, a directory name)
+              n: int = 100,  # longest result
+             ) -> str:
+    "A file-name-safe form of `s` (letters, digits, `_.=-`), at most `n` characters."
     return re.sub(r'[^A-Za-z0-9_.=-]+', '_', str(s)).strip('_.')[:n] or 'result'
 
 def _save_object(obj: Any, root: Path) -> Path:
@@ -727,8 +730,8 @@ def _save_object(obj: Any, root: Path) -> Path:
     ok = isinstance(obj, BacktestResult) or type(obj).__name__ == 'WalkForwardResult'
     if not ok: raise ConfigError(f"publish needs a BacktestResult, a WalkForwardResult or a saved result directory, got {type(obj).__name__}")
     fp = (obj.inputs.get('data') or {}).get('fingerprint', 'nofp')
-    if isinstance(obj, BacktestResult): return obj.save(root / 'results' / f"{_slug(obj.inputs.get('strategy'), 80)}-{fp}")
-    return obj.save(root / 'results' / f"{_slug(obj.inputs.get('strategy'), 80)}-wf-{fp}")
+    if isinstance(obj, BacktestResult): return obj.save(root / 'results' / f"{file_slug(obj.inputs.get('strategy'), 80)}-{fp}")
+    return obj.save(root / 'results' / f"{file_slug(obj.inputs.get('strategy'), 80)}-wf-{fp}")
 
 def _kernel_ok(name: str) -> None:
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -815,7 +818,7 @@ def publish(result_or_dir: Any,  # a BacktestResult / WalkForwardResult, or a sa
     foot = (f"<footer>Published {meta['published']} by smallcap {_html.escape(str(meta['smallcap_version']))} from result "
             f"<code>{_html.escape(rdir.name)}</code>. Standalone page: charts are plotly (inline), no network needed.</footer>")
     page = page_html(f"<main class='report'>{scrub(body)}{foot}</main>", title, meta)
-    dest = out / f"{_slug(rdir.name, 120)}.html"
+    dest = out / f"{file_slug(rdir.name, 120)}.html"
     _atomic_write(dest, page)
     if index: rebuild_index(out)
     return dest

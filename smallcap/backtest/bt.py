@@ -194,7 +194,7 @@ _SKIP: bool = True   # skip the bars at which decide() provably decides nothing 
 class _Engine:
     "Per-bar glue between the plan, the risk module and backtrader's broker (state, working orders, records)."
     def __init__(self, plan: Plan) -> None:
-        from smallcap.risk import _B
+        from smallcap.risk import REASON_BITS as B
         self.plan, self.c = plan, plan.risk
         T, N = plan.shape
         self.T, self.N = T, N
@@ -217,7 +217,7 @@ class _Engine:
         last = pd.Series(np.arange(T)).groupby(np.asarray(ny.asi8)).transform('max').to_numpy()
         self.expiry = last if self.realistic else None
         self.trailing = self.realistic and (self.c.trail_pct is not None or self.c.trail_atr is not None)
-        self.exit_bits = int(_B.EXIT_STOP | _B.EXIT_TRAILING | _B.EXIT_TARGET)
+        self.exit_bits = int(B.EXIT_STOP | B.EXIT_TRAILING | B.EXIT_TARGET)
         self.k = -1
         self.entry: list[list] = [[] for _ in range(N)]    # working entry orders per symbol
         self.n_entry = 0                                    # how many

@@ -28,8 +28,9 @@ from ..risk import NAT_NS, RiskConfig, RiskInputs, eod_window, reasons_of
 from ..strategy.base import Signals, Strategy
 
 # %% auto #0
-__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINES', 'Plan', 'fingerprint', 'prepare', 'empty_fills',
-           'trades_from_fills', 'BacktestResult', 'assemble', 'client_ids', 'backtest', 'run_plan']
+__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'staged_dir', 'ENGINES', 'Plan', 'fingerprint', 'prepare', 'text_array',
+           'empty_fills', 'trades_from_fills', 'BacktestResult', 'assemble', 'nonzero_cells', 'next_traded',
+           'next_traded_at', 'client_ids', 'coded_client_ids', 'backtest', 'run_plan']
 
 # %% ../../nbs/51_backtest.core.ipynb #f64649d2
 FILLS: tuple[str, ...] = ('simple', 'realistic')
@@ -252,7 +253,7 @@ def _str_array(a: Any) -> Any:
     dt = pd.StringDtype(na_value=np.nan)
     return pd.array(a, dtype=dt) if dt.storage == 'pyarrow' else pd.array(a.to_numpy(zero_copy_only=False).astype(object), dtype=dt)
 
-def _strings(values: Any,  # the distinct strings
+def text_array(values: Any,  # the distinct strings
              codes: np.ndarray,  # index into `values` of each row
             ) -> Any:
     "`values[codes]` as a pandas 'str' array, taken in Arrow (a frame's text column without a Python string per row)."
@@ -308,7 +309,7 @@ def _trades(fills: pd.DataFrame, ts: pd.DatetimeIndex, code: np.ndarray, names: 
     held = (index.get_indexer(exit_) - index.get_indexer(entry)).astype(np.int64) if index is not None and len(sel) else np.zeros(len(sel), np.int64)
     it = fills['intent'].array                                               # taken as it is when a text array (no Python strings), else as objects
     intent = it.take(o[fin][k]) if isinstance(it.dtype, pd.StringDtype) else fills['intent'].to_numpy()[o[fin][k]]
-    return pd.DataFrame({'symbol': _strings(names, sym[sel][k]), 'side': _strings(('short', 'long'), (sq[sel] > 0)[k]), 'entry_time': entry, 'exit_time': exit_,
+    return pd.DataFrame({'symbol': text_array(names, sym[sel][k]), 'side': text_array(('short', 'long'), (sq[sel] > 0)[k]), 'entry_time': entry, 'exit_time': exit_,
                          'qty': qty[k], 'entry_price': entry_price[k], 'exit_price': (sums[1][closed] / cq)[k], 'pnl': pnl[k], 'fees': sums[3][closed][k],
                          'return': (pnl / (entry_price * qty))[k], 'bars_held': held, 'exit_intent': intent})
 
@@ -452,20 +453,26 @@ def _first_valid(a: np.ndarray) -> np.ndarray:
     return np.where(ok.any(0), a[i, np.arange(a.shape[1])], np.nan)
 
 # %% ../../nbs/51_backtest.core.ipynb #24cb463e
-def _nz(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nonzero_cells(m: np.ndarray,  # a 2-D mask
+                 ) -> tuple[np.ndarray, np.ndarray]:
     "`np.nonzero` of a 2-D mask (rows, columns; the same row-major order), from its flat indices: several times faster for 2-D arrays."
     f = np.flatnonzero(m)
     return f // m.shape[1], f % m.shape[1]
 
-def _next_traded(traded: np.ndarray) -> np.ndarray:
+def next_traded(traded: np.ndarray,  # (bars, symbols): the symbol traded in the bar
+               ) -> np.ndarray:
     "For each bar and symbol, the row of the symbol's next traded bar strictly after it (T when none)."
     T = len(traded)
     r = np.where(traded, np.arange(T)[:, None], T)
     nxt = np.minimum.accumulate(r[::-1], axis=0)[::-1]
     return np.vstack([nxt[1:], np.full((1, traded.shape[1]), T)])
 
-def _next_traded_at(traded: np.ndarray, r: np.ndarray, k: np.ndarray, ft: np.ndarray | None = None) -> np.ndarray:
-    "`_next_traded(traded)[r, k]` at some cells only (bars `r`, symbols `k`), without a (T, N) temporary (`ft`: `np.flatnonzero(traded.T)` if known)."
+def next_traded_at(traded: np.ndarray,  # (bars, symbols): the symbol traded in the bar
+                   r: np.ndarray,  # bar of each cell
+                   k: np.ndarray,  # symbol of each cell
+                   ft: np.ndarray | None = None,  # `np.flatnonzero(traded.T)` if known
+                  ) -> np.ndarray:
+    "`next_traded(traded)[r, k]` at some cells only (bars `r`, symbols `k`), without a (T, N) temporary (`ft`: `np.flatnonzero(traded.T)` if known)."
     T = len(traded)
     if ft is None: ft = np.flatnonzero(traded.T)                            # traded cells column by column, as k * T + row (sorted)
     if not len(ft): return np.full(len(r), T, np.int64)
@@ -484,9 +491,15 @@ def client_ids(strategy: str,  # the strategy configuration id
     kj, usym = pd.factorize(np.asarray(symbols, dtype=object))
     ii, uint = pd.factorize(np.asarray(intents, dtype=object))
     ns = pd.DatetimeIndex(times).tz_convert('UTC').as_unit('ns').asi8
-    return np.asarray(_client_ids(strategy, list(usym), kj, ns, list(uint), ii).to_numpy(object))
+    return np.asarray(coded_client_ids(strategy, list(usym), kj, ns, list(uint), ii).to_numpy(object))
 
-def _client_ids(strategy: str, names: list[str], kj: np.ndarray, ns: np.ndarray, intents: list[str], ii: np.ndarray) -> Any:
+def coded_client_ids(strategy: str,  # the strategy configuration id
+                     names: list[str],  # the distinct symbols
+                     kj: np.ndarray,  # symbol of each order, as a position in `names`
+                     ns: np.ndarray,  # signal bar time of each order (UTC epoch nanoseconds)
+                     intents: list[str],  # the distinct intents
+                     ii: np.ndarray,  # intent of each order, as a position in `intents`
+                    ) -> Any:
     "`client_ids` of orders given as codes (symbol `names[kj]`, intent `intents[ii]`, signal bar time `ns` in UTC nanoseconds), as a pandas 'str' array."
     from smallcap.core import _slug
     up = [str(x).upper() for x in names]
@@ -587,6 +600,9 @@ def _ids_kernel() -> Any:
                 byte = (w >> np.uint64(8 * q)) & np.uint64(255)
                 out[o] = HEX[byte >> np.uint64(4)]; out[o + 1] = HEX[byte & np.uint64(15)]; o += 2
     return ids
+
+_next_traded, _next_traded_at, _nz, _strings, _client_ids = next_traded, next_traded_at, nonzero_cells, text_array, coded_client_ids   # their old names
+staged_dir = _staged_dir   # the one staged-directory writer, for every result type
 
 _MOVED = {'_vbt_inputs': 'plan_inputs', '_vbt_read': 'read', '_vbt_simulate': 'simulate', '_vbt_fills': '_vbt_fills', '_vbt_enums': '_vbt_enums',
           '_vbt_defaults': '_vbt_defaults', '_entry_orders': '_entry_orders', '_screen_cells': '_screen_cells'}

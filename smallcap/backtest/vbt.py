@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import Plan, _client_ids, _next_traded_at, _nz, _strings, empty_fills
+from .core import Plan, coded_client_ids, next_traded_at, nonzero_cells, text_array, empty_fills
 from ..risk import reasons_of, screen_entries, settle_entries
 
 # %% auto #0
@@ -144,7 +144,7 @@ def plan_inputs(plan: Plan) -> dict[str, Any]:
     bits = np.zeros((T, N), np.int64)
     shares = np.zeros((T, N), np.int64); stop = np.full((T, N), np.nan); target = np.full((T, N), np.nan); requested = np.zeros((T, N), np.int64)
     for side, ent in ((1, el), (-1, es)):
-        r, k = _nz(ent)
+        r, k = nonzero_cells(ent)
         if not len(r): continue
         sc = _screen_cells(plan, side, r, k)
         sz = sc.sizing
@@ -160,14 +160,14 @@ def plan_inputs(plan: Plan) -> dict[str, Any]:
     ft = np.flatnonzero(plan.traded.T)
     def move(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out, src = np.zeros((T + 1, N), bool), np.full((T + 1, N), -1, np.int64)
-        r, k = _nz(m)
-        nx = _next_traded_at(plan.traded, r, k, ft)
+        r, k = nonzero_cells(m)
+        nx = next_traded_at(plan.traded, r, k, ft)
         out[nx, k] = True; src[nx, k] = r
         return out[:T], src[:T]
     EL, src_el = move(ok_l); ES, src_es = move(ok_s); XL, src_xl = move(xl_all); XS, src_xs = move(xs_all)
     size = np.zeros((T, N))
     for src, m in ((src_el, EL), (src_es, ES)):
-        rr, kk = _nz(m); size[rr, kk] = np.abs(shares[src[rr, kk], kk])
+        rr, kk = nonzero_cells(m); size[rr, kk] = np.abs(shares[src[rr, kk], kk])
     realistic = plan.fill == 'realistic'
     hs = plan.half_spread
     kw = {}
@@ -182,7 +182,7 @@ def plan_inputs(plan: Plan) -> dict[str, Any]:
         buy_px = plan.open * (1 + hs); sell_px = plan.open * (1 - hs)
         sl, tp = np.full((T, N), np.nan), np.full((T, N), np.nan)
         for src, m, fp, sgn in ((src_el, EL, buy_px, 1), (src_es, ES, sell_px, -1)):
-            rr, kk = _nz(m)
+            rr, kk = nonzero_cells(m)
             st_, tg_ = stop[src[rr, kk], kk], target[src[rr, kk], kk]
             with np.errstate(invalid='ignore', divide='ignore'):
                 sl[rr, kk] = np.where(np.isfinite(st_), np.maximum(sgn * (1 - st_ / fp[rr, kk]), 0.0), np.nan)
@@ -265,26 +265,26 @@ def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, sr
     reason = np.where(is_stop, np.where(intent == 5, 2, 1), np.where(was_eod, 3, 0))                 # codes into _EXIT_REASONS
     reason[opening] = len(_EXIT_REASONS) + inv.ravel()
     texts = [*_EXIT_REASONS, *(','.join(reasons_of(b)) for b in u.tolist())]
-    oid = _client_ids(plan.strategy_id, plan.symbols, cc, plan.index.as_unit('ns').asi8[srow], _INTENTS, intent)
-    return pd.DataFrame({'ts': plan.index[rr], 'symbol': _strings(plan.symbols, cc), 'side': _strings(('sell', 'buy'), buy[k]), 'qty': q[k],
-                         'price': px[k], 'fees': fee[k], 'slippage': slip[k], 'intent': _strings(_INTENTS, intent), 'order_id': oid,
-                         'reason': _strings(texts, reason)})
+    oid = coded_client_ids(plan.strategy_id, plan.symbols, cc, plan.index.as_unit('ns').asi8[srow], _INTENTS, intent)
+    return pd.DataFrame({'ts': plan.index[rr], 'symbol': text_array(plan.symbols, cc), 'side': text_array(('sell', 'buy'), buy[k]), 'qty': q[k],
+                         'price': px[k], 'fees': fee[k], 'slippage': slip[k], 'intent': text_array(_INTENTS, intent), 'order_id': oid,
+                         'reason': text_array(texts, reason)})
 
 def _entry_orders(plan: Plan, cand: np.ndarray, shares: np.ndarray, requested: np.ndarray, bits: np.ndarray,
                   stop: np.ndarray, target: np.ndarray) -> pd.DataFrame:
     "One row per entry signal with the risk module's decision (approved, reduced or rejected, with reason codes)."
-    r, k = _nz(cand)
+    r, k = nonzero_cells(cand)
     sh = shares[r, k]
     if not len(r):                                                           # no entry signal: the column types an empty frame always had
         e = np.array([], dtype=object)
         return pd.DataFrame({'ts': plan.index[r], 'symbol': e, 'side': np.array([], str), 'requested': requested[r, k], 'qty': np.abs(sh),
                              'stop': stop[r, k], 'target': target[r, k], 'status': np.array([], str), 'reason': e})
-    return pd.DataFrame({'ts': plan.index[r], 'symbol': _strings(plan.symbols, k),
-                         'side': _strings(('sell', 'buy'), plan._sig['entries_long'][r, k]), 'requested': requested[r, k],
+    return pd.DataFrame({'ts': plan.index[r], 'symbol': text_array(plan.symbols, k),
+                         'side': text_array(('sell', 'buy'), plan._sig['entries_long'][r, k]), 'requested': requested[r, k],
                          'qty': np.abs(sh), 'stop': stop[r, k], 'target': target[r, k],
-                         'status': _strings(('rejected', 'approved'), sh != 0), 'reason': _reason_strings(bits[r, k])})
+                         'status': text_array(('rejected', 'approved'), sh != 0), 'reason': _reason_strings(bits[r, k])})
 
 def _reason_strings(bits: np.ndarray) -> Any:
     "Reason-code bit masks as comma-joined text, a pandas 'str' array (each distinct mask decoded once)."
     u, inv = np.unique(np.asarray(bits, np.int64), return_inverse=True)
-    return _strings([','.join(reasons_of(b)) for b in u.tolist()], inv.ravel())
+    return text_array([','.join(reasons_of(b)) for b in u.tolist()], inv.ravel())
