@@ -21,10 +21,10 @@ from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Positi
 from .data.calendar import ny_date, ny_day_numbers, to_ny
 
 # %% auto #0
-__all__ = ['SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reason_mask', 'reasons_of', 'kelly_fraction', 'RiskConfig',
-           'Decision', 'Decisions', 'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext', 'PanelBars',
-           'iter_bars', 'ssr_events', 'BarInputs', 'RiskInputs', 'RiskInputStream', 'protective_level', 'eod_window',
-           'entry_gates', 'Screened', 'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
+__all__ = ['REASON_BITS', 'SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reason_mask', 'reasons_of', 'kelly_fraction',
+           'RiskConfig', 'Decision', 'Decisions', 'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext',
+           'PanelBars', 'iter_bars', 'ssr_events', 'BarInputs', 'RiskInputs', 'RiskInputStream', 'protective_level',
+           'eod_window', 'entry_gates', 'Screened', 'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
 
 # %% ../nbs/40_risk.ipynb #9d1327d4
 class Reason(StrEnum):
@@ -71,7 +71,8 @@ class Reason(StrEnum):
     EXIT_KILL_SWITCH = 'exit_kill_switch'
 
 _REASONS = tuple(Reason)
-_B = SimpleNamespace(**{r.name: np.int64(1) << np.int64(i) for i, r in enumerate(_REASONS)})   # bit of each code
+REASON_BITS: SimpleNamespace = SimpleNamespace(**{r.name: np.int64(1) << np.int64(i) for i, r in enumerate(_REASONS)})   # the bit of each code in a reason mask
+_B = REASON_BITS
 _REDUCED_TO_REJECTED = [(getattr(_B, f'REDUCED_{k}'), getattr(_B, f'REJECTED_{k}'))
                         for k in ('MAX_POSITION', 'MAX_SHARES', 'ADV_CAP', 'GROSS_EXPOSURE', 'MARGIN', 'LOSS_BUDGET')]
 _REJECT_BITS = np.int64(sum(int(getattr(_B, r.name)) for r in _REASONS if r.name.startswith('REJECTED_')))

@@ -18,7 +18,7 @@ import pandas as pd
 from .core import ConfigError, DataError, plain_date
 from .data.calendar import localize_ny, ny_date
 
-if TYPE_CHECKING: from smallcap.data.store import _Queries
+if TYPE_CHECKING: from smallcap.data.store import Queries
 
 # %% auto #0
 __all__ = ['RANK_BY', 'DEFAULT_TIME', 'Scan', 'scan_time', 'run_scan', 'scan_days']
@@ -204,11 +204,11 @@ _COLS = ['rank', 'symbol', 'price', 'prior_close', 'gap', 'volume', 'avg_volume'
 def _sql(store: Any, con: Any, scan: Scan, at: pd.Timestamp, lo: pd.Timestamp, prev_pre: pd.Timestamp) -> tuple[str, list[Any]]:
     "The scan's SQL and parameters (`_scan_sess` and `_scan_p` must be registered on `con`): data in [lo, at), status from prev_pre."
     allow = list(scan.symbols) if scan.symbols else None
-    tw, tp = store._filters('trades', allow, lo, at)
-    bw, bp = store._filters('bars', allow, lo, at)
-    sw, sp = store._filters('status', allow, prev_pre, at)
-    rw, rp = store._filters('reference', allow, None, None)
-    cw, cp = store._filters('corporate_actions', allow, None, None)
+    tw, tp = store.where('trades', allow, lo, at)
+    bw, bp = store.where('bars', allow, lo, at)
+    sw, sp = store.where('status', allow, prev_pre, at)
+    rw, rp = store.where('reference', allow, None, None)
+    cw, cp = store.where('corporate_actions', allow, None, None)
     conds, fp = [], []
     for col, lo_, hi_ in (('price', scan.price_min, scan.price_max), ('float_shares', scan.float_min, scan.float_max), ('gap', scan.gap_min, scan.gap_max),
                           ('rvol', scan.rvol_min, None), ('volume', scan.volume_min, None), ('dollar_volume', scan.dollar_volume_min, None)):
@@ -222,14 +222,14 @@ def _sql(store: Any, con: Any, scan: Scan, at: pd.Timestamp, lo: pd.Timestamp, p
     WITH s AS (SELECT k, CAST(date AS DATE) AS date, pre_open, open, close, lim, win_end FROM _scan_sess),
     p AS (SELECT scan_at, CAST(date AS DATE) AS date, day_start FROM _scan_p),
     tx AS (SELECT x.symbol, s.k, x.ts, x.seq, x.price, x.size, s.open AS so, s.close AS sc, s.win_end
-           FROM (SELECT symbol, ts, seq, price, size FROM {store._rel('trades', con)} WHERE {tw}) x
+           FROM (SELECT symbol, ts, seq, price, size FROM {store.relation('trades', con)} WHERE {tw}) x
            JOIN s ON x.ts >= s.pre_open AND x.ts < s.lim),
     td AS (SELECT symbol, k, sum(size) FILTER (WHERE ts < win_end) AS vol, sum(price * size) FILTER (WHERE ts < win_end) AS value,
                   arg_max(price, (ts, seq)) FILTER (WHERE ts < win_end) AS last, max(ts) FILTER (WHERE ts < win_end) AS last_ts,
                   arg_max(price, (ts, seq)) FILTER (WHERE ts >= so AND ts < sc) AS reg_close
            FROM tx GROUP BY symbol, k),
     bx AS (SELECT x.symbol, s.k, x.ts, x.ts + to_microseconds(x.us) AS te, x.close, x.volume, x.vwap, s.open AS so, s.close AS sc, s.win_end
-           FROM (SELECT symbol, ts, close, volume, vwap, {_TF_US} AS us FROM {store._rel('bars', con)} WHERE {bw}) x
+           FROM (SELECT symbol, ts, close, volume, vwap, {_TF_US} AS us FROM {store.relation('bars', con)} WHERE {bw}) x
            JOIN s ON x.ts >= s.pre_open AND x.ts < s.lim AND (s.k > 0 OR x.ts + to_microseconds(x.us) <= s.lim)
            WHERE x.us < 86400000000
            QUALIFY x.us = min(x.us) OVER (PARTITION BY x.symbol, s.k)),
@@ -244,19 +244,19 @@ def _sql(store: Any, con: Any, scan: Scan, at: pd.Timestamp, lo: pd.Timestamp, p
                    min(k) FILTER (WHERE k > 0 AND reg_close IS NOT NULL) AS close_k,
                    sum(coalesce(vol, 0)) FILTER (WHERE k > 0) AS hist_vol, max(k) FILTER (WHERE k > 0) AS hist_n
             FROM day GROUP BY symbol),
-    ref AS (SELECT symbol, float_shares, shares_outstanding, exchange, name, active FROM {store._rel('reference', con)}
+    ref AS (SELECT symbol, float_shares, shares_outstanding, exchange, name, active FROM {store.relation('reference', con)}
             WHERE {rw} AND date <= (SELECT date FROM p) QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY date DESC) = 1),
     uni AS (SELECT symbol FROM ref WHERE active IS DISTINCT FROM FALSE
             UNION SELECT symbol FROM agg WHERE price IS NOT NULL AND symbol NOT IN (SELECT symbol FROM ref)),
     adj AS (SELECT g.symbol, product(CASE WHEN a.kind = 'split' THEN a.ratio ELSE 1.0 END) AS ratio,
                    sum(CASE WHEN a.kind = 'dividend' THEN a.amount ELSE 0.0 END) AS div
             FROM agg g JOIN s ON s.k = g.close_k
-            JOIN (SELECT * FROM {store._rel('corporate_actions', con)} WHERE {cw}) a ON a.symbol = g.symbol AND a.ex_date > s.date AND a.ex_date <= (SELECT date FROM p)
+            JOIN (SELECT * FROM {store.relation('corporate_actions', con)} WHERE {cw}) a ON a.symbol = g.symbol AND a.ex_date > s.date AND a.ex_date <= (SELECT date FROM p)
             GROUP BY g.symbol),
     stt AS (SELECT x.symbol, count(*) FILTER (WHERE x.kind = 'halt' AND x.ts >= p.day_start) AS halts,
                    bool_or(x.kind = 'ssr' AND x.ts >= p.day_start) AS ssr,
                    arg_max(x.kind, (x.ts, x.kind = 'resume')) FILTER (WHERE x.kind IN ('halt', 'resume')) = 'halt' AS halted_now
-            FROM (SELECT symbol, ts, kind FROM {store._rel('status', con)} WHERE {sw}) x, p GROUP BY x.symbol),
+            FROM (SELECT symbol, ts, kind FROM {store.relation('status', con)} WHERE {sw}) x, p GROUP BY x.symbol),
     r AS (SELECT u.symbol, g.price,
                  CASE WHEN g.close_raw IS NULL THEN NULL
                       ELSE (CASE WHEN coalesce(adj.div, 0) < g.close_raw THEN g.close_raw - coalesce(adj.div, 0) ELSE g.close_raw END) / coalesce(adj.ratio, 1.0) END AS prior_close,
@@ -304,7 +304,7 @@ def _as_store(store: Any) -> Any:
         from smallcap.data.store import ParquetStore, TickStore
         p = Path(store)
         return ParquetStore(p) if p.is_dir() else TickStore(p, read_only=True)
-    if not all(hasattr(store, a) for a in ('_reading', '_rel', '_filters', '_out')):
+    if not all(hasattr(store, a) for a in ('reading', 'relation', 'where', 'result')):
         raise ConfigError(f"expected a TickStore, a ParquetStore or a path to one, not {type(store).__name__}")
     return store
 
@@ -312,7 +312,7 @@ def _scan_arrow(store: Any, con: Any, scan: Scan, at: pd.Timestamp, sessions: pd
     "One scan as an Arrow table (with date and at columns), on an open connection."
     lo, prev_pre = _register(con, at, sessions, scan.rvol_sessions)
     sql, params = _sql(store, con, scan, at, lo, prev_pre)
-    return store._out(con.sql(sql, params=params), 'arrow')
+    return store.result(con.sql(sql, params=params), 'arrow')
 
 def _finish(tbl: Any, as_: str) -> Any:
     if as_ == 'arrow': return tbl
@@ -333,7 +333,7 @@ def run_scan(store: Any,  # a TickStore, a ParquetStore, or the path of either
     scan, store, t = Scan.parse(scan), _as_store(store), scan_time(at, time)
     day = ny_date(t)
     sessions = _sessions_for(day, day, scan.rvol_sessions)
-    with store._reading() as con:
+    with store.reading() as con:
         tbl = _scan_arrow(store, con, scan, t, sessions)
     return _finish(tbl.drop_columns(['date', 'at']), as_)
 
@@ -378,7 +378,7 @@ def scan_days(store: Any,  # a TickStore, a ParquetStore, or the path of either
             days.append(x)
         days = sorted(set(days))
     if not days:
-        with store._reading() as con: empty = _scan_arrow_empty(store, con, scan)
+        with store.reading() as con: empty = _scan_arrow_empty(store, con, scan)
         return _finish(empty, as_)
     sessions = _sessions_for(days[0], days[-1], scan.rvol_sessions)
     if bad := sorted(set(days) - set(sessions['date'])): raise ConfigError(f"not NYSE trading days: {[str(b) for b in bad]}")
@@ -387,7 +387,7 @@ def scan_days(store: Any,  # a TickStore, a ParquetStore, or the path of either
         if time == 'open': return pd.Timestamp(open_[d]).tz_convert('UTC')
         if time == 'close': return pd.Timestamp(close_[d]).tz_convert('UTC')
         return scan_time(d, time)
-    with store._reading() as con:
+    with store.reading() as con:
         parts = [_scan_arrow(store, con, scan, when(d), sessions) for d in days]
     return _finish(pa.concat_tables(parts), as_)
 
@@ -396,4 +396,4 @@ def _scan_arrow_empty(store: Any, con: Any, scan: Scan) -> Any:
     at = scan_time('2026-04-06')
     lo, prev_pre = _register(con, at, _sessions_for(at.date(), at.date(), scan.rvol_sessions), scan.rvol_sessions)
     sql, params = _sql(store, con, scan, at, lo, prev_pre)
-    return store._out(con.sql(f"SELECT * FROM ({sql}) WHERE FALSE", params=params), 'arrow')
+    return store.result(con.sql(f"SELECT * FROM ({sql}) WHERE FALSE", params=params), 'arrow')

@@ -274,7 +274,6 @@ class _Engine:
         return (fills_frame(p, om.fills), orders_frame(rows, om.rejected),
                 engine_notes('backtrader', p, om.count, partial, sum(o.alive() for o in by_id.values())))
 
-
 # %% ../../nbs/53_backtest.bt.ipynb #6a243a0d
 def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
        ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:

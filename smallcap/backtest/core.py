@@ -25,13 +25,14 @@ from ..core import ConfigError, DataError
 from ..data.calendar import ny_midnights, to_ny
 from ..data.panel import Panel
 from ..execution.costs import SLIPPAGE_MODELS, Costs, quoted_half_spread
-from ..risk import NAT_NS, RiskConfig, RiskInputs, eod_window, reasons_of, screen_entries, settle_entries
+from ..risk import NAT_NS, RiskConfig, RiskInputs, eod_window, reasons_of
 from ..strategy.base import Signals, Strategy
 
 # %% auto #0
-__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'Plan', 'fingerprint',
-           'prepare', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'result_key', 'slug', 'result_name',
-           'assemble', 'client_ids', 'backtest', 'engine_runner', 'run_plan', 'screening_limits']
+__all__ = ['FILLS', 'FILL_COLUMNS', 'TRADE_COLUMNS', 'staged_dir', 'ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'Plan',
+           'fingerprint', 'prepare', 'text_array', 'empty_fills', 'trades_from_fills', 'BacktestResult', 'result_key',
+           'slug', 'result_name', 'assemble', 'nonzero_cells', 'next_traded', 'next_traded_at', 'client_ids',
+           'coded_client_ids', 'backtest', 'engine_runner', 'run_plan', 'screening_limits']
 
 # %% ../../nbs/51_backtest.core.ipynb #f64649d2
 FILLS: tuple[str, ...] = ('simple', 'realistic')
@@ -254,7 +255,7 @@ def _str_array(a: Any) -> Any:
     dt = pd.StringDtype(na_value=np.nan)
     return pd.array(a, dtype=dt) if dt.storage == 'pyarrow' else pd.array(a.to_numpy(zero_copy_only=False).astype(object), dtype=dt)
 
-def _strings(values: Any,  # the distinct strings
+def text_array(values: Any,  # the distinct strings
              codes: np.ndarray,  # index into `values` of each row
             ) -> Any:
     "`values[codes]` as a pandas 'str' array, taken in Arrow (a frame's text column without a Python string per row)."
@@ -310,7 +311,7 @@ def _trades(fills: pd.DataFrame, ts: pd.DatetimeIndex, code: np.ndarray, names: 
     held = (index.get_indexer(exit_) - index.get_indexer(entry)).astype(np.int64) if index is not None and len(sel) else np.zeros(len(sel), np.int64)
     it = fills['intent'].array                                               # taken as it is when a text array (no Python strings), else as objects
     intent = it.take(o[fin][k]) if isinstance(it.dtype, pd.StringDtype) else fills['intent'].to_numpy()[o[fin][k]]
-    return pd.DataFrame({'symbol': _strings(names, sym[sel][k]), 'side': _strings(('short', 'long'), (sq[sel] > 0)[k]), 'entry_time': entry, 'exit_time': exit_,
+    return pd.DataFrame({'symbol': text_array(names, sym[sel][k]), 'side': text_array(('short', 'long'), (sq[sel] > 0)[k]), 'entry_time': entry, 'exit_time': exit_,
                          'qty': qty[k], 'entry_price': entry_price[k], 'exit_price': (sums[1][closed] / cq)[k], 'pnl': pnl[k], 'fees': sums[3][closed][k],
                          'return': (pnl / (entry_price * qty))[k], 'bars_held': held, 'exit_intent': intent})
 
@@ -511,20 +512,26 @@ def _first_valid(a: np.ndarray) -> np.ndarray:
     return np.where(ok.any(0), a[i, np.arange(a.shape[1])], np.nan)
 
 # %% ../../nbs/51_backtest.core.ipynb #24cb463e
-def _nz(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nonzero_cells(m: np.ndarray,  # a 2-D mask
+                 ) -> tuple[np.ndarray, np.ndarray]:
     "`np.nonzero` of a 2-D mask (rows, columns; the same row-major order), from its flat indices: several times faster for 2-D arrays."
     f = np.flatnonzero(m)
     return f // m.shape[1], f % m.shape[1]
 
-def _next_traded(traded: np.ndarray) -> np.ndarray:
+def next_traded(traded: np.ndarray,  # (bars, symbols): the symbol traded in the bar
+               ) -> np.ndarray:
     "For each bar and symbol, the row of the symbol's next traded bar strictly after it (T when none)."
     T = len(traded)
     r = np.where(traded, np.arange(T)[:, None], T)
     nxt = np.minimum.accumulate(r[::-1], axis=0)[::-1]
     return np.vstack([nxt[1:], np.full((1, traded.shape[1]), T)])
 
-def _next_traded_at(traded: np.ndarray, r: np.ndarray, k: np.ndarray, ft: np.ndarray | None = None) -> np.ndarray:
-    "`_next_traded(traded)[r, k]` at some cells only (bars `r`, symbols `k`), without a (T, N) temporary (`ft`: `np.flatnonzero(traded.T)` if known)."
+def next_traded_at(traded: np.ndarray,  # (bars, symbols): the symbol traded in the bar
+                   r: np.ndarray,  # bar of each cell
+                   k: np.ndarray,  # symbol of each cell
+                   ft: np.ndarray | None = None,  # `np.flatnonzero(traded.T)` if known
+                  ) -> np.ndarray:
+    "`next_traded(traded)[r, k]` at some cells only (bars `r`, symbols `k`), without a (T, N) temporary (`ft`: `np.flatnonzero(traded.T)` if known)."
     T = len(traded)
     if ft is None: ft = np.flatnonzero(traded.T)                            # traded cells column by column, as k * T + row (sorted)
     if not len(ft): return np.full(len(r), T, np.int64)
@@ -532,233 +539,6 @@ def _next_traded_at(traded: np.ndarray, r: np.ndarray, k: np.ndarray, ft: np.nda
     i = np.searchsorted(ft, q, 'right')
     nx = ft[np.minimum(i, len(ft) - 1)]
     return np.where((i < len(ft)) & (nx // T == k), nx - np.asarray(k, np.int64) * T, T)
-
-def _screen_cells(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> Any:
-    "The risk module's state-free entry pipeline (`risk.screen_entries`) for one side at the cells (bars `r`, symbols `k`) only (it is per cell)."
-    s, c = plan._sig, plan.risk
-    sess = np.isin(plan._session_at(r).astype(object), np.asarray(c.sessions, dtype=object))
-    conflict = (s['entries_long'][r, k] & s['entries_short'][r, k]) | (s['exits_long'][r, k] if side > 0 else s['exits_short'][r, k])
-    ssr = plan.ssr[r, k]
-    tick = plan.tick[r, k] if c.ssr_rule == 'uptick' and ssr.any() else 0                        # the tick only matters to the uptick rule,
-    need_adv = c.min_avg_volume > 0 or c.min_avg_dollar_volume > 0 or c.max_adv_pct is not None   # the volume to the liquidity gate and ADV cap,
-    adv = plan.avg_volume[r, k] if need_adv else np.nan
-    atr = plan.atr[r, k] if c.stop_atr is not None else None                                     # the ATR to ATR stops (lazy fields)
-    return screen_entries(c, plan.cash, side, plan.close[r, k], sess, plan.eod[r], ~plan.traded[r, k], True, ssr, tick, adv, conflict,
-                          atr=atr, stop=s['stop'][r, k], size=s['size'][r, k], limit=s['limit'][r, k])
-
-def _vbt_inputs(plan: Plan) -> dict[str, Any]:
-    "The from_signals arrays of one plan (risk gates, sizing, timing and stops applied), with what is needed to read the orders back."
-    T, N = plan.shape
-    c, s = plan.risk, plan._sig
-    el, es, xl, xs = s['entries_long'], s['entries_short'], s['exits_long'], s['exits_short']   # read only
-    # 1-2. gates and sizing of every candidate entry at its signal bar
-    bits = np.zeros((T, N), np.int64)
-    shares = np.zeros((T, N), np.int64); stop = np.full((T, N), np.nan); target = np.full((T, N), np.nan); requested = np.zeros((T, N), np.int64)
-    for side, ent in ((1, el), (-1, es)):
-        r, k = _nz(ent)
-        if not len(r): continue
-        sc = _screen_cells(plan, side, r, k)
-        sz = sc.sizing
-        q, b = settle_entries(c, sc.shares, sc.reasons, sz.requested)
-        bits[r, k] |= b; shares[r, k] = np.where(q > 0, side * q, shares[r, k]); requested[r, k] = sz.requested
-        stop[r, k] = np.where(q > 0, sz.stop, stop[r, k]); target[r, k] = np.where(q > 0, sz.target, target[r, k])
-    ok_l, ok_s = el & (shares > 0), es & (shares < 0)
-    # 3. exits: signals, end of day, reversals the gates rejected
-    eod = plan.eod[:, None]
-    xl_all = xl | (es & ~ok_s) | eod
-    xs_all = xs | (el & ~ok_l) | eod
-    # 4. move every order to the symbol's next traded bar
-    ft = np.flatnonzero(plan.traded.T)
-    def move(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out, src = np.zeros((T + 1, N), bool), np.full((T + 1, N), -1, np.int64)
-        r, k = _nz(m)
-        nx = _next_traded_at(plan.traded, r, k, ft)
-        out[nx, k] = True; src[nx, k] = r
-        return out[:T], src[:T]
-    EL, src_el = move(ok_l); ES, src_es = move(ok_s); XL, src_xl = move(xl_all); XS, src_xs = move(xs_all)
-    size = np.zeros((T, N))
-    for src, m in ((src_el, EL), (src_es, ES)):
-        rr, kk = _nz(m); size[rr, kk] = np.abs(shares[src[rr, kk], kk])
-    realistic = plan.fill == 'realistic'
-    hs = plan.half_spread
-    kw = {}
-    notes = []
-    if realistic:
-        if plan.costs.participation is not None:
-            cap = np.floor(plan.costs.participation * plan.volume + 1e-9)
-            capped = (size > cap) & (EL | ES)
-            if capped.any(): notes.append(f"vectorbt engine: {int(capped.sum())} entries were cut to {plan.costs.participation:.0%} of their fill bar's volume; the rest is dropped, not carried to later bars (the backtrader engine carries it)")
-            size = np.where(EL | ES, np.minimum(size, cap), size)
-            EL &= size > 0; ES &= size > 0
-        buy_px = plan.open * (1 + hs); sell_px = plan.open * (1 - hs)
-        sl, tp = np.full((T, N), np.nan), np.full((T, N), np.nan)
-        for src, m, fp, sgn in ((src_el, EL, buy_px, 1), (src_es, ES, sell_px, -1)):
-            rr, kk = _nz(m)
-            st_, tg_ = stop[src[rr, kk], kk], target[src[rr, kk], kk]
-            with np.errstate(invalid='ignore', divide='ignore'):
-                sl[rr, kk] = np.where(np.isfinite(st_), np.maximum(sgn * (1 - st_ / fp[rr, kk]), 0.0), np.nan)
-                tp[rr, kk] = np.where(np.isfinite(tg_), np.maximum(sgn * (tg_ / fp[rr, kk] - 1), 0.0), np.nan)
-        trail = c.trail_pct is not None or c.trail_atr is not None
-        if trail:
-            tpct = np.full((T, N), c.trail_pct if c.trail_pct is not None else np.nan)
-            if c.trail_atr is not None: tpct = np.where(np.isfinite(plan.atr) & (plan.atr > 0), c.trail_atr * plan.atr / plan.close, tpct)
-            sl = np.where(EL | ES, np.fmin(sl, tpct), sl)
-            notes.append("vectorbt engine: one trailing stop replaces the fixed stop (at the tighter distance); the risk module keeps both")
-        kw = dict(sl_stop=sl, tp_stop=tp, sl_trail=trail, stop_entry_price='fillprice', stop_exit_price='stopmarket',
-                  open=plan.open, high=plan.high, low=plan.low, upon_stop_update='override')
-        if np.isfinite(sl).any() or np.isfinite(tp).any():
-            notes.append("vectorbt engine: stops and targets are checked from the bar after the entry; the risk module (and the backtrader engine) also check the entry bar itself")
-    # no fees: the simulation runs on unlimited cash, so they would change nothing read back (exact fees come from the fills)
-    arrays = dict(close=plan.close, entries=EL, exits=XL, short_entries=ES, short_exits=XS, size=size, price=plan.open, slippage=hs, **kw)
-    back = dict(ent=EL | ES, ext=XL | XS, src_el=src_el, src_es=src_es, src_xl=src_xl, src_xs=src_xs, eod=plan.eod, bits=bits,
-                orders=(el | es, shares, requested, bits, stop, target))
-    return dict(arrays=arrays, back=back, notes=notes)
-
-_STACK = ('close', 'entries', 'exits', 'short_entries', 'short_exits', 'size', 'price', 'fees', 'slippage', 'sl_stop', 'tp_stop', 'open', 'high', 'low')
-
-def _vbt_simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.ndarray]:
-    "One compiled vectorbt simulation of several plans side by side (columns of each plan in turn); order records per plan."
-    from vectorbt.portfolio import nb as vnb
-    from smallcap.backtest.nb import conflict_signal_nb
-    N = plans[0].shape[1]
-    a0 = inputs[0]['arrays']
-    arr = {k: (np.hstack([i['arrays'][k] for i in inputs]) if len(inputs) > 1 else a0[k]) for k in _STACK if k in a0}
-    rest = {k: v for k, v in a0.items() if k not in _STACK}
-    sig = tuple(np.ascontiguousarray(arr.pop(k)) for k in ('entries', 'exits', 'short_entries', 'short_exits'))
-    shape = arr['close'].shape
-    kw, cfg = _vbt_defaults()
-    kw.update(_vbt_enums({'size_type': 'amount', 'accumulate': False, 'upon_opposite_entry': 'reverse', **rest}), **arr)
-    use_stops = not all(isinstance(kw[k], float) and np.isnan(kw[k]) for k in ('sl_stop', 'tp_stop'))
-    rows = None
-    if not use_stops or not any(np.isfinite(kw[k]).any() for k in ('sl_stop', 'tp_stop')):
-        # no stop is ever armed: a bar where no column has a signal changes nothing (sizes are share amounts, cash is unlimited, fees are
-        # computed afterwards), so only the bars with a signal are simulated and the records are mapped back to their bars
-        act = np.zeros(shape[0], bool)
-        for s in sig: act |= s.any(1)
-        rows = np.flatnonzero(act) if act.any() else np.zeros(1, np.int64)
-        sig = tuple(np.ascontiguousarray(s[rows]) for s in sig)
-        kw = {k: np.ascontiguousarray(v[rows]) if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == shape[0] else v for k, v in kw.items()}
-        shape = (len(rows), shape[1])
-    # what `vbt.Portfolio.from_signals` hands its compiled simulator, without the wrapper, the broadcasting and the portfolio object we do not use;
-    # unlimited cash, one group per column: sizing and leverage are the risk module's
-    ones = np.ones(shape[1], np.int64)
-    rec, _ = vnb.simulate_from_signal_func_nb(shape, ones, np.require(np.broadcast_to(np.inf, (shape[1],)), dtype=np.float64), vnb.build_call_seq(shape, ones),
-                                              signal_func_nb=conflict_signal_nb, signal_args=sig, **{k: np.asarray(v) for k, v in kw.items()},
-                                              use_stops=use_stops, auto_call_seq=False, ffill_val_price=cfg['ffill_val_price'], update_value=cfg['update_value'],
-                                              max_orders=shape[0] * shape[1], max_logs=1, init_temp_records=cfg['init_temp_records'], flex_2d=True)
-    if rows is not None: rec['idx'] = rows[rec['idx']]
-    g = rec['col'] // N
-    out = []
-    for j in range(len(plans)):
-        r = rec[g == j].copy(); r['col'] = r['col'] - j * N
-        out.append(r)
-    return out
-
-_VBT_ENUMS = {'size_type': 'SizeType', 'upon_long_conflict': 'ConflictMode', 'upon_short_conflict': 'ConflictMode', 'upon_dir_conflict': 'DirectionConflictMode',
-              'upon_opposite_entry': 'OppositeEntryMode', 'stop_entry_price': 'StopEntryPrice', 'stop_exit_price': 'StopExitPrice',
-              'upon_stop_exit': 'StopExitMode', 'upon_stop_update': 'StopUpdateMode'}
-
-def _vbt_enums(kw: dict[str, Any]) -> dict[str, Any]:
-    "Enum names (e.g. stop_exit_price='stopmarket') as vectorbt's numbers."
-    from vectorbt.portfolio import enums
-    from vectorbt.utils.enum_ import map_enum_fields
-    return {k: map_enum_fields(v, getattr(enums, _VBT_ENUMS[k])) if k in _VBT_ENUMS else v for k, v in kw.items()}
-
-def _vbt_defaults() -> tuple[dict[str, Any], Any]:
-    "vectorbt's settings for the simulator arguments we leave at their defaults (as `from_signals` reads them), and the settings."
-    from vectorbt._settings import settings
-    cfg = settings['portfolio']
-    keys = ('fees', 'fixed_fees', 'slippage', 'min_size', 'max_size', 'size_granularity', 'reject_prob', 'lock_cash', 'allow_partial', 'raise_reject',
-            'upon_long_conflict', 'upon_short_conflict', 'upon_dir_conflict', 'val_price', 'sl_stop', 'sl_trail', 'tp_stop', 'stop_entry_price', 'stop_exit_price',
-            'upon_stop_exit', 'upon_stop_update')
-    d = {k: cfg[k] for k in keys}
-    d.update(price=np.inf, open=np.nan, high=np.nan, low=np.nan, log=False)   # no logs: we never read them
-    return _vbt_enums(d), cfg
-
-def _vbt_read(plan: Plan, inp: dict[str, Any], rec: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    "Fills, orders and notes of one plan from its order records."
-    b = inp['back']
-    fills = _vbt_fills(plan, rec, b['ent'], b['ext'], b['src_el'], b['src_es'], b['src_xl'], b['src_xs'], b['eod'], b['bits'])
-    return fills, _entry_orders(plan, *b['orders']), list(inp['notes'])
-
-def _run_vectorbt(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    "Execute a plan with vectorbt's from_signals: (fills, orders, notes)."
-    inp = _vbt_inputs(plan)
-    return _vbt_read(plan, inp, _vbt_simulate([plan], [inp])[0])
-
-_INTENTS: tuple[str, ...] = ('enter_long', 'enter_short', 'exit_long', 'exit_short', 'stop_loss', 'take_profit', 'flatten')
-_EXIT_REASONS: tuple[str, ...] = ('exit_signal', 'exit_stop', 'exit_target', 'exit_eod')
-
-def _vbt_fills(plan: Plan, rec: np.ndarray, ent: np.ndarray, ext: np.ndarray, src_el: np.ndarray, src_es: np.ndarray,
-               src_xl: np.ndarray, src_xs: np.ndarray, eod: np.ndarray, bits: np.ndarray) -> pd.DataFrame:
-    "vectorbt order records as fills (by time, then symbol): reversals split into exit + entry, exact fees, intents and client order ids."
-    if len(rec) == 0: return empty_fills()
-    T, N = plan.shape
-    col, row = rec['col'].astype(np.int64), rec['idx'].astype(np.int64)
-    o = np.lexsort((row, col))
-    col, row, qty, price, side = col[o], row[o], rec['size'][o], rec['price'][o], rec['side'][o]
-    sq = np.where(side == 0, 1.0, -1.0) * qty
-    first = np.r_[True, col[1:] != col[:-1]]                                 # rows sorted by column: each column's first order
-    cs = np.cumsum(sq)
-    after = cs - np.repeat((cs - sq)[first], np.diff(np.r_[np.flatnonzero(first), len(sq)]))   # position after each order (whole shares: exact)
-    before = after - sq
-    cross = (before != 0) & (np.sign(before) != np.sign(after)) & (after != 0)
-    # split reversing orders: the exit part (|before|) then the entry part (|after|)
-    rep = np.where(cross, 2, 1)
-    R = np.repeat(np.arange(len(sq)), rep)
-    part = np.arange(len(R)) - np.repeat(np.cumsum(rep) - rep, rep)                  # 0: exit part (or the whole order), 1: entry part
-    q = np.where(cross[R], np.where(part == 0, np.abs(before[R]), np.abs(after[R])), np.abs(sq[R]))
-    b4 = np.where(part == 1, 0.0, before[R])
-    q = np.round(q).astype(np.int64)
-    rr, cc, px, buy = row[R], col[R], price[R], sq[R] > 0
-    opening = b4 == 0
-    hs = plan.half_spread[rr, cc]
-    raw = np.where(buy, px / (1 + hs), px / (1 - hs))
-    slip = q * np.abs(px - raw)
-    comm, sec, taf = plan.costs.fee_parts(q, px, ~buy)
-    fee = comm + sec + taf
-    long_pos = np.where(opening, buy, b4 > 0)
-    sig_exit = ext[rr, cc]
-    is_stop = ~opening & ~sig_exit                                                   # a closing fill without an exit order: a stop or target
-    last_open = np.maximum.accumulate(np.where(opening, np.arange(len(R)), -1))
-    g0 = np.maximum.accumulate(np.where(np.r_[True, cc[1:] != cc[:-1]], np.arange(len(R)), 0))   # the first row of each row's column
-    entry_px = np.where(last_open >= g0, raw[np.maximum(last_open, 0)], np.nan)                 # the position's entry price
-    was_eod = ~opening & sig_exit & eod[np.maximum(np.where(long_pos, src_xl[rr, cc], src_xs[rr, cc]), 0)]
-    intent = np.where(opening, np.where(buy, 0, 1),                                 # codes into _INTENTS
-                      np.where(is_stop, np.where((raw - entry_px) * np.where(long_pos, 1, -1) >= 0, 5, 4),
-                               np.where(was_eod, 6, np.where(long_pos, 2, 3))))
-    srow = np.where(opening, np.where(buy, src_el[rr, cc], src_es[rr, cc]), np.where(is_stop, rr, np.where(long_pos, src_xl[rr, cc], src_xs[rr, cc])))
-    srow = np.where(srow >= 0, srow, rr)
-    rank = np.empty(N, np.int64); rank[np.argsort(np.asarray(plan.symbols, dtype=object), kind='stable')] = np.arange(N)
-    k = np.lexsort((rank[cc], rr))                                                   # by time, then symbol name (stable: exit part before entry part)
-    rr, cc, srow, intent, opening, is_stop, was_eod = rr[k], cc[k], srow[k], intent[k], opening[k], is_stop[k], was_eod[k]
-    u, inv = np.unique(bits[srow[opening], cc[opening]], return_inverse=True)       # an entry's reason: its risk decision
-    reason = np.where(is_stop, np.where(intent == 5, 2, 1), np.where(was_eod, 3, 0))                 # codes into _EXIT_REASONS
-    reason[opening] = len(_EXIT_REASONS) + inv.ravel()
-    texts = [*_EXIT_REASONS, *(','.join(reasons_of(b)) for b in u.tolist())]
-    oid = _client_ids(plan.strategy_id, plan.symbols, cc, plan.index.as_unit('ns').asi8[srow], _INTENTS, intent)
-    return pd.DataFrame({'ts': plan.index[rr], 'symbol': _strings(plan.symbols, cc), 'side': _strings(('sell', 'buy'), buy[k]), 'qty': q[k],
-                         'price': px[k], 'fees': fee[k], 'slippage': slip[k], 'intent': _strings(_INTENTS, intent), 'order_id': oid,
-                         'reason': _strings(texts, reason)})
-
-def _entry_orders(plan: Plan, cand: np.ndarray, shares: np.ndarray, requested: np.ndarray, bits: np.ndarray,
-                  stop: np.ndarray, target: np.ndarray) -> pd.DataFrame:
-    "One row per entry signal with the risk module's decision (approved, reduced or rejected, with reason codes)."
-    r, k = _nz(cand)
-    sh = shares[r, k]
-    if not len(r):                                                           # no entry signal: the column types an empty frame always had
-        e = np.array([], dtype=object)
-        return pd.DataFrame({'ts': plan.index[r], 'symbol': e, 'side': np.array([], str), 'requested': requested[r, k], 'qty': np.abs(sh),
-                             'stop': stop[r, k], 'target': target[r, k], 'status': np.array([], str), 'reason': e})
-    return pd.DataFrame({'ts': plan.index[r], 'symbol': _strings(plan.symbols, k),
-                         'side': _strings(('sell', 'buy'), plan._sig['entries_long'][r, k]), 'requested': requested[r, k],
-                         'qty': np.abs(sh), 'stop': stop[r, k], 'target': target[r, k],
-                         'status': _strings(('rejected', 'approved'), sh != 0), 'reason': _reason_strings(bits[r, k])})
-
-def _reason_strings(bits: np.ndarray) -> Any:
-    "Reason-code bit masks as comma-joined text, a pandas 'str' array (each distinct mask decoded once)."
-    u, inv = np.unique(np.asarray(bits, np.int64), return_inverse=True)
-    return _strings([','.join(reasons_of(b)) for b in u.tolist()], inv.ravel())
 
 def client_ids(strategy: str,  # the strategy configuration id
                symbols: np.ndarray,  # symbol of each order
@@ -770,9 +550,15 @@ def client_ids(strategy: str,  # the strategy configuration id
     kj, usym = pd.factorize(np.asarray(symbols, dtype=object))
     ii, uint = pd.factorize(np.asarray(intents, dtype=object))
     ns = pd.DatetimeIndex(times).tz_convert('UTC').as_unit('ns').asi8
-    return np.asarray(_client_ids(strategy, list(usym), kj, ns, list(uint), ii).to_numpy(object))
+    return np.asarray(coded_client_ids(strategy, list(usym), kj, ns, list(uint), ii).to_numpy(object))
 
-def _client_ids(strategy: str, names: list[str], kj: np.ndarray, ns: np.ndarray, intents: list[str], ii: np.ndarray) -> Any:
+def coded_client_ids(strategy: str,  # the strategy configuration id
+                     names: list[str],  # the distinct symbols
+                     kj: np.ndarray,  # symbol of each order, as a position in `names`
+                     ns: np.ndarray,  # signal bar time of each order (UTC epoch nanoseconds)
+                     intents: list[str],  # the distinct intents
+                     ii: np.ndarray,  # intent of each order, as a position in `intents`
+                    ) -> Any:
     "`client_ids` of orders given as codes (symbol `names[kj]`, intent `intents[ii]`, signal bar time `ns` in UTC nanoseconds), as a pandas 'str' array."
     from smallcap.core import _slug
     up = [str(x).upper() for x in names]
@@ -873,6 +659,24 @@ def _ids_kernel() -> Any:
                 byte = (w >> np.uint64(8 * q)) & np.uint64(255)
                 out[o] = HEX[byte >> np.uint64(4)]; out[o + 1] = HEX[byte & np.uint64(15)]; o += 2
     return ids
+
+_next_traded, _next_traded_at, _nz, _strings, _client_ids = next_traded, next_traded_at, nonzero_cells, text_array, coded_client_ids   # their old names
+staged_dir = _staged_dir   # the one staged-directory writer, for every result type
+
+_MOVED = {'_vbt_inputs': 'plan_inputs', '_vbt_read': 'read', '_vbt_simulate': 'simulate', '_vbt_fills': '_vbt_fills', '_vbt_enums': '_vbt_enums',
+          '_vbt_defaults': '_vbt_defaults', '_entry_orders': '_entry_orders', '_screen_cells': '_screen_cells'}
+
+def _run_vectorbt(plan: Plan) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    "Execute a plan with the vectorbt engine (`smallcap.backtest.vbt.run`): (fills, orders, notes)."
+    from smallcap.backtest.vbt import run
+    return run(plan)
+
+def __getattr__(name: str) -> Any:
+    "The vectorbt engine's glue moved to `smallcap.backtest.vbt`; its old names here still work."
+    if name in _MOVED:
+        from smallcap.backtest import vbt
+        return getattr(vbt, _MOVED[name])
+    raise AttributeError(f"module 'smallcap.backtest.core' has no attribute {name!r}")
 
 # %% ../../nbs/51_backtest.core.ipynb #01df915a
 ENGINE_RUNNERS: dict[str, str] = {           # engine name -> 'module:function' taking a Plan and returning (fills, orders, notes)

@@ -46,7 +46,7 @@ def _ny_dates(idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
     "The New York date of each time (tz-naive midnight); a naive index is taken as local time."
     return _ny_local(idx).normalize()
 
-def _day_ends(idx: pd.DatetimeIndex) -> tuple[np.ndarray, pd.DatetimeIndex]:
+def day_ends(idx: pd.DatetimeIndex) -> tuple[np.ndarray, pd.DatetimeIndex]:
     "(each New York day's last bar as a mask, the dates of those bars) of a time index, normalising only the days' last bars."
     loc = _ny_local(idx)
     day = loc.as_unit('ns').asi8 // 86_400_000_000_000                     # local days (floor: before 1970 too)
@@ -54,8 +54,8 @@ def _day_ends(idx: pd.DatetimeIndex) -> tuple[np.ndarray, pd.DatetimeIndex]:
     return last, loc[last].normalize()
 
 def _daily(eq: pd.Series, ends: tuple[np.ndarray, pd.DatetimeIndex] | None = None) -> tuple[pd.Series, pd.Series]:
-    "(anchored daily curve C_0..C_n, daily returns r_1..r_n indexed by date) of a checked curve (`ends`: `_day_ends(eq.index)` if known)."
-    last, dates = ends if ends is not None else _day_ends(eq.index)
+    "(anchored daily curve C_0..C_n, daily returns r_1..r_n indexed by date) of a checked curve (`ends`: `day_ends(eq.index)` if known)."
+    last, dates = ends if ends is not None else day_ends(eq.index)
     v = eq.to_numpy(float)
     vals = v[last]
     if not last[0]: vals, dates = np.r_[v[0], vals], dates[:1].append(dates)   # intraday first date: anchor at E_0
@@ -153,7 +153,7 @@ def _trade_stats(trades: pd.DataFrame | None) -> dict[str, Any]:
             'fees': float(np.nansum(t['fees'].to_numpy(float, na_value=np.nan))) if 'fees' in t.columns else np.nan}
 
 # %% ../../nbs/52_backtest.stats.ipynb #e7b09403
-_TINY = 1e-12   # a daily dispersion below this is the rounding noise of a constant return: it counts as zero
+TINY: float = 1e-12   # a daily dispersion below this is the rounding noise of a constant return: it counts as zero
 
 def _times(x: Any, idx: pd.DatetimeIndex, what: str, field: str) -> pd.DatetimeIndex:
     "Times `x` in the time zone of `idx`; a clear error if one is tz-aware and the other naive."
@@ -212,7 +212,7 @@ def stats(equity: pd.Series,  # equity marked at each bar's close, indexed by ba
     "Return, risk, drawdown, trade, exposure and benchmark figures of a backtest, on daily returns (definitions in the notebook)."
     if not periods_per_year > 0: raise ValueError(f"periods_per_year must be > 0, not {periods_per_year!r}")
     eq = _check_curve(equity)
-    ends = _day_ends(eq.index)
+    ends = day_ends(eq.index)
     curve, r = _daily(eq, ends)
     c, x0 = curve.to_numpy(), r.to_numpy()
     n, P = len(x0), float(periods_per_year)
@@ -225,10 +225,10 @@ def stats(equity: pd.Series,  # equity marked at each bar's close, indexed by ba
         if n >= 2:
             x = x0 - rf
             sd_r, sd = np.std(x0, ddof=1), np.std(x, ddof=1)
-            vol = float(sd_r * np.sqrt(P)) if sd_r > _TINY else 0.0
-            sharpe = x.mean() / sd * np.sqrt(P) if sd > _TINY else nan
+            vol = float(sd_r * np.sqrt(P)) if sd_r > TINY else 0.0
+            sharpe = x.mean() / sd * np.sqrt(P) if sd > TINY else nan
             down = np.sqrt(np.mean(np.minimum(x, 0) ** 2))
-            sortino = x.mean() * P / (down * np.sqrt(P)) if down > _TINY else nan
+            sortino = x.mean() * P / (down * np.sqrt(P)) if down > TINY else nan
         mdd = float(np.min(_dd(c)))
         calmar = cagr / abs(mdd) if mdd < 0 and np.isfinite(cagr) else nan
     dur = _longest_dd(c, curve.index)

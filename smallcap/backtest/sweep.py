@@ -20,7 +20,7 @@ from ..risk import RiskConfig
 from ..strategy.base import Strategy, get_strategy
 
 # %% auto #0
-__all__ = ['indicator_cache', 'SweepResult', 'sweep']
+__all__ = ['STAT_COLUMNS', 'indicator_cache', 'SweepResult', 'sweep']
 
 # %% ../../nbs/55_backtest.sweep.ipynb #3e9de2f8
 _CACHED: tuple[str, ...] = ('sma', 'ema', 'rma', 'wma', 'rsi', 'stoch', 'stochrsi', 'macd', 'roc', 'bbands', 'true_range', 'atr', 'zscore',
@@ -84,7 +84,8 @@ class SweepResult:
         b = self.best(objective)
         return {k: (b[k].item() if hasattr(b[k], 'item') else b[k]) for k in self.params}
 
-_STAT_COLS: tuple[str, ...] = ('total_return', 'cagr', 'sharpe', 'sortino', 'max_drawdown', 'win_rate', 'profit_factor', 'expectancy', 'trades', 'exposure', 'final_equity')
+STAT_COLUMNS: tuple[str, ...] = ('total_return', 'cagr', 'sharpe', 'sortino', 'max_drawdown', 'win_rate', 'profit_factor', 'expectancy', 'trades', 'exposure', 'final_equity')  # the statistics a sweep tabulates per combination
+_STAT_COLS = STAT_COLUMNS
 
 def _strategy_class(strategy: Strategy | type[Strategy] | str) -> tuple[type[Strategy], dict[str, Any]]:
     if isinstance(strategy, str): strategy = get_strategy(strategy)
@@ -94,8 +95,8 @@ def _strategy_class(strategy: Strategy | type[Strategy] | str) -> tuple[type[Str
 
 def _raw_signals(s: Strategy, arrays: Any, bars: Panel) -> dict[str, np.ndarray]:
     "A combination's signals as `(symbols, bars)` arrays by name (absent ones left out): the library's array path, else its frames."
-    from smallcap.strategy.library import _BlockStrategy
-    if isinstance(s, _BlockStrategy): return s.signal_arrays(arrays)
+    from smallcap.strategy.library import BlockStrategy
+    if isinstance(s, BlockStrategy): return s.signal_arrays(arrays)
     sig = s.signals(bars)
     if not (sig.index.equals(bars.index) and sig.entries_long.columns.equals(bars.close.columns)): raise DataError(f"signals of {s.id} are not aligned with the bars")
     out = {}
@@ -127,8 +128,8 @@ def _needs_vbt(raw: dict[str, np.ndarray], plan: Any) -> bool:
 
 def _static_inputs(plan: Any) -> dict[str, Any]:
     "The compiled path's parameter-independent arrays, `(symbols, bars)`: entry shares per side after the state-free gates, next traded bar, prices, fees, anchors."
-    from smallcap.backtest.core import _next_traded
-    from smallcap.backtest.stats import _day_ends
+    from smallcap.backtest.core import next_traded
+    from smallcap.backtest.stats import day_ends
     from smallcap.risk import screen_entries
     T, N = plan.shape
     c = plan.risk
@@ -147,13 +148,13 @@ def _static_inputs(plan: Any) -> dict[str, Any]:
             q[side] = np.ascontiguousarray(sc.shares.T)
     ns = plan.index.as_unit('ns').asi8
     days = np.diff(ns, append=ns[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
-    last = _day_ends(plan.index)[0]
+    last = day_ends(plan.index)[0]
     anchors = np.flatnonzero(last) if last[0] else np.r_[0, np.flatnonzero(last)]    # `stats._daily`: each day's last bar, anchored at the first
     k = plan.costs
     tr = lambda a: np.ascontiguousarray(a.T)
     close = tr(np.nan_to_num(plan.close))
     borrow_days = np.zeros((N, T + 1)); np.cumsum(close * days, axis=1, out=borrow_days[:, 1:])
-    return dict(q_long=q[1], q_short=q[-1], eod=np.ascontiguousarray(plan.eod, dtype=bool), nxt=tr(_next_traded(plan.traded)), open_=tr(plan.open),
+    return dict(q_long=q[1], q_short=q[-1], eod=np.ascontiguousarray(plan.eod, dtype=bool), nxt=tr(next_traded(plan.traded)), open_=tr(plan.open),
                 half_spread=tr(plan.half_spread), close=close, borrow_days=borrow_days, borrow_rate=float(k.borrow_rate),
                 fee=np.array(k.fee_args, float),
                 anchors=anchors.astype(np.int64), cash=float(plan.cash))
@@ -163,8 +164,8 @@ def _table_stats(eq: np.ndarray,  # (C, D) equity at the anchor bars (each day's
                  held: np.ndarray,  # (C,) bars with a position at some moment
                  T: int,  # bars
                  periods_per_year: float = 252, risk_free: float = 0.0) -> dict[str, np.ndarray]:
-    "The `_STAT_COLS` of many combinations at once, with the formulas of `stats.stats` (rows: combinations)."
-    from smallcap.backtest.stats import _TINY
+    "The `STAT_COLUMNS` of many combinations at once, with the formulas of `stats.stats` (rows: combinations)."
+    from smallcap.backtest.stats import TINY
     C, n, P = len(eq), eq.shape[1] - 1, float(periods_per_year)
     rf = (1 + risk_free) ** (1 / P) - 1
     nan = np.full(C, np.nan)
@@ -175,9 +176,9 @@ def _table_stats(eq: np.ndarray,  # (C, D) equity at the anchor bars (each day's
         if n >= 2:
             x = (eq[:, 1:] / eq[:, :-1] - 1) - rf
             sd, m = np.std(x, ddof=1, axis=1), x.mean(axis=1)
-            sharpe = np.where(sd > _TINY, m / sd * np.sqrt(P), np.nan)
+            sharpe = np.where(sd > TINY, m / sd * np.sqrt(P), np.nan)
             down = np.sqrt(np.mean(np.minimum(x, 0) ** 2, axis=1))
-            sortino = np.where(down > _TINY, m * P / (down * np.sqrt(P)), np.nan)
+            sortino = np.where(down > TINY, m * P / (down * np.sqrt(P)), np.nan)
         mdd = np.min(eq / np.maximum.accumulate(eq, axis=1) - 1, axis=1)
         k = tr[:, 0]; some = k > 0
         win_rate = np.where(some, tr[:, 1] / k, np.nan)
@@ -223,20 +224,21 @@ def _compiled_rows(combos: list[Strategy], names: list[str], plan0: Any, bars: P
 def _vbt_rows(combos: list[Strategy], which: list[int], names: list[str], plan0: Any, bars: Panel, arrays: Any, chunk: int, equity: bool,
               keep_results: bool, it: Any) -> tuple[dict[int, dict[str, Any]], dict[int, pd.Series], dict[int, Any]]:
     "Table rows, equity curves and results of the combinations at positions `which`, through the vectorbt engine (`chunk` per call)."
-    from smallcap.backtest.core import _unenforced, _vbt_inputs, _vbt_read, _vbt_simulate, assemble
+    from smallcap.backtest.core import _unenforced, assemble
+    from smallcap.backtest.vbt import plan_inputs, read, simulate
     from smallcap.strategy.base import pure_calls
     rows, curves, results = {}, {}, {}
     for i in it:
         part = which[i:i + chunk]
         if not part: continue
         with pure_calls(): plans = [dataclasses.replace(plan0, strategy=combos[j], signals=_signals_of(_raw_signals(combos[j], arrays, bars), bars)) for j in part]
-        inputs = [_vbt_inputs(p) for p in plans]
-        for j, p, inp, rec in zip(part, plans, inputs, _vbt_simulate(plans, inputs)):
-            fills, orders, notes = _vbt_read(p, inp, rec)
+        inputs = [plan_inputs(p) for p in plans]
+        for j, p, inp, rec in zip(part, plans, inputs, simulate(plans, inputs)):
+            fills, orders, notes = read(p, inp, rec)
             r = assemble(p, fills, 'vectorbt', orders, notes)
             r.notes.extend(_unenforced(p, r))
             st = r.stats
-            rows[j] = {**{k: getattr(p.strategy, k) for k in names}, **{k: st.get(k, np.nan) for k in _STAT_COLS if k != 'final_equity'},
+            rows[j] = {**{k: getattr(p.strategy, k) for k in names}, **{k: st.get(k, np.nan) for k in STAT_COLUMNS if k != 'final_equity'},
                        'final_equity': r.final_equity, 'id': p.strategy.id}
             if equity: curves[j] = r.equity
             if keep_results: results[j] = r
@@ -258,7 +260,7 @@ def sweep(strategy: Strategy | type[Strategy] | str,  # a strategy (its paramete
          ) -> SweepResult:
     "Backtest every parameter combination (the vectorbt engine's semantics) and tabulate the statistics."
     from smallcap.backtest.core import prepare, screening_limits
-    from smallcap.strategy.library import _Arrays, _BlockStrategy
+    from smallcap.strategy.library import BlockArrays, BlockStrategy
     cls, base = _strategy_class(strategy)
     g = {k: (v,) for k, v in base.items()}
     g.update({k: tuple(v) if isinstance(v, (list, tuple, range, np.ndarray)) else (v,) for k, v in (grid or cls.grid()).items()})
@@ -268,7 +270,7 @@ def sweep(strategy: Strategy | type[Strategy] | str,  # a strategy (its paramete
     chunk = max(1, int(chunk))
     with indicator_cache():
         plan0 = prepare(combos[0], bars, costs, risk, cash, fill, store)
-        arrays = _Arrays(bars) if issubclass(cls, _BlockStrategy) else None
+        arrays = BlockArrays(bars) if issubclass(cls, BlockStrategy) else None
         why = 'keep_results needs every frame of every result' if keep_results else _compiled_reason(plan0)
         if compiled and why: raise ConfigError(f"the compiled sweep path cannot run this sweep exactly: {why}")
         use = compiled is not False and why is None

@@ -452,9 +452,9 @@ class WalkForwardResult:
              replace: bool = False,  # replace a different result saved there (default: refuse)
             ) -> Path:
         "Write to a directory (Parquet frames, result.json, verdict.json); an identical result there is kept, a different one refused."
-        from smallcap.backtest.core import _holds_same, _staged_dir
+        from smallcap.backtest.core import _holds_same, staged_dir
         if _holds_same(path, self.key, self.inputs, 'walkforward', replace): return Path(path)
-        with _staged_dir(path) as (p, tmp):
+        with staged_dir(path) as (p, tmp):
             self.oos_equity.rename('equity').to_frame().to_parquet(tmp / 'oos_equity.parquet')
             if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
             for k in _FRAMES:
@@ -731,12 +731,12 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     from smallcap import __version__
     from smallcap.backtest.core import ENGINES, FILLS, Costs, fingerprint
     from smallcap.backtest.stats import stats as _stats
-    from smallcap.backtest.sweep import _STAT_COLS
+    from smallcap.backtest.sweep import STAT_COLUMNS
     name, base = _strategy_parts(strategy)
     cls = _strategy_class(name)
     if engine not in ENGINES: raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
     if fill not in FILLS: raise ConfigError(f"fill must be one of {FILLS}, got {fill!r}")
-    if objective not in _STAT_COLS: raise ConfigError(f"objective must be a sweep statistic, one of {list(_STAT_COLS)}, got {objective!r}")
+    if objective not in STAT_COLUMNS: raise ConfigError(f"objective must be a sweep statistic, one of {list(STAT_COLUMNS)}, got {objective!r}")
     if not (isinstance(cash, (int, float)) and not isinstance(cash, bool) and math.isfinite(cash) and cash > 0): raise ConfigError(f"cash must be a positive number, got {cash!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)): raise ConfigError(f"seed must be an integer, got {seed!r}")
     costs = Costs.from_dict(costs) if isinstance(costs, dict) else (costs or Costs())

@@ -25,7 +25,7 @@ from ..core import ConfigError, DataError, ValidationError
 from .calendar import NY, localize_ny, to_ny
 
 # %% auto #0
-__all__ = ['TABLES', 'TableSpec', 'timeframe_us', 'canonical_timeframe', 'to_arrow', 'validate_batch', 'IngestResult',
+__all__ = ['TABLES', 'Queries', 'TableSpec', 'timeframe_us', 'canonical_timeframe', 'to_arrow', 'validate_batch', 'IngestResult',
            'TickStore', 'bar_time_problems', 'Recorder', 'ParquetStore']
 
 # %% ../../nbs/11_data.store.ipynb #e39a3b79
@@ -274,6 +274,30 @@ class _Queries:
                 conds.append(f"{tc} {op} ?"); params.append(_as_bound(bound, tc))
         return (' AND '.join(conds) or 'TRUE'), params
 
+    def reading(self) -> Any:
+        "A read connection for a block (`with store.reading() as con:`): the held one inside `session`, else a fresh one."
+        return self._reading()
+
+    def relation(self, table: str,  # a table name of `TABLES`
+                 con: Any,  # a connection from `reading`
+                ) -> str:
+        "The SQL that names `table` on `con`, for queries built outside the store (the scanner's)."
+        return self._rel(table, con)
+
+    def where(self, table: str,  # a table name of `TABLES`
+              symbols: Any,  # a symbol, symbols, or None (all)
+              start: Any,  # first time (inclusive; None: open)
+              end: Any,  # last time (exclusive; None: open)
+             ) -> tuple[str, list[Any]]:
+        "The WHERE clause and its parameters that select `symbols` in `[start, end)` of `table`."
+        return self._filters(table, symbols, start, end)
+
+    def result(self, rel: Any,  # a DuckDB relation
+               as_: str,  # 'pandas', 'polars' or 'arrow'
+              ) -> Any:
+        "A relation as pandas, polars or Arrow, with every timestamp in UTC."
+        return self._out(rel, as_)
+
     def _out(self, rel: Any, as_: str) -> Any:
         "The result as pandas, polars or Arrow, with every timestamp in UTC whatever DuckDB's session time zone."
         if as_ not in ('pandas', 'polars', 'arrow'): raise ConfigError(f"as_ must be 'pandas', 'polars' or 'arrow', not {as_!r}")
@@ -450,6 +474,8 @@ def _as_bound(x: Any, col: str) -> Any:
     if day is not None: return localize_ny(ts)
     if ts.tzinfo is None: raise ConfigError(f"naive time bound {x!r}: give a tz-aware time, or a plain date (taken as that New York date)")
     return ts.tz_convert('UTC')
+
+Queries = _Queries  # the query API every store shares (TickStore, ParquetStore): what the scanner builds its SQL on
 
 # %% ../../nbs/11_data.store.ipynb #4cae8760
 class TickStore(_Queries):

@@ -17,9 +17,9 @@ from ..data.panel import Panel
 from .base import Signals, Strategy, _SIGNAL_BOOLS, param, register
 
 # %% auto #0
-__all__ = ['cross_above', 'cross_below', 'session_clock', 'rows', 'per_day_first', 'run_length', 'SmaCross', 'RsiReversion',
-           'BollingerReversion', 'StochRsiTrend', 'DualMomentum', 'AtrBreakout', 'OpeningRangeBreakout', 'GapAndGo',
-           'VwapReclaim']
+__all__ = ['BlockArrays', 'BlockStrategy', 'cross_above', 'cross_below', 'session_clock', 'rows', 'per_day_first', 'run_length',
+           'SmaCross', 'RsiReversion', 'BollingerReversion', 'StochRsiTrend', 'DualMomentum', 'AtrBreakout',
+           'OpeningRangeBreakout', 'GapAndGo', 'VwapReclaim']
 
 # %% ../../nbs/31_strategy.library.ipynb #a79c513a
 _BLOCK_CELLS: int = 1 << 18  # bar cells (symbols x bars) per block of a per-symbol strategy
@@ -65,7 +65,7 @@ def _sind(b: _Block, f: Any, *arrays: np.ndarray | None, **kw: Any) -> np.ndarra
 
 class _Arrays:
     "A panel's fields as `(symbols, bars)` float arrays with its session labels, cut into blocks once per block size (reused by sweeps)."
-    def __init__(self, bars: Panel):
+    def __init__(self, bars: Panel) -> None:
         self.index, self.like = bars.index, bars.close
         self.fields = {f: _a(getattr(bars, f)) for f in bars.field_names() if f != 'trades'}
         self.lab = session_labels(bars.index)
@@ -186,6 +186,10 @@ def per_day_first(mask: pd.DataFrame, day: np.ndarray) -> pd.DataFrame:
 def run_length(mask: pd.DataFrame) -> pd.DataFrame:
     "Consecutive True bars ending at each bar (0 where False)."
     return _frame(_k().run_length_nb(np.ascontiguousarray(mask.to_numpy(bool).T)), mask)
+
+# %% ../../nbs/31_strategy.library.ipynb #bba79a7f
+BlockArrays = _Arrays  # the bars as `(symbols, bars)` arrays, shared by every combination of a sweep
+BlockStrategy = _BlockStrategy  # the base of the per-symbol library strategies: signals as arrays, block by block
 
 # %% ../../nbs/31_strategy.library.ipynb #f80edc54
 @register
