@@ -16,7 +16,8 @@ import pandas as pd
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['SESSIONS', 'NY', 'trading_sessions', 'session_windows', 'SessionLabels', 'session_labels', 'session_of']
+__all__ = ['SESSIONS', 'NY', 'trading_sessions', 'session_windows', 'SessionLabels', 'session_labels', 'session_of',
+           'session_name']
 
 # %% ../../nbs/10_data.calendar.ipynb #d5235773
 SESSIONS: tuple[str, ...] = ('premarket', 'regular', 'after-hours', 'extended')
@@ -123,3 +124,13 @@ def session_of(ts: Any,  # tz-aware times (a Series, index or array-like)
     if len(t) == 0: return pd.Series([], dtype=object)
     names = np.array([None, 'premarket', 'regular', 'after-hours'], dtype=object)
     return pd.Series(names[session_labels(t).code + 1], dtype=object)
+
+# %% ../../nbs/10_data.calendar.ipynb #b24d1b77
+def session_name(times: Any,  # tz-aware bar times
+                ) -> str | None:
+    "The session the bars cover: 'regular', 'premarket', 'after-hours', 'extended' (several), or None (bars outside every session, or none)."
+    t = times if isinstance(times, pd.DatetimeIndex) else pd.DatetimeIndex(pd.Series(times))
+    if len(t) == 0: return None
+    codes = set(np.unique(session_labels(t).code).tolist())
+    if -1 in codes: return None
+    return {0: 'premarket', 1: 'regular', 2: 'after-hours'}[codes.pop()] if len(codes) == 1 else 'extended'
