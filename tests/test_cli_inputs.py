@@ -330,7 +330,7 @@ def test_a_strategy_that_cannot_trade_in_the_session_warns_before_it_runs(small,
 
 def test_store_bars_and_parity_work_with_their_own_defaults(small):
     import datetime as dt
-    from smallcap.backtest import parity
+    from smallcap.backtest.parity import parity
     from smallcap.data.panel import Panel
     from smallcap.data.store import TickStore
     st = TickStore(small, read_only=True)

@@ -331,6 +331,12 @@ class BacktestResult:
     notes: list[str] = field(default_factory=list)  # what the engine could not express exactly, and whether it mattered
     benchmark: pd.Series | None = None  # equal-weight buy-and-hold of the universe, same starting cash
 
+    def __post_init__(self) -> None:
+        d = self.inputs.get('data')
+        if isinstance(d, dict) and 'session' not in d and isinstance(self.equity.index, pd.DatetimeIndex) and len(self.equity):
+            from smallcap.data.calendar import session_name         # bars loaded in Python: their session, as the CLI records it
+            self.inputs['data'] = {**d, 'session': session_name(self.equity.index) or 'all'}
+
     @property
     def final_equity(self) -> float:
         "Equity at the last bar."

@@ -18,8 +18,8 @@ from ..core import ConfigError
 
 # %% auto #0
 __all__ = ['SESSIONS', 'NY', 'WINDOW_UNITS', 'trading_sessions', 'to_ny', 'ny_local', 'ny_date', 'ny_midnights', 'ny_day_numbers',
-           'localize_ny', 'session_windows', 'SessionLabels', 'session_labels', 'session_of', 'parse_window',
-           'window_ordinals', 'window_end', 'window_complete', 'window_start']
+           'localize_ny', 'session_windows', 'SessionLabels', 'session_labels', 'session_of', 'session_name',
+           'parse_window', 'window_ordinals', 'window_end', 'window_complete', 'window_start']
 
 # %% ../../nbs/10_data.calendar.ipynb #d5235773
 SESSIONS: tuple[str, ...] = ('premarket', 'regular', 'after-hours', 'extended')
@@ -169,6 +169,16 @@ def session_of(ts: Any,  # tz-aware times (a Series, index or array-like)
     if len(t) == 0: return pd.Series([], dtype=object)
     names = np.array([None, 'premarket', 'regular', 'after-hours'], dtype=object)
     return pd.Series(names[session_labels(t).code + 1], dtype=object)
+
+# %% ../../nbs/10_data.calendar.ipynb #b24d1b77
+def session_name(times: Any,  # tz-aware bar times
+                ) -> str | None:
+    "The session the bars cover: 'regular', 'premarket', 'after-hours', 'extended' (several), or None (bars outside every session, or none)."
+    t = times if isinstance(times, pd.DatetimeIndex) else pd.DatetimeIndex(pd.Series(times))
+    if len(t) == 0: return None
+    codes = set(np.unique(session_labels(t).code).tolist())
+    if -1 in codes: return None
+    return {0: 'premarket', 1: 'regular', 2: 'after-hours'}[codes.pop()] if len(codes) == 1 else 'extended'
 
 # %% ../../nbs/10_data.calendar.ipynb #aaf8deee
 WINDOW_UNITS: dict[str, str] = {'B': 'bars', 'D': 'sessions', 'W': 'weeks', 'M': 'months'}
