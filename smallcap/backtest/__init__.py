@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 # %% auto #0
-__all__ = ['run_options', 'kv_pairs']
+__all__ = []
 
 # %% ../../nbs/50_backtest.ipynb #07eb30f4
 _LAZY: dict[str, str] = {'backtest': 'core', 'BacktestResult': 'core', 'Costs': 'core', 'prepare': 'core', 'fingerprint': 'core', 'run_plan': 'core',
@@ -24,37 +24,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
-
-# %% ../../nbs/50_backtest.ipynb #5ca3d451
-def run_options(f: Any) -> Any:
-    "Decorate a click command with the options of a strategy run over a store: the bars, the engine and fill model, cash, risk and costs."
-    import click
-    for o in reversed([
-            click.option('--symbols', default=None, help='Comma-separated symbols (default: every symbol in the store).'),
-            click.option('--start', default=None, help="First New York date (default: the store's first)."),
-            click.option('--end', default=None, help="End date, exclusive (default: after the store's last)."),
-            click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.'),
-            click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended', 'all'])),
-            click.option('--engine', default='event', show_default=True, type=click.Choice(['event', 'backtrader', 'vectorbt'])),
-            click.option('--fill', default='realistic', show_default=True, type=click.Choice(['realistic', 'simple'])),
-            click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.'),
-            click.option('--risk', 'risk_spec', default=None, help='Risk config: a YAML file or text.'),
-            click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable), e.g. --cost participation=0.05.')]):
-        f = o(f)
-    return f
-
-def kv_pairs(pairs: tuple[str, ...],  # 'KEY=VALUE' strings
-             what: str,  # the argument or option they came from (named in errors)
-             lists: bool = False,  # values are comma-separated lists ('KEY=v1,v2')
-            ) -> dict[str, Any]:
-    "KEY=VALUE pairs with YAML-typed values (comma-separated lists when `lists`); a malformed pair is named."
-    import click, yaml
-    out: dict[str, Any] = {}
-    for p in pairs:
-        if '=' not in p: raise click.BadParameter(f"{p!r} is not KEY=VALUE", param_hint=what)
-        k, v = (x.strip() for x in p.split('=', 1))
-        if not k: raise click.BadParameter(f"{p!r} has no key", param_hint=what)
-        vals = [yaml.safe_load(x) for x in v.split(',')] if lists else yaml.safe_load(v)
-        if lists and (not v or any(x is None for x in vals)): raise click.BadParameter(f"{p!r} needs values: KEY=v1,v2,...", param_hint=what)
-        out[k] = vals
-    return out
