@@ -369,7 +369,7 @@ def candles_figure(bars: pd.DataFrame,  # one symbol's bars: ts, open, high, low
         if len(o):
             ends = t1 + pd.Timedelta(minutes=1)
             if len(t):   # a stop rests from the entry until the position's exit
-                ex = pd.Series(pd.DatetimeIndex(t['exit_time']).to_numpy(), index=pd.DatetimeIndex(t['entry_time']))
+                ex = pd.Series(pd.DatetimeIndex(t['exit_time']).tz_convert('UTC').tz_localize(None).to_numpy(), index=pd.DatetimeIndex(t['entry_time']))   # naive UTC datetime64, as stop_end's default
                 j = ex.index.searchsorted(pd.DatetimeIndex(o['ts']), side='left')
                 stop_end = np.where(j < len(ex), ex.to_numpy()[np.minimum(j, len(ex) - 1)], np.datetime64(ends.tz_localize(None), 'ns'))
             else: stop_end = np.full(len(o), np.datetime64(ends.tz_localize(None), 'ns'))
