@@ -240,6 +240,8 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
         except Exception: sm = {}
         m.setdefault('synthetic', str(sm.get('synthetic', 'false')).lower() == 'true')
         m.setdefault('source', sm.get('source', type(store).__name__))
+        where = getattr(store, 'path', None) or getattr(store, 'root', None)
+        if where is not None: m.setdefault('store', Path(where).name)          # the store's name, as the command line records it (never a machine path)
     return Plan(idx, list(bars.symbols), _at_last_close(bars, 'open', close), close, vol, ~inputs.halted, hs,
                 inputs.ssr, ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
                 sig, strat, costs, risk, float(cash), fill, m, bars, inputs)
