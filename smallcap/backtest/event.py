@@ -14,7 +14,7 @@ from .core import FILLS, Plan, empty_fills
 from ..core import ConfigError, OrderStatus
 from ..data.calendar import ny_day_numbers
 from ..execution.sim import SimBroker
-from ..execution.loop import TradingLoop, _reasons
+from ..execution.loop import TradingLoop, reason_text
 from ..risk import NAT_NS, Decisions, RiskEngine, RiskState
 
 # %% auto #0
@@ -69,7 +69,7 @@ def orders_frame(sent: list[dict[str, Any]],  # every order sent: its record wit
                             'symbol': cat('symbols'), 'side': np.where(cat('side') > 0, 'buy', 'sell').astype(object), 'type': 'none',
                             'intent': [str(i) for i in cat('intent')], 'requested': cat('requested'), 'qty': 0, 'filled': 0,
                             'limit': cat('limit'), 'stop': cat('stop'), 'target': cat('target'), 'status': 'rejected',
-                            'reason': [_reasons(int(x)) for x in cat('reasons')], 'order_id': ''})
+                            'reason': [reason_text(int(x)) for x in cat('reasons')], 'order_id': ''})
         if len(rej): out = pd.concat([out, rej], ignore_index=True)
     if len(out): out['ts'] = pd.DatetimeIndex(out['ts']).tz_convert('UTC')
     return out.sort_values('ts', kind='stable').reset_index(drop=True)[cols]

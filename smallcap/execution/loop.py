@@ -16,7 +16,7 @@ from .broker import Broker, EventKind, OrderEvent, submit_once
 from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
 # %% auto #0
-__all__ = ['OrderRecord', 'halts_entries', 'OrderManager', 'TradingLoop']
+__all__ = ['OrderRecord', 'reason_text', 'halts_entries', 'OrderManager', 'TradingLoop']
 
 # %% ../../nbs/47_execution.loop.ipynb #49014f5a
 @dataclass(eq=False, slots=True)
@@ -31,8 +31,10 @@ class OrderRecord:
     remaining: int  # shares still working
     trail: bool = False  # a stop whose level is the trailing level
 
-def _reasons(bits: int, _cache: dict[int, str] = {}) -> str:
-    "Reason codes of a bit mask joined by ',' (cached: few distinct masks occur)."
+def reason_text(bits: int,  # a bit mask of reason codes
+                _cache: dict[int, str] = {},  # masks already spelled out (few distinct ones occur)
+               ) -> str:
+    "Reason codes of a bit mask joined by ',', as the fills and orders frames carry them."
     r = _cache.get(bits)
     if r is None: r = _cache[bits] = ','.join(reasons_of(bits))
     return r
@@ -109,7 +111,7 @@ class OrderManager:
             q = abs(int(self.state.qty[j]))
             if q == 0: continue
             lim = float(d.limit[i])
-            self._set('exit', j, self._send(j, d.time, d.side[i] > 0, q, 'exit', d.intent[i], self._oid(d, i), _reasons(bits),
+            self._set('exit', j, self._send(j, d.time, d.side[i] > 0, q, 'exit', d.intent[i], self._oid(d, i), reason_text(bits),
                                             limit=lim if np.isfinite(lim) else None, ext=d.extended_hours))
 
     def _entries(self, d: Decisions) -> None:
@@ -119,7 +121,7 @@ class OrderManager:
             j, buy = int(d.index[i]), bool(d.side[i] > 0)
             if any(self.live[c].buy != buy for c in self.entry[j]): self._cancel_entries(j)
             lim = float(d.limit[i])
-            cid = self._send(j, d.time, buy, int(d.approved[i]), 'entry', d.intent[i], self._oid(d, i), _reasons(int(d.reasons[i])),
+            cid = self._send(j, d.time, buy, int(d.approved[i]), 'entry', d.intent[i], self._oid(d, i), reason_text(int(d.reasons[i])),
                              limit=lim if np.isfinite(lim) else None, stop=float(d.stop[i]), target=float(d.target[i]),
                              requested=int(d.requested[i]), ext=d.extended_hours)
             self.entry[j].append(cid); self.with_entries.add(j)
