@@ -12,7 +12,7 @@ ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
 MODULES = sorted('smallcap.' + str(p.relative_to(ROOT / 'smallcap').with_suffix('')).replace('/', '.')
                  for p in (ROOT / 'smallcap').rglob('*.py') if not p.name.startswith('_'))
 # kernel modules compile with numba at import by design (vectorbt's `_nb` style); only functions that simulate import them
-KERNEL_MODULES = {'smallcap.backtest.nb': ['numba']}
+KERNEL_MODULES = {'smallcap.backtest.nb': ['numba'], 'smallcap.risk_nb': ['numba']}
 
 
 @pytest.mark.parametrize('stmt', ['import smallcap', *(f'import {m}' for m in MODULES),

@@ -79,6 +79,7 @@ def _exported_names():
 def test_exported_name_is_typed_documented_and_shown(mod, nb, m, name):
     obj = getattr(m, name)
     if hasattr(obj, 'callback') and inspect.isfunction(getattr(obj, 'callback', None)): obj = obj.callback   # click commands
+    if inspect.isfunction(getattr(obj, 'py_func', None)): obj = obj.py_func   # numba dispatchers: their Python source
     if inspect.isclass(obj) or inspect.isfunction(obj):
         doc = obj.__doc__ or ''
         assert doc.strip() and '\n' not in doc.strip(), f"{mod}.{name} needs a one-line docstring"
