@@ -119,12 +119,12 @@ def screening_limits(risk: RiskConfig,  # the risk limits
     return out
 
 # %% ../../nbs/51c_backtest.core.ipynb #c1b2c3d1
-_MOVED = {'_vbt_inputs': 'plan_inputs', '_vbt_read': 'read', '_vbt_simulate': 'simulate', '_vbt_fills': '_vbt_fills', '_vbt_enums': '_vbt_enums',
-          '_vbt_defaults': '_vbt_defaults', '_entry_orders': '_entry_orders', '_screen_cells': '_screen_cells'}
+_MOVED: dict[str, str] = {'_vbt_inputs': 'plan_inputs', '_vbt_read': 'read', '_vbt_simulate': 'simulate'}   # old name here -> public name in smallcap.backtest.vbt
 
 def __getattr__(name: str) -> Any:
-    "The vectorbt engine's glue moved to `smallcap.backtest.vbt`; its old names here still work."
+    "The vectorbt engine's glue moved to `smallcap.backtest.vbt`; its old names here still answer, with the public functions there."
     if name in _MOVED:
         from smallcap.backtest import vbt
         return getattr(vbt, _MOVED[name])
     raise AttributeError(f"module 'smallcap.backtest.core' has no attribute {name!r}")
+
