@@ -44,7 +44,7 @@ def bare(p, fast_feed: bool = False) -> int:
     "Bare backtrader on the plan's signals: PandasData feeds, default broker and commission, market orders; returns the orders sent."
     import backtrader as bt
     import pandas as pd
-    s = p._sig
+    s = p.sig
     el, xl, es, xs = s['entries_long'], s['exits_long'], s['entries_short'], s['exits_short']
     any_ = (el | xl | es | xs).any(1)
     close, notional = p.close, p.risk.notional

@@ -55,7 +55,7 @@ def test_signal_never_fills_in_its_own_bar(bars, seed, p):
     r, c = _rows(plan, res.fills)
     assert plan.traded[r, c].all()                                   # only where the symbol traded
     nxt = next_traded(plan.traded)
-    s = plan._sig
+    s = plan.sig
     ent = res.fills.intent.isin(['enter_long', 'enter_short']).to_numpy()
     want = {(int(nxt[t, j]), j) for t, j in zip(*np.nonzero(s['entries_long'] | s['entries_short']))}
     assert all((int(a), int(b)) in want for a, b in zip(r[ent], c[ent]))   # each entry fill is the next traded bar after an entry signal

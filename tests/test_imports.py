@@ -172,3 +172,38 @@ def test_function_level_cycles_are_reported():
 def test_no_private_name_crosses_a_module_boundary():
     bad = [f"{m} {x}" for m, s in SCANS.items() for x in s.private]
     assert not bad, "private names taken from another module (make them public, or move the user):\n" + '\n'.join(bad)
+
+
+# Private attributes of objects: `obj._name` where `_name` is defined nowhere in the module that reads it (so it belongs to
+# another module's class). The names of other libraries' public APIs that start with `_` are allowed.
+FOREIGN_API = {'_fields', '_asdict', '_replace', '_make', '_getframe'}   # namedtuple's API, sys._getframe
+# Reads left in notebooks other sessions own (51a vectorbt, 53a event engine), each a one-word switch at merge:
+# `plan._sig` -> `plan.sig`, `plan._session_at` -> `plan.session_at`; `RiskState._align` needs a public name in 40_risk.
+PENDING = {('smallcap.backtest.event', 'plan._sig'), ('smallcap.backtest.event', 'state._align'),
+           ('smallcap.backtest.vbt', 'plan._sig'), ('smallcap.backtest.vbt', 'plan._session_at')}
+
+
+def _foreign_private_attributes() -> set[tuple[str, str, int]]:
+    out = set()
+    for mod, p in MODULES.items():
+        tree = ast.parse(p.read_text(), str(p)); own = set()
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): own.add(n.name)
+            elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store): own.add(n.attr)
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store): own.add(n.id)
+            elif isinstance(n, ast.keyword) and n.arg: own.add(n.arg)
+        for n in ast.walk(tree):
+            if (isinstance(n, ast.Attribute) and _private(n.attr) and n.attr not in own and n.attr not in FOREIGN_API
+                    and not (isinstance(n.value, ast.Name) and n.value.id in ('self', 'cls'))):
+                out.add((mod, ast.unparse(n), n.lineno))
+    return out
+
+
+def test_no_private_attribute_of_another_module():
+    found = _foreign_private_attributes()
+    bad = sorted(f"{m}:{line} {x}" for m, x, line in found if (m, x) not in PENDING)
+    assert not bad, "private attributes of another module's objects (make them public):\n" + '\n'.join(bad)
+    left = {(m, x) for m, x, _ in found}
+    for m, x in sorted(PENDING & left): warnings.warn(f"{m} still reads {x} (switch it to the public name)")
+    stale = PENDING - left
+    assert not stale, f"switched already: drop {sorted(stale)} from PENDING"

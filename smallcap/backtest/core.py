@@ -22,8 +22,55 @@ from .result import FILL_COLUMNS, TRADE_COLUMNS, BacktestResult, assemble, empty
 
 
 # %% auto #0
-__all__ = ['ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'backtest', 'engine_runner', 'run_plan', 'unenforced',
-           'screening_limits']
+__all__ = ['ENGINE_RUNNERS', 'ENGINES', 'EXACT_ENGINES', 'unenforced', 'screening_limits', 'backtest', 'engine_runner',
+           'run_plan']
+
+# %% ../../nbs/51c_backtest.core.ipynb #01df915b
+def unenforced(plan: Plan,  # the plan a screening engine executed
+               res: BacktestResult,  # its result
+              ) -> list[str]:
+    "The limits the vectorised engine does not enforce, each checked against the result: which would have bound."
+    c, out = plan.risk, []
+    pos = res.positions.to_numpy()
+    close = plan.close0
+    eq = res.equity.to_numpy()
+    n_open = (pos != 0).sum(1)
+    if (n_open > c.max_positions).any(): out.append(f"max_positions={c.max_positions} NOT enforced by the vectorbt engine: {int((n_open > c.max_positions).sum())} bars held more (up to {int(n_open.max())})")
+    gross = (np.abs(pos) * close).sum(1)
+    cap = np.minimum(c.max_gross_pct * eq, c.max_gross_value if c.max_gross_value is not None else np.inf)
+    if (gross > cap * (1 + 1e-9)).any(): out.append(f"gross exposure limit NOT enforced by the vectorbt engine: exceeded on {int((gross > cap).sum())} bars (peak {float(np.max(gross / eq)):.2f}x equity)")
+    if c.max_daily_loss_pct is not None or c.max_daily_loss is not None:
+        day = ny_midnights(res.equity.index)
+        first = res.equity.groupby(day).first()
+        lim = pd.Series([c.loss_limit(v) for v in first], index=first.index).reindex(day).to_numpy()   # one limit per day
+        if ((first.reindex(day).to_numpy() - eq) >= lim).any(): out.append("daily loss limit NOT enforced by the vectorbt engine: a day's loss reached it and trading went on")
+    if c.cooldown_minutes > 0 and len(res.trades):
+        t = res.trades.sort_values(['symbol', 'entry_time'])
+        gap = t.entry_time.to_numpy()[1:] - t.exit_time.to_numpy()[:-1]
+        same = t.symbol.to_numpy()[1:] == t.symbol.to_numpy()[:-1]
+        if (same & (gap < np.timedelta64(int(c.cooldown_minutes * 60), 's'))).any(): out.append(f"cooldown_minutes={c.cooldown_minutes} NOT enforced by the vectorbt engine: some re-entries came sooner")
+    if c.max_bars_held is not None or c.max_hold_minutes is not None: out.append("time stops (max_bars_held / max_hold_minutes) are NOT enforced by the vectorbt engine")
+    if c.sizing != 'fixed_notional' or (c.use_signal_size and plan.signals.size is not None):
+        out.append(f"vectorbt engine sizes '{c.sizing}' entries from the starting cash ({plan.cash:,.0f}), not from the equity at each signal")
+    return out
+
+def _binding(notes: list[str]) -> list[str]:
+    "The limits a screening engine did not enforce and that would have bound (each note of `unenforced` that says NOT enforced)."
+    return [n.split(' NOT enforced')[0] for n in notes if ' NOT enforced' in n]
+
+
+def screening_limits(risk: RiskConfig,  # the risk limits
+                     n_symbols: int,  # symbols traded
+                    ) -> list[str]:
+    "The configured limits a screening path (vectorbt, the compiled sweep) does not enforce and that could bind: its results are approximate where they do."
+    c, out = risk, []
+    if c.max_positions < n_symbols: out.append(f"max_positions={c.max_positions}")
+    if c.max_gross_value is not None or c.max_gross_pct * 1.0 < n_symbols * c.max_position_pct: out.append("gross exposure")
+    if c.max_daily_loss_pct is not None or c.max_daily_loss is not None: out.append("daily loss limit")
+    if c.cooldown_minutes > 0: out.append(f"cooldown_minutes={c.cooldown_minutes}")
+    if c.max_bars_held is not None or c.max_hold_minutes is not None: out.append("time stops")
+    if c.sizing != 'fixed_notional': out.append(f"'{c.sizing}' sizing from equity")
+    return out
 
 # %% ../../nbs/51c_backtest.core.ipynb #01df915a
 ENGINE_RUNNERS: dict[str, str] = {           # engine name -> 'module:function' taking a Plan and returning (fills, orders, notes)
@@ -71,52 +118,6 @@ def run_plan(plan: Plan,  # a prepared plan
         res.notes.extend(unenforced(plan, res))
         res.inputs['approximate'] = _binding(res.notes)
     return res
-
-def unenforced(plan: Plan,  # the plan a screening engine executed
-               res: BacktestResult,  # its result
-              ) -> list[str]:
-    "The limits the vectorised engine does not enforce, each checked against the result: which would have bound."
-    c, out = plan.risk, []
-    pos = res.positions.to_numpy()
-    close = plan._close0
-    eq = res.equity.to_numpy()
-    n_open = (pos != 0).sum(1)
-    if (n_open > c.max_positions).any(): out.append(f"max_positions={c.max_positions} NOT enforced by the vectorbt engine: {int((n_open > c.max_positions).sum())} bars held more (up to {int(n_open.max())})")
-    gross = (np.abs(pos) * close).sum(1)
-    cap = np.minimum(c.max_gross_pct * eq, c.max_gross_value if c.max_gross_value is not None else np.inf)
-    if (gross > cap * (1 + 1e-9)).any(): out.append(f"gross exposure limit NOT enforced by the vectorbt engine: exceeded on {int((gross > cap).sum())} bars (peak {float(np.max(gross / eq)):.2f}x equity)")
-    if c.max_daily_loss_pct is not None or c.max_daily_loss is not None:
-        day = ny_midnights(res.equity.index)
-        first = res.equity.groupby(day).first()
-        lim = pd.Series([c.loss_limit(v) for v in first], index=first.index).reindex(day).to_numpy()   # one limit per day
-        if ((first.reindex(day).to_numpy() - eq) >= lim).any(): out.append("daily loss limit NOT enforced by the vectorbt engine: a day's loss reached it and trading went on")
-    if c.cooldown_minutes > 0 and len(res.trades):
-        t = res.trades.sort_values(['symbol', 'entry_time'])
-        gap = t.entry_time.to_numpy()[1:] - t.exit_time.to_numpy()[:-1]
-        same = t.symbol.to_numpy()[1:] == t.symbol.to_numpy()[:-1]
-        if (same & (gap < np.timedelta64(int(c.cooldown_minutes * 60), 's'))).any(): out.append(f"cooldown_minutes={c.cooldown_minutes} NOT enforced by the vectorbt engine: some re-entries came sooner")
-    if c.max_bars_held is not None or c.max_hold_minutes is not None: out.append("time stops (max_bars_held / max_hold_minutes) are NOT enforced by the vectorbt engine")
-    if c.sizing != 'fixed_notional' or (c.use_signal_size and plan.signals.size is not None):
-        out.append(f"vectorbt engine sizes '{c.sizing}' entries from the starting cash ({plan.cash:,.0f}), not from the equity at each signal")
-    return out
-
-def _binding(notes: list[str]) -> list[str]:
-    "The limits a screening engine did not enforce and that would have bound (each note of `unenforced` that says NOT enforced)."
-    return [n.split(' NOT enforced')[0] for n in notes if ' NOT enforced' in n]
-
-
-def screening_limits(risk: RiskConfig,  # the risk limits
-                     n_symbols: int,  # symbols traded
-                    ) -> list[str]:
-    "The configured limits a screening path (vectorbt, the compiled sweep) does not enforce and that could bind: its results are approximate where they do."
-    c, out = risk, []
-    if c.max_positions < n_symbols: out.append(f"max_positions={c.max_positions}")
-    if c.max_gross_value is not None or c.max_gross_pct * 1.0 < n_symbols * c.max_position_pct: out.append("gross exposure")
-    if c.max_daily_loss_pct is not None or c.max_daily_loss is not None: out.append("daily loss limit")
-    if c.cooldown_minutes > 0: out.append(f"cooldown_minutes={c.cooldown_minutes}")
-    if c.max_bars_held is not None or c.max_hold_minutes is not None: out.append("time stops")
-    if c.sizing != 'fixed_notional': out.append(f"'{c.sizing}' sizing from equity")
-    return out
 
 # %% ../../nbs/51c_backtest.core.ipynb #c1b2c3d1
 _MOVED: dict[str, str] = {'_vbt_inputs': 'plan_inputs', '_vbt_read': 'read', '_vbt_simulate': 'simulate'}   # old name here -> public name in smallcap.backtest.vbt

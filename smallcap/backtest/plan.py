@@ -94,7 +94,8 @@ class Plan:
             self._session = session_of(self.index).to_numpy(object)
         return self._session
 
-    def _session_at(self, rows: np.ndarray) -> np.ndarray:
+    def session_at(self, rows: np.ndarray,  # bar rows
+                  ) -> np.ndarray:
         "Session labels of some bars only (without labelling every bar)."
         if self._session is not None: return self._session[rows]
         from smallcap.data.calendar import session_of
@@ -124,13 +125,13 @@ class Plan:
     def contexts(self) -> Any:
         "Every bar's `BarContext` (`smallcap.risk.PanelBars`: the arrays checked once, each bar built on demand)."
         from smallcap.risk import PanelBars
-        s = self._sig
+        s = self.sig
         return PanelBars(self.index, self._sym, self.close, self.session, self.session_close, self.extended_close, self.bar_seconds,
                          open=self.open, high=self.high, low=self.low, atr=self.atr, avg_volume=self.avg_volume, halted=~self.traded, ssr=self.ssr,
                          tick=self.tick, **{f: s[f] for f in ('entries_long', 'exits_long', 'entries_short', 'exits_short', 'size', 'limit', 'stop')})
 
     @cached_property
-    def _sig(self) -> dict[str, np.ndarray]:
+    def sig(self) -> dict[str, np.ndarray]:
         "The signals as row-major (bars, symbols) arrays for the engines; an absent float signal is a read-only all-NaN view (nothing allocated)."
         nan = np.broadcast_to(np.nan, self.shape)
         d = {f: np.ascontiguousarray(self.signal_array(f)) if getattr(self.signals, f) is not None else nan
@@ -138,8 +139,17 @@ class Plan:
         if self.fill == 'simple': d['limit'] = d['stop'] = nan
         return d
 
+    @property
+    def _sig(self) -> dict[str, np.ndarray]:
+        "Old name of `sig` (the event and vectorbt engines read it until they switch)."
+        return self.sig
+
+    def _session_at(self, rows: np.ndarray) -> np.ndarray:
+        "Old name of `session_at`."
+        return self.session_at(rows)
+
     @cached_property
-    def _close0(self) -> np.ndarray:
+    def close0(self) -> np.ndarray:
         "Closes with 0 before a symbol's first bar (for marking positions)."
         return np.nan_to_num(self.close)
 
@@ -211,7 +221,7 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     inputs = RiskInputs.from_store(bars, store)                              # ATR, average volume and tick are computed on first use
     if spread is not None: hs = spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)
     elif costs.slippage == 'spread':
-        hs = costs._half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float))
+        hs = costs.half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float))
         if store is not None:
             q = quoted_half_spread(store, bars, timeframe).to_numpy(float)
             hs = np.where(np.isfinite(q), q, hs)

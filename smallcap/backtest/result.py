@@ -253,7 +253,7 @@ def assemble(plan: Plan,  # the plan the engine executed
     d = np.bincount(row * N + col, weights=sq, minlength=T * N).reshape(T, N)   # share changes per bar and symbol (whole shares: exact in float)
     pos = np.cumsum(d.astype(np.int64), axis=0)
     flow = np.bincount(row, weights=-sq * price - fills['fees'].to_numpy(float), minlength=T)   # summed in fill order, as np.add.at
-    mv = pos * plan._close0                                                  # each position's market value at the close
+    mv = pos * plan.close0                                                  # each position's market value at the close
     short_value = np.where(pos < 0, -mv, 0.0)
     dt = np.diff(plan.index.as_unit('ns').asi8, append=plan.index.as_unit('ns').asi8[-1] + int(plan.bar_seconds * 1e9)) / 86400e9
     borrow = short_value.sum(1) * plan.costs.borrow_rate * dt / 360.0

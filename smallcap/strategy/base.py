@@ -151,7 +151,8 @@ class Strategy:
         "History the signals need, in the window grammar: bars (an int or '<n>B', counted per symbol), sessions ('<n>D'), or a tuple of specs (override)."
         return 1
 
-    def _warmup_spec(self) -> int | str | tuple:
+    def warmup_spec(self) -> int | str | tuple:
+        "The declared warmup as the window grammar reads it: a bar count (at least 1) or a spec such as '2 sessions'."
         w = self.warmup
         return max(int(w), 1) if isinstance(w, (int, np.integer)) and not isinstance(w, bool) else w
 
@@ -160,8 +161,8 @@ class Strategy:
                      all_symbols: bool = False,  # count every symbol, also those that cannot signal at `end`: a start that serves every later bar too
                     ) -> int:
         "First bar a trailing window ending at bar `end` must start at for its last row to equal the full-history row."
-        if isinstance(bars, Panel): return window_start(bars.index, end, self._warmup_spec(), bars.close.notna().to_numpy(), f"{self.name}.warmup")
-        return window_start(bars, end, self._warmup_spec(), None, f"{self.name}.warmup")
+        if isinstance(bars, Panel): return window_start(bars.index, end, self.warmup_spec(), bars.close.notna().to_numpy(), f"{self.name}.warmup")
+        return window_start(bars, end, self.warmup_spec(), None, f"{self.name}.warmup")
 
     def warmup_bars(self, index: pd.DatetimeIndex,  # bar times
                     end: int = -1,  # the window's last bar (default: the last)

@@ -55,7 +55,7 @@ class _Combinator(Strategy):
         "Every member's warmup (one spec when they all agree): a window must hold the longest of them."
         specs = []
         for m in self.members:
-            w = m._warmup_spec()
+            w = m.warmup_spec()
             for s in (w if isinstance(w, tuple) else (w,)):
                 if s not in specs: specs.append(s)
         return specs[0] if len(specs) == 1 else tuple(specs)

@@ -95,7 +95,7 @@ class _BlockStrategy(Strategy):
     def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "As declared, counted per symbol; a symbol without a bar at `end` cannot signal there and is not counted (unless the strategy ranks symbols, or `all_symbols`)."
         if not isinstance(bars, Panel): return super().warmup_start(bars, end)
-        return window_start(bars.index, end, self._warmup_spec(), self._counted(bars, end, all_symbols), f"{self.name}.warmup")
+        return window_start(bars.index, end, self.warmup_spec(), self._counted(bars, end, all_symbols), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
