@@ -75,7 +75,8 @@ def run(rounds: int = 3) -> Iterator[dict]:
     "vectorbt engine vs bare from_signals; sweep vs a plain vectorbt sweep and a fused numba loop."
     import pandas as pd
     import vectorbt as vbt
-    from smallcap.backtest.core import Costs, backtest
+    from smallcap.execution.costs import Costs
+    from smallcap.backtest.core import backtest
     from smallcap.backtest.sweep import sweep
     from smallcap.risk import RiskConfig
     from smallcap.strategy.base import get_strategy

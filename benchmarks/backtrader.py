@@ -1,6 +1,6 @@
 """The backtrader engine against bare backtrader on the same signals: 20 symbols x ~5,000 minute bars.
 
-Both sides run the same plan (`smallcap.backtest.core.prepare`: sma_cross with shorts on a synthetic regular-session
+Both sides run the same plan (`smallcap.backtest.plan.prepare`: sma_cross with shorts on a synthetic regular-session
 minute market; signals, ATR, spreads are computed once, outside the timing):
 
 - ours: `smallcap.backtest.bt.run(plan)`, the whole engine: feeds, the risk module's `decide()` at every busy bar
@@ -27,7 +27,7 @@ from benchmarks import medians
 def plan(n_symbols: int = 20, n_sessions: int = 13, seed: int = 5):
     "A simple-fill plan of sma_cross (shorts on) on a synthetic regular-session minute market (~390 bars a session)."
     import pandas as pd
-    from smallcap.backtest.core import prepare
+    from smallcap.backtest.plan import prepare
     from smallcap.data.calendar import session_of
     from smallcap.data.panel import Panel
     from smallcap.data.synth import SynthConfig, generate
@@ -44,7 +44,7 @@ def bare(p, fast_feed: bool = False) -> int:
     "Bare backtrader on the plan's signals: PandasData feeds, default broker and commission, market orders; returns the orders sent."
     import backtrader as bt
     import pandas as pd
-    s = p._sig
+    s = p.sig
     el, xl, es, xs = s['entries_long'], s['exits_long'], s['entries_short'], s['exits_short']
     any_ = (el | xl | es | xs).any(1)
     close, notional = p.close, p.risk.notional

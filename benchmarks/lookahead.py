@@ -31,7 +31,7 @@ def _setup():
 
 
 def _early(inner, field):
-    from smallcap.strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, Signals, Strategy
+    from smallcap.strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, Signals, Strategy
 
     @dataclass(frozen=True)
     class Early(Strategy):
@@ -40,7 +40,7 @@ def _early(inner, field):
         def warmup(self) -> int: return inner.warmup
         def signals(self, bars):
             s = inner.signals(bars)
-            fr = {f: getattr(s, f) for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS) if getattr(s, f) is not None}
+            fr = {f: getattr(s, f) for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS) if getattr(s, f) is not None}
             fr[field] = fr[field].shift(-1)
             return Signals.from_frames(bars.close, **fr)
     return Early()
@@ -50,7 +50,7 @@ def run(rounds: int = 1) -> Iterator[dict]:
     "Cost per library strategy against check_causal, and one-bar peeks found by each way of cutting."
     import numpy as np
     from smallcap.backtest.lookahead import check_lookahead
-    from smallcap.strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, check_causal
+    from smallcap.strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, check_causal
     panel, strategies = _setup()
     total = {'ours': 0.0, 'ref': 0.0}
     for s in strategies:
@@ -67,7 +67,7 @@ def run(rounds: int = 1) -> Iterator[dict]:
     n = 0
     for s in strategies:
         full = s.signals(panel)
-        for fld in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+        for fld in (*SIGNAL_BOOLS, *SIGNAL_FLOATS):
             v = None if getattr(full, fld) is None else getattr(full, fld).to_numpy()
             if v is None or not (v.any() if v.dtype == bool else np.isfinite(v).any()): continue
             e, n = _early(s, fld), n + 1

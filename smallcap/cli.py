@@ -222,7 +222,7 @@ def demo(fresh: bool) -> None:
         st.done()
 
         st.start(3, DEMO_STEPS[2][0])
-        from smallcap.backtest.core import fingerprint
+        from smallcap.backtest.plan import fingerprint
         from smallcap.backtest.walkforward import WalkForwardResult, walk_forward
         from smallcap.strategy.base import get_strategy
         fp = fingerprint(bars)
@@ -256,7 +256,7 @@ def demo(fresh: bool) -> None:
         st.done()
 
         st.start(5, DEMO_STEPS[4][0])
-        from smallcap.backtest.core import slug
+        from smallcap.backtest.result import slug
         from smallcap.report import publish, read_meta
         html = s.reports_dir / f"{slug(rdir.name)}.html"
         meta = read_meta(html) if html.exists() else None
@@ -504,7 +504,7 @@ def _warn_if_idle(strat: Any, bars: Any, session: str) -> None:
 
 def _costs(pairs: tuple[str, ...]) -> Any:
     "The --cost fields, each read by its field's type."
-    from smallcap.backtest.core import Costs
+    from smallcap.execution.costs import Costs
     from smallcap.core import field_types, parse_pairs
     return Costs.from_dict(parse_pairs(pairs, field_types(Costs), '--cost', owner='Costs'))
 
@@ -532,9 +532,9 @@ def _save_result(res: Any,  # a BacktestResult or WalkForwardResult
                 ) -> tuple[Any, bool]:
     "(directory, reused): save a result where `--out` says or under reports/results by its inputs; an identical saved one is reused."
     from pathlib import Path
-    from smallcap.backtest.core import _holds_same, result_name
+    from smallcap.backtest.result import holds_same, result_name
     dest = Path(out) if out else Path('reports') / 'results' / result_name(res.inputs, kind, res.key)
-    reused = _holds_same(dest, res.key, res.inputs, kind, False)
+    reused = holds_same(dest, res.key, res.inputs, kind, False)
     return res.save(dest), reused
 
 def _keep_chart_bars(dest: Any, **source: Any) -> None:
@@ -657,7 +657,7 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
                         as_json: bool) -> None:
     "Walk a registered strategy forward over a store, apply the deploy gate, and save the result and verdict."
     from pathlib import Path
-    from smallcap.backtest.walkforward import GatePolicy, _js, walk_forward
+    from smallcap.backtest.walkforward import GatePolicy, json_safe, walk_forward
     with _clean_errors():
         strat = _strategy(strategy, params)
         g = _grid(strat, grid, params)
@@ -678,7 +678,7 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
         _keep_chart_bars(dest, bars=bars if adjust else None, store=None if adjust else path)
     v = res.verdict
     if as_json:
-        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': _js(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
+        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'summary': json_safe(res.summary().to_dict()), 'folds': json.loads(res.folds.drop(columns=['embargoed'], errors='ignore').to_json(orient='records', date_format='iso')),
                                'verdict': json.loads(v.to_json()) if v is not None else None, 'notes': res.notes}, default=str)); return
     cols = ['fold', 'test_start', *res.inputs['params'], 'is_sharpe', 'oos_sharpe', 'oos_total_return', 'oos_trades', 'efficiency']
     n_grid = math.prod(len(v) for v in g.values()) if g else res.inputs['combinations']

@@ -21,8 +21,8 @@ import pandas as pd
 __all__ = ['BAR_COLUMNS', 'OPTIONAL_BAR_COLUMNS', 'SmallcapError', 'ConfigError', 'DataError', 'OrderError', 'RiskError',
            'BrokerError', 'LookAheadError', 'ClockError', 'ValidationError', 'yaml_mapping', 'from_fields',
            'typed_value', 'parse_pairs', 'field_types', 'to_utc', 'plain_date', 'Clock', 'SimClock', 'WallClock',
-           'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id', 'Order', 'Fill', 'Position',
-           'Account', 'validate_bars']
+           'Side', 'OrderType', 'TimeInForce', 'Intent', 'OrderStatus', 'client_order_id', 'text_array', 'client_ids',
+           'coded_client_ids', 'Order', 'Fill', 'Position', 'Account', 'validate_bars']
 
 # %% ../nbs/00_core.ipynb #b6f61fdd
 class SmallcapError(Exception):
@@ -323,6 +323,148 @@ def client_order_id(strategy: str,  # the strategy configuration, e.g. 'sma_cros
 def _stamp(ns: int) -> str:
     "A UTC time as yymmddHHMMSS (cached: a run has few distinct bar times, and strftime is slow)."
     return f"{pd.Timestamp(ns, tz='UTC'):%y%m%d%H%M%S}"
+
+# %% ../nbs/00_core.ipynb #e1d2c3b1
+def _arrow_strings(offsets: np.ndarray, data: np.ndarray) -> Any:
+    "A pandas 'str' array over UTF-8 `data` cut at `offsets` (Arrow's own layout: no Python string per row)."
+    import pyarrow as pa
+    a = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    return _str_array(a)
+
+def _str_array(a: Any) -> Any:
+    "An Arrow string array as a pandas 'str' array (the default string dtype)."
+    dt = pd.StringDtype(na_value=np.nan)
+    return pd.array(a, dtype=dt) if dt.storage == 'pyarrow' else pd.array(a.to_numpy(zero_copy_only=False).astype(object), dtype=dt)
+
+def text_array(values: Any,  # the distinct strings
+             codes: np.ndarray,  # index into `values` of each row
+            ) -> Any:
+    "`values[codes]` as a pandas 'str' array, taken in Arrow (a frame's text column without a Python string per row)."
+    import pyarrow as pa
+    if len(codes) == 0: return np.array([], dtype=object)                    # no rows: an object column, as pandas makes of an empty list
+    return _str_array(pa.array(np.asarray(values, dtype=object), pa.large_string()).take(np.asarray(codes, np.int64)))
+
+
+# %% ../nbs/00_core.ipynb #e1d2c3b4
+def client_ids(strategy: str,  # the strategy configuration id
+               symbols: np.ndarray,  # symbol of each order
+               times: pd.DatetimeIndex,  # open time of the bar whose signal caused each order
+               intents: np.ndarray,  # intent of each order
+              ) -> np.ndarray:
+    "`smallcap.core.client_order_id` for many orders at once (the same ids, built and hashed in compiled code)."
+    if len(symbols) == 0: return np.array([], dtype=object)
+    kj, usym = pd.factorize(np.asarray(symbols, dtype=object))
+    ii, uint = pd.factorize(np.asarray(intents, dtype=object))
+    ns = pd.DatetimeIndex(times).tz_convert('UTC').as_unit('ns').asi8
+    return np.asarray(coded_client_ids(strategy, list(usym), kj, ns, list(uint), ii).to_numpy(object))
+
+def coded_client_ids(strategy: str,  # the strategy configuration id
+                     names: list[str],  # the distinct symbols
+                     kj: np.ndarray,  # symbol of each order, as a position in `names`
+                     ns: np.ndarray,  # signal bar time of each order (UTC epoch nanoseconds)
+                     intents: list[str],  # the distinct intents
+                     ii: np.ndarray,  # intent of each order, as a position in `intents`
+                    ) -> Any:
+    "`client_ids` of orders given as codes (symbol `names[kj]`, intent `intents[ii]`, signal bar time `ns` in UTC nanoseconds), as a pandas 'str' array."
+    up = [str(x).upper() for x in names]
+    head = _slug(strategy, 16)
+    keys, klen = _byte_table([f"{strategy}|{x}|" for x in up])            # the hashed key's head per symbol (UTF-8)
+    heads, hlen = _byte_table([f"{head}-{_slug(x, 8)}-" for x in up])      # the id's head per symbol (ASCII)
+    its, ilen = _byte_table([str(x) for x in intents])
+    kj = np.asarray(kj, np.int64)
+    offsets = np.zeros(len(kj) + 1, np.int64); np.cumsum(hlen[kj] + 29, out=offsets[1:])   # head + 12-digit stamp + '-' + 16 hex digits
+    data = np.zeros(int(offsets[-1]), np.uint8)
+    _ids_kernel()(keys, klen, kj, np.ascontiguousarray(ns, np.int64), its, ilen, np.asarray(ii, np.int64), heads, hlen, offsets, data)
+    return _arrow_strings(offsets, data)
+
+def _byte_table(items: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    "Strings as a zero-padded (n, width) uint8 table of their UTF-8 bytes, and their lengths."
+    b = [x.encode() for x in items]
+    n = np.array([len(x) for x in b], np.int64)
+    t = np.zeros((len(b), max(int(n.max(initial=0)), 1)), np.uint8)
+    t[np.repeat(np.arange(len(b)), n), np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)] = np.frombuffer(b''.join(b), np.uint8)
+    return t, n
+
+@functools.cache
+def _ids_kernel() -> Any:
+    "The compiled client-id builder: each id's key hashed with BLAKE2b-64 (RFC 7693, as `hashlib.blake2b(key, digest_size=8)`) and the id written as text."
+    import numba
+    IV = np.array([0x6a09e667f3bcc908, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b, 0xa54ff53a5f1d36f1,
+                   0x510e527fade682d1, 0x9b05688c2b3e6c1f, 0x1f83d9abfb41bd6b, 0x5be0cd19137e2179], np.uint64)
+    SIGMA = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
+                      [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4], [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
+                      [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13], [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
+                      [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11], [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
+                      [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5], [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0]], np.int64)
+    ABCD = np.array([[0, 4, 8, 12], [1, 5, 9, 13], [2, 6, 10, 14], [3, 7, 11, 15], [0, 5, 10, 15], [1, 6, 11, 12], [2, 7, 8, 13], [3, 4, 9, 14]], np.int64)
+    HEX = np.frombuffer(b'0123456789abcdef', np.uint8)
+
+    @numba.njit(cache=True, inline='always')
+    def rotr(x, n):
+        return (x >> np.uint64(n)) | (x << np.uint64(64 - n))
+
+    @numba.njit(cache=True)
+    def compress(h, blk, t, last, v, m):                                     # RFC 7693 section 3.2, function F
+        for i in range(16):
+            w = np.uint64(0)
+            for b in range(8): w |= np.uint64(blk[8 * i + b]) << np.uint64(8 * b)   # little-endian words
+            m[i] = w
+        for i in range(8): v[i] = h[i]; v[i + 8] = IV[i]
+        v[12] ^= np.uint64(t)
+        if last: v[14] = ~v[14]
+        for r in range(12):
+            s = SIGMA[r % 10]
+            for g in range(8):                                               # G on the columns, then on the diagonals
+                a, b, c, d = ABCD[g, 0], ABCD[g, 1], ABCD[g, 2], ABCD[g, 3]
+                v[a] = v[a] + v[b] + m[s[2 * g]]; v[d] = rotr(v[d] ^ v[a], 32); v[c] = v[c] + v[d]; v[b] = rotr(v[b] ^ v[c], 24)
+                v[a] = v[a] + v[b] + m[s[2 * g + 1]]; v[d] = rotr(v[d] ^ v[a], 16); v[c] = v[c] + v[d]; v[b] = rotr(v[b] ^ v[c], 63)
+        for i in range(8): h[i] ^= v[i] ^ v[i + 8]
+
+    @numba.njit(cache=True)
+    def ids(keys, klen, kj, ns, intents, ilen, ii, heads, hlen, offsets, out):
+        h = np.empty(8, np.uint64); v = np.empty(16, np.uint64); m = np.empty(16, np.uint64)
+        buf = np.zeros(keys.shape[1] + intents.shape[1] + 22, np.uint8)
+        blk = np.zeros(128, np.uint8); dig = np.zeros(20, np.uint8)
+        for r in range(len(kj)):
+            j, i, x = kj[r], ii[r], ns[r]
+            L = 0                                                            # the key: 'strategy|SYMBOL|' + str(ns) + '|' + intent, as bytes
+            for q in range(klen[j]): buf[L] = keys[j, q]; L += 1
+            if x < 0: buf[L] = 45; L += 1
+            y, nd = abs(x), 0
+            while True:
+                dig[nd] = 48 + y % 10; nd += 1; y //= 10
+                if y == 0: break
+            for q in range(nd): buf[L] = dig[nd - 1 - q]; L += 1
+            buf[L] = 124; L += 1
+            for q in range(ilen[i]): buf[L] = intents[i, q]; L += 1
+            for q in range(8): h[q] = IV[q]
+            h[0] ^= np.uint64(0x01010008)                                    # parameter block: 8-byte digest, no key, fanout 1, depth 1
+            done = 0
+            while True:                                                      # 128-byte blocks, the last one zero-padded
+                left = L - done
+                blk[:] = 0
+                for q in range(min(left, 128)): blk[q] = buf[done + q]
+                done += min(left, 128)
+                compress(h, blk, done, left <= 128, v, m)
+                if left <= 128: break
+            o = offsets[r]                                                   # the id: head + '%y%m%d%H%M%S' (UTC) + '-' + 16 hex digits
+            for q in range(hlen[j]): out[o] = heads[j, q]; o += 1
+            sec = x // 1_000_000_000                                         # floor: times before 1970 too
+            z, s = sec // 86400 + 719468, sec % 86400                        # days since 0000-03-01, seconds of the day
+            era = z // 146097; doe = z - era * 146097                        # the civil date, proleptic Gregorian (H. Hinnant's days_from_civil inverse)
+            yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+            doy = doe - (365 * yoe + yoe // 4 - yoe // 100); mp = (5 * doy + 2) // 153
+            d = doy - (153 * mp + 2) // 5 + 1; mo = mp + 3 if mp < 10 else mp - 9; yr = yoe + era * 400 + (1 if mo <= 2 else 0)
+            stamp = (yr % 100) * 10**10 + mo * 10**8 + d * 10**6 + (s // 3600) * 10**4 + (s // 60 % 60) * 100 + s % 60
+            for q in range(12): out[o + 11 - q] = 48 + stamp % 10; stamp //= 10
+            o += 12
+            out[o] = 45; o += 1
+            w = h[0]
+            for q in range(8):
+                byte = (w >> np.uint64(8 * q)) & np.uint64(255)
+                out[o] = HEX[byte >> np.uint64(4)]; out[o + 1] = HEX[byte & np.uint64(15)]; o += 2
+    return ids
+
 
 # %% ../nbs/00_core.ipynb #eb5dbdf9
 def _positive(name: str, v: float | None) -> None:

@@ -17,8 +17,8 @@ from .core import ConfigError, DataError
 
 # %% auto #0
 __all__ = ['Frame', 'SETTLE_TOL', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow', 'sma', 'ema',
-           'rma', 'wma', 'settle_bars', 'rsi', 'stoch', 'stochrsi', 'macd', 'roc', 'bbands', 'true_range', 'atr',
-           'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct', 'premarket_range',
+           'rma', 'wma', 'settle_bars', 'rsi', 'stoch', 'stochrsi_k', 'stochrsi', 'macd', 'roc', 'bbands', 'true_range',
+           'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct', 'premarket_range',
            'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
 
 # %% ../nbs/20_indicators.ipynb #85a529fd
@@ -225,7 +225,12 @@ def stoch(high: Frame,  # highs: a series or a panel
     dd = K.sma_nb(kk, _n(d, 'd'))
     return Stoch(_out(kk, like), _out(dd, like), _out(kk - dd, like))
 
-def _stochrsi_k(c: np.ndarray, length: int, rsi_length: int, k: int, seed: str) -> np.ndarray:
+def stochrsi_k(c: np.ndarray,  # closes, (symbols, bars)
+               length: int,  # look-back of the RSI's highest and lowest
+               rsi_length: int,  # RSI period
+               k: int,  # SMA length smoothing %K
+               seed: str,  # how the RSI's averages start (as `rsi`'s `seed`)
+              ) -> np.ndarray:
     "Stochastic RSI %K of `(symbols, bars)` closes (what `stochrsi` returns as `k`)."
     K = _k()
     r = K.rsi_nb(c, _n(rsi_length, 'rsi_length'), _seed(seed))
@@ -241,7 +246,7 @@ def stochrsi(close: Frame,  # closes: a series or a panel
             ) -> StochRSI:
     "Stochastic RSI: `StochRSI(k, d)`."
     (c,), like = _inputs(close=close)
-    kk = _stochrsi_k(c, length, rsi_length, k, seed)
+    kk = stochrsi_k(c, length, rsi_length, k, seed)
     return StochRSI(_out(kk, like), _out(_k().sma_nb(kk, _n(d, 'd')), like))
 
 def macd(close: Frame,  # closes: a series or a panel

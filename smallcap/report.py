@@ -69,7 +69,7 @@ class ReportData:
         p = Path(path)
         kind = result_kind(p)
         if kind == 'backtest':
-            from smallcap.backtest.core import BacktestResult
+            from smallcap.backtest.result import BacktestResult
             res = BacktestResult.load(p)
         else:
             from smallcap.backtest.walkforward import WalkForwardResult
@@ -420,7 +420,7 @@ def reproduce(inputs: dict[str, Any],  # the result's inputs
               gate: dict[str, Any] | None = None,  # gate policy fields that differ from the defaults (walk-forward)
              ) -> str:
     "The command that reproduces a result from its inputs (the store file must be in the working or data directory)."
-    from smallcap.backtest.core import Costs
+    from smallcap.execution.costs import Costs
     from smallcap.risk import RiskConfig
     d = inputs.get('data') or {}
     name = inputs.get('name') or str(inputs.get('strategy', '?')).split('@')[0]
@@ -455,7 +455,7 @@ def reproduce_python(inputs: dict[str, Any],  # the result's inputs
                      kind: str = 'backtest',  # 'backtest' or 'walkforward'
                     ) -> str:
     "The Python that reproduces a result from its inputs (the store must be where the command would find it)."
-    from smallcap.backtest.core import Costs
+    from smallcap.execution.costs import Costs
     from smallcap.risk import RiskConfig
     d = inputs.get('data') or {}
     name = inputs.get('name') or str(inputs.get('strategy', '?')).split('@')[0]
@@ -482,7 +482,7 @@ def header_html(rd: ReportData,  # the loaded result
                 title: str | None = None,  # report title (default from the strategy)
                ) -> str:
     "Title, synthetic-data banner and the inputs table (strategy, parameters, data, costs, risk, engine, version, fingerprint, command)."
-    from smallcap.backtest.core import Costs
+    from smallcap.execution.costs import Costs
     from smallcap.risk import RiskConfig
     i, d = rd.inputs, rd.data
     kind = 'Walk-forward report' if rd.kind == 'walkforward' else 'Backtest report'
@@ -756,10 +756,10 @@ def template_path() -> Path:
 
 def _save_object(obj: Any, root: Path) -> Path:
     "Save a result object under root/results/<name> and return the directory."
-    from smallcap.backtest.core import BacktestResult
+    from smallcap.backtest.result import BacktestResult
     ok = isinstance(obj, BacktestResult) or type(obj).__name__ == 'WalkForwardResult'
     if not ok: raise ConfigError(f"publish needs a BacktestResult, a WalkForwardResult or a saved result directory, got {type(obj).__name__}")
-    from smallcap.backtest.core import result_name
+    from smallcap.backtest.result import result_name
     kind = 'backtest' if isinstance(obj, BacktestResult) else 'walkforward'
     return obj.save(root / 'results' / result_name(obj.inputs, kind, obj.key))
 
@@ -848,7 +848,7 @@ def publish(result_or_dir: Any,  # a BacktestResult / WalkForwardResult, or a sa
     foot = (f"<footer>Published {meta['published']} by smallcap {_html.escape(str(meta['smallcap_version']))} from result "
             f"<code>{_html.escape(rdir.name)}</code>. Standalone page: charts are plotly (inline), no network needed.</footer>")
     page = page_html(f"<main class='report'>{scrub(body)}{foot}</main>", title, meta)
-    from smallcap.backtest.core import slug
+    from smallcap.backtest.result import slug
     dest = out / f"{slug(rdir.name)}.html"
     _atomic_write(dest, page)
     if index: rebuild_index(out)

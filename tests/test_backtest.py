@@ -8,7 +8,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import functools
 
-from smallcap.backtest.core import Costs, BacktestResult, _next_traded, prepare, run_plan
+from smallcap.execution.costs import Costs
+from smallcap.backtest.plan import next_traded, prepare
+from smallcap.backtest.result import BacktestResult
+from smallcap.backtest.core import run_plan
 from smallcap.backtest.core import backtest as _backtest
 from smallcap.core import ConfigError, DataError
 from smallcap.data.calendar import session_of
@@ -51,8 +54,8 @@ def test_signal_never_fills_in_its_own_bar(bars, seed, p):
     assert len(res.fills)
     r, c = _rows(plan, res.fills)
     assert plan.traded[r, c].all()                                   # only where the symbol traded
-    nxt = _next_traded(plan.traded)
-    s = plan._sig
+    nxt = next_traded(plan.traded)
+    s = plan.sig
     ent = res.fills.intent.isin(['enter_long', 'enter_short']).to_numpy()
     want = {(int(nxt[t, j]), j) for t, j in zip(*np.nonzero(s['entries_long'] | s['entries_short']))}
     assert all((int(a), int(b)) in want for a, b in zip(r[ent], c[ent]))   # each entry fill is the next traded bar after an entry signal
@@ -124,7 +127,7 @@ def test_ssr_blocks_short_entries(bars):
 def test_quoted_spread_from_store(tmp_path):
     from smallcap.data.synth import SynthConfig, build_store
     from smallcap.data.store import TickStore
-    from smallcap.backtest.core import quoted_half_spread
+    from smallcap.execution.costs import quoted_half_spread
     st_ = build_store(tmp_path / 's.duckdb', SynthConfig(seed=1, n_symbols=3, n_sessions=2))
     b = Panel.from_bars(st_.bars(None, None, None, timeframe='1min', session='regular'))
     q = quoted_half_spread(st_, b)

@@ -16,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smallcap.backtest.bt import run
-from smallcap.backtest.core import Costs, assemble, prepare, trades_from_fills
+from smallcap.execution.costs import Costs
+from smallcap.backtest.plan import prepare
+from smallcap.backtest.result import assemble, trades_from_fills
 from smallcap.data.panel import Panel
 from smallcap.risk import RiskConfig
 from smallcap.strategy.base import Signals

@@ -58,7 +58,8 @@ def _same(a, b, what):
 @pytest.mark.parametrize('fill', ['simple', 'realistic'])
 @pytest.mark.parametrize('case', list_strategies())
 def test_event_matches_backtrader_with_binding_limits(case, fill, market):
-    from smallcap.backtest.core import prepare, run_plan
+    from smallcap.backtest.plan import prepare
+    from smallcap.backtest.core import run_plan
     bars, risk = market
     strat = _strategy(case)
     strat.signals(bars)              # kernels compiled outside prepare's purity guard

@@ -12,7 +12,7 @@ from conftest import run_py
 from smallcap.core import LookAheadError
 from smallcap.data.panel import Panel
 from smallcap.data.synth import SynthConfig, generate
-from smallcap.strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, PurityError, Signals, Strategy, check_causal, get_strategy, list_strategies, param
+from smallcap.strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, PurityError, Signals, Strategy, check_causal, get_strategy, list_strategies, param
 from smallcap.strategy.library import rows, session_clock
 from smallcap.backtest.lookahead import LookaheadReport, check_lookahead
 
@@ -239,7 +239,7 @@ class Early(Strategy):
     def warmup(self): return self.inner.warmup
     def signals(self, bars):
         s = self.inner.signals(bars)
-        fr = {f: getattr(s, f) for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS) if getattr(s, f) is not None}
+        fr = {f: getattr(s, f) for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS) if getattr(s, f) is not None}
         fr[self.field_] = fr[self.field_].shift(-1)
         return Signals.from_frames(bars.close, **fr)
 
@@ -250,7 +250,7 @@ def test_one_bar_early_is_always_found(panel, name):
     s = configs(name)[0]
     full = s.signals(panel)
     is_set = lambda v: v.any() if v.dtype == bool else np.isfinite(v).any()
-    fields = [f for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS) if (x := getattr(full, f)) is not None and is_set(x.to_numpy())]
+    fields = [f for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS) if (x := getattr(full, f)) is not None and is_set(x.to_numpy())]
     assert fields
     for f in fields:
         r = check_lookahead(Early(inner=s, field_=f), panel, cuts=20)

@@ -72,7 +72,9 @@ def scenarios(draw):
 
 
 def _run(scn):
-    from smallcap.backtest.core import Costs, prepare, run_plan
+    from smallcap.execution.costs import Costs
+    from smallcap.backtest.plan import prepare
+    from smallcap.backtest.core import run_plan
     from smallcap.backtest import event
     cfg, n, seed, halt_p, thin_p, limit_p, fill = scn
     if fill == 'simple' and cfg.sizing == 'fixed_risk': fill = 'realistic'
@@ -172,7 +174,8 @@ def test_the_property_exercises_halts_partial_fills_and_missed_exits():
 @given(scenarios(), st.integers(0, 79))
 def test_a_restart_anywhere_gives_the_same_fills_with_the_same_ids(scn, k):
     "A process restart after any bar (state through its JSON snapshot, working orders adopted from the broker) never loses, doubles or renames an order."
-    from smallcap.backtest.core import Costs, prepare
+    from smallcap.execution.costs import Costs
+    from smallcap.backtest.plan import prepare
     from smallcap.backtest.event import run
     cfg, n, seed, halt_p, thin_p, limit_p, fill = scn
     bars, rng = _market(n, seed, halt_p, thin_p)

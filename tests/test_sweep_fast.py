@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from smallcap.backtest.core import Costs, backtest
+from smallcap.execution.costs import Costs
+from smallcap.backtest.core import backtest
 from smallcap.backtest.sweep import sweep
 from smallcap.core import ConfigError
 from smallcap.data.calendar import session_of

@@ -16,7 +16,7 @@ import pytest
 from smallcap.data.calendar import session_labels
 from smallcap.data.panel import Panel
 from smallcap.data.synth import SynthConfig, generate
-from smallcap.strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, Signals, get_strategy
+from smallcap.strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, Signals, get_strategy
 
 CASES = {
     'sma_cross': {}, 'sma_cross_ema': dict(kind='ema', fast=5, slow=20), 'rsi_reversion': dict(short=True),
@@ -45,7 +45,7 @@ def full(bars):
 
 
 def _row(s: Signals, i: int) -> dict[str, np.ndarray]:
-    return {f: getattr(s, f).iloc[i].to_numpy() for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS) if getattr(s, f) is not None}
+    return {f: getattr(s, f).iloc[i].to_numpy() for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS) if getattr(s, f) is not None}
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def _ends(bars: Panel, full: Signals) -> list[int]:
     reg = np.flatnonzero(lab.code == 1)
     opens = reg[np.r_[True, np.diff(lab.day[reg]) > 0]]              # each session's first regular bar
     half = np.flatnonzero((lab.code >= 0) & (lab.close_minute == 210))
-    ev = np.flatnonzero(np.logical_or.reduce([getattr(full, f).to_numpy().any(1) for f in _SIGNAL_BOOLS]))
+    ev = np.flatnonzero(np.logical_or.reduce([getattr(full, f).to_numpy().any(1) for f in SIGNAL_BOOLS]))
     T = len(bars)
     picks = [*(opens[2:] + k for k in (0, 1, 2, 15)), half[:: max(1, len(half) // 6)], ev[:: max(1, len(ev) // 12)], np.linspace(T // 3, T - 1, 8).astype(int)]
     return sorted({int(t) for t in np.concatenate(picks) if 0 <= t < T})
@@ -84,7 +84,7 @@ def test_last_row_on_a_warmup_window_equals_the_full_history_row(case, bars, ful
                 j = int(np.flatnonzero(~_same(last[k], ref[k]))[0])
                 bad.append(f"{bars.index[t]} {bars.symbols[j]} {k}: window from bar {w0} gives {last[k][j]}, full history {ref[k][j]}")
     assert not bad, f"{s.id} (warmup {s.warmup!r}): {len(bad)} differences, first: {bad[:3]}"
-    assert sum(bool(getattr(f, k).iloc[t].any()) for t in ends for k in _SIGNAL_BOOLS) > 0 or case in ('orb', 'gap_and_go')
+    assert sum(bool(getattr(f, k).iloc[t].any()) for t in ends for k in SIGNAL_BOOLS) > 0 or case in ('orb', 'gap_and_go')
 
 
 @pytest.mark.parametrize('case', list(CASES))
@@ -98,7 +98,7 @@ def test_signals_do_not_depend_on_where_the_history_starts(case, bars, full):
     compared = 0
     for h in heads:
         part = s.signals(bars.map(lambda df: df.iloc[h:]))
-        for k in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+        for k in (*SIGNAL_BOOLS, *SIGNAL_FLOATS):
             a, b = getattr(part, k), getattr(f, k)
             if (a is None) != (b is None): pytest.fail(f"{s.id}: a history starting at bar {h} {'lacks' if a is None else 'adds'} {k}")
             if a is None: continue

@@ -12,12 +12,14 @@ from typing import Any
 __all__ = []
 
 # %% ../../nbs/50_backtest.ipynb #07eb30f4
-_LAZY: dict[str, str] = {'backtest': 'core', 'BacktestResult': 'core', 'Costs': 'core', 'prepare': 'core', 'fingerprint': 'core', 'run_plan': 'core',
-                         'parity': 'parity', 'check_lookahead': 'lookahead', 'sweep': 'sweep', 'walk_forward': 'walkforward', 'stats': 'stats'}
+_LAZY: dict[str, str] = {'backtest': 'smallcap.backtest.core', 'run_plan': 'smallcap.backtest.core', 'BacktestResult': 'smallcap.backtest.result',
+                         'Costs': 'smallcap.execution.costs', 'prepare': 'smallcap.backtest.plan', 'fingerprint': 'smallcap.backtest.plan',
+                         'parity': 'smallcap.backtest.parity', 'check_lookahead': 'smallcap.backtest.lookahead', 'sweep': 'smallcap.backtest.sweep',
+                         'walk_forward': 'smallcap.backtest.walkforward', 'stats': 'smallcap.backtest.stats'}   # name -> the module it lives in
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        v = getattr(importlib.import_module(f"smallcap.backtest.{_LAZY[name]}"), name)
+        v = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = v
         return v
     raise AttributeError(f"module 'smallcap.backtest' has no attribute {name!r}")

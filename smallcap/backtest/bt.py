@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import FILLS, Costs, Plan, empty_fills
+from ..execution.costs import Costs
+from .plan import FILLS, Plan
+from .result import empty_fills
 from ..core import ConfigError, Fill, Order, OrderStatus, OrderType, Side, TimeInForce
 from ..data.calendar import ny_midnights
 from ..risk import BarContext, RiskEngine, RiskState
@@ -275,7 +277,7 @@ class _Engine:
                 engine_notes('backtrader', p, om.count, partial, sum(o.alive() for o in by_id.values())))
 
 # %% ../../nbs/53_backtest.bt.ipynb #6a243a0d
-def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
+def run(plan: Plan,  # a prepared plan (`smallcap.backtest.plan.prepare`)
        ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     "Execute a plan with backtrader, event by event and order by order: (fills, orders, notes)."
     if plan.fill not in FILLS: raise ConfigError(f"plan.fill must be one of {FILLS}, got {plan.fill!r}")

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import FILLS, Plan, empty_fills
+from .plan import FILLS, Plan
+from .result import empty_fills
 from ..core import ConfigError, OrderStatus
 from ..data.calendar import ny_day_numbers
 from ..execution.sim import SimBroker

@@ -14,7 +14,7 @@ import pandas as pd
 from ..core import ConfigError, DataError, LookAheadError
 from ..data.calendar import to_ny
 from ..data.panel import Panel
-from ..strategy.base import _SIGNAL_BOOLS, _SIGNAL_FLOATS, PurityError, Signals, Strategy, first_difference, pure_calls
+from ..strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, PurityError, Signals, Strategy, first_difference, pure_calls
 
 # %% auto #0
 __all__ = ['CUT_SHARES', 'HEAD_RTOL', 'LookaheadReport', 'check_lookahead']
@@ -54,7 +54,7 @@ def _session_anchors(index: pd.DatetimeIndex) -> np.ndarray:
 def _signal_anchors(full: Signals) -> list[np.ndarray]:
     "Per signal field that is ever set, the cuts just after each bar where it is set (identical groups once)."
     out = []
-    for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+    for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS):
         df = getattr(full, f)
         if df is None: continue
         v = df.to_numpy()
@@ -289,7 +289,7 @@ HEAD_RTOL: float = 1e-9  # float signals (stops, sizes, limits) after the warmup
 def _head_change(strategy: Strategy, bars: Panel, full: Signals, part: Signals, h: int) -> tuple[int, str, str] | None:
     "The earliest (bar, symbol, field) where signals on bars h.. differ from the full history's at a bar whose declared warmup starts at h or after."
     first = None
-    for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+    for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS):
         x, y = getattr(part, f), getattr(full, f)
         if x is None and y is None: continue
         if (x is None) != (y is None): return (h, '*', f)

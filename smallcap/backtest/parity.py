@@ -89,7 +89,8 @@ def parity(strategy: Any,  # a strategy, a registered name, or Signals
            **kwargs: Any,  # costs, risk (default with simple fills: fixed_notional sizing), cash, store, ... (as for `backtest`)
           ) -> ParityReport:
     "Run one strategy through both engines on one plan and list every trade that differs, and why."
-    from smallcap.backtest.core import prepare, run_plan
+    from smallcap.backtest.plan import prepare
+    from smallcap.backtest.core import run_plan
     from smallcap.strategy.base import get_strategy
     if isinstance(strategy, str): strategy = get_strategy(strategy)
     keys = ('costs', 'risk', 'cash')

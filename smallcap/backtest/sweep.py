@@ -128,7 +128,7 @@ def _needs_vbt(raw: dict[str, np.ndarray], plan: Any) -> bool:
 
 def _static_inputs(plan: Any) -> dict[str, Any]:
     "The compiled path's parameter-independent arrays, `(symbols, bars)`: entry shares per side after the state-free gates, next traded bar, prices, fees, anchors."
-    from smallcap.backtest.core import next_traded
+    from smallcap.backtest.plan import next_traded
     from smallcap.backtest.stats import day_ends
     from smallcap.risk import screen_entries
     T, N = plan.shape
@@ -224,7 +224,8 @@ def _compiled_rows(combos: list[Strategy], names: list[str], plan0: Any, bars: P
 def _vbt_rows(combos: list[Strategy], which: list[int], names: list[str], plan0: Any, bars: Panel, arrays: Any, chunk: int, equity: bool,
               keep_results: bool, it: Any) -> tuple[dict[int, dict[str, Any]], dict[int, pd.Series], dict[int, Any]]:
     "Table rows, equity curves and results of the combinations at positions `which`, through the vectorbt engine (`chunk` per call)."
-    from smallcap.backtest.core import _unenforced, assemble
+    from smallcap.backtest.result import assemble
+    from smallcap.backtest.core import unenforced
     from smallcap.backtest.vbt import plan_inputs, read, simulate
     from smallcap.strategy.base import pure_calls
     rows, curves, results = {}, {}, {}
@@ -236,7 +237,7 @@ def _vbt_rows(combos: list[Strategy], which: list[int], names: list[str], plan0:
         for j, p, inp, rec in zip(part, plans, inputs, simulate(plans, inputs)):
             fills, orders, notes = read(p, inp, rec)
             r = assemble(p, fills, 'vectorbt', orders, notes)
-            r.notes.extend(_unenforced(p, r))
+            r.notes.extend(unenforced(p, r))
             st = r.stats
             rows[j] = {**{k: getattr(p.strategy, k) for k in names}, **{k: st.get(k, np.nan) for k in STAT_COLUMNS if k != 'final_equity'},
                        'final_equity': r.final_equity, 'id': p.strategy.id}
@@ -259,7 +260,8 @@ def sweep(strategy: Strategy | type[Strategy] | str,  # a strategy (its paramete
           compiled: bool | None = None,  # None: the compiled path whenever it is exact; False: always the vectorbt path; True: require the compiled path
          ) -> SweepResult:
     "Backtest every parameter combination (the vectorbt engine's semantics) and tabulate the statistics."
-    from smallcap.backtest.core import prepare, screening_limits
+    from smallcap.backtest.plan import prepare
+    from smallcap.backtest.core import screening_limits
     from smallcap.strategy.library import BlockArrays, BlockStrategy
     cls, base = _strategy_class(strategy)
     g = {k: (v,) for k, v in base.items()}

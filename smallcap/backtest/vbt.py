@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .core import Plan, coded_client_ids, next_traded_at, nonzero_cells, text_array, empty_fills
+from ..core import coded_client_ids, text_array
+from .plan import Plan, next_traded_at, nonzero_cells
+from .result import empty_fills
 from ..risk import reasons_of, screen_entries, settle_entries
 
 # %% auto #0

@@ -29,8 +29,8 @@ from ..risk import RiskConfig
 from ..strategy.base import Strategy, get_strategy
 
 # %% auto #0
-__all__ = ['FOLD_COLUMNS', 'EXECUTORS', 'LARGE_WORK', 'GATE_KEY_ENV', 'make_folds', 'run_fold', 'run_tasks', 'WalkForwardResult',
-           'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward']
+__all__ = ['FOLD_COLUMNS', 'EXECUTORS', 'LARGE_WORK', 'GATE_KEY_ENV', 'make_folds', 'run_fold', 'run_tasks', 'json_safe',
+           'WalkForwardResult', 'GatePolicy', 'Verdict', 'evaluate_gate', 'walk_forward']
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #1fb39573
 from ..data.calendar import WINDOW_UNITS, parse_window, window_complete as _complete, window_end as _advance, window_ordinals as _ordinals   # importable from here too
@@ -150,7 +150,9 @@ def _peak_rss_mb() -> float:
 
 def _flatten_at_end(plan: Any, res: Any, engine: str) -> Any:
     "Close positions still open at the plan's last bar at its close (less half spread and fees); re-assemble."
-    from smallcap.backtest.core import EXACT_ENGINES, _unenforced, assemble, client_ids
+    from smallcap.core import client_ids
+    from smallcap.backtest.result import assemble
+    from smallcap.backtest.core import EXACT_ENGINES, unenforced
     last = res.positions.iloc[-1].to_numpy()
     open_ = np.flatnonzero(last != 0)
     if not len(open_): return res
@@ -167,7 +169,7 @@ def _flatten_at_end(plan: Any, res: Any, engine: str) -> Any:
                           'reason': 'exit_fold_end'})
     fills = pd.concat([res.fills, extra], ignore_index=True) if len(res.fills) else extra
     out = assemble(plan, fills, engine, res.orders, res.notes + [f"{len(open_)} position(s) closed at the last close of the test window (no traded bar left)"])
-    if engine not in EXACT_ENGINES: out.notes.extend(n for n in _unenforced(plan, out) if n not in out.notes)
+    if engine not in EXACT_ENGINES: out.notes.extend(n for n in unenforced(plan, out) if n not in out.notes)
     return out
 
 def run_fold(task: dict[str, Any],  # the fold's task description (from `walk_forward`)
@@ -178,7 +180,9 @@ def run_fold(task: dict[str, Any],  # the fold's task description (from `walk_fo
     return _run_fold(task, panel, store)                       # pure_calls guards only the thread that runs the strategy
 
 def _run_fold(task: dict[str, Any], panel: Panel | None = None, store: Any = None) -> dict[str, Any]:
-    from smallcap.backtest.core import Costs, prepare, run_plan
+    from smallcap.execution.costs import Costs
+    from smallcap.backtest.plan import prepare
+    from smallcap.backtest.core import run_plan
     from smallcap.backtest.stats import stats as _stats
     from smallcap.backtest.sweep import sweep
     from smallcap.strategy.base import Signals
@@ -392,10 +396,11 @@ def _lookahead(name: str, base: dict[str, Any], chosen: list[dict[str, Any]], sa
 # %% ../../nbs/58_backtest.walkforward.ipynb #ecc03de5
 _FRAMES: tuple[str, ...] = ('folds', 'oos_trades', 'oos_fills', 'stability', 'trials', 'units')
 
-def _js(v: Any) -> Any:
+def json_safe(v: Any,  # any value: dicts and lists are walked
+             ) -> Any:
     "A JSON-safe copy (numpy scalars as Python, non-finite floats as None, times as ISO strings)."
-    if isinstance(v, dict): return {str(k): _js(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_js(x) for x in v]
+    if isinstance(v, dict): return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [json_safe(x) for x in v]
     if isinstance(v, (np.bool_,)): return bool(v)
     if isinstance(v, np.integer): return int(v)
     if isinstance(v, (float, np.floating)): return float(v) if math.isfinite(v) else None
@@ -445,15 +450,15 @@ class WalkForwardResult:
     @property
     def key(self) -> str:
         "The hash of everything that produced this result and its verdict: `inputs` and the gate policy."
-        from smallcap.backtest.core import result_key
+        from smallcap.backtest.result import result_key
         return result_key({**self.inputs, 'gate': None if self.verdict is None else self.verdict.policy})
 
     def save(self, path: str | Path,  # the result directory
              replace: bool = False,  # replace a different result saved there (default: refuse)
             ) -> Path:
         "Write to a directory (Parquet frames, result.json, verdict.json); an identical result there is kept, a different one refused."
-        from smallcap.backtest.core import _holds_same, staged_dir
-        if _holds_same(path, self.key, self.inputs, 'walkforward', replace): return Path(path)
+        from smallcap.backtest.result import holds_same, staged_dir
+        if holds_same(path, self.key, self.inputs, 'walkforward', replace): return Path(path)
         with staged_dir(path) as (p, tmp):
             self.oos_equity.rename('equity').to_frame().to_parquet(tmp / 'oos_equity.parquet')
             if self.benchmark is not None: self.benchmark.rename('benchmark').to_frame().to_parquet(tmp / 'benchmark.parquet')
@@ -464,9 +469,9 @@ class WalkForwardResult:
                 if k == 'folds' and 'embargoed' in v.columns: v['embargoed'] = v['embargoed'].map(json.dumps)
                 v.columns = [str(c) for c in v.columns]
                 v.to_parquet(tmp / f'{k}.parquet')
-            doc = {'kind': 'walkforward', 'key': self.key, 'inputs': _js(self.inputs), 'notes': list(self.notes), 'oos_stats': _js(self.oos_stats.to_dict()),
-                   'efficiency': _js(self.efficiency), 'stability_score': _js(self.stability_score), 'dsr': _js(self.dsr), 'pbo': _js(self.pbo),
-                   'pbo_details': _js(self.pbo_details), 'lookahead': _js(self.lookahead), 'verdict': None if self.verdict is None else 'verdict.json'}
+            doc = {'kind': 'walkforward', 'key': self.key, 'inputs': json_safe(self.inputs), 'notes': list(self.notes), 'oos_stats': json_safe(self.oos_stats.to_dict()),
+                   'efficiency': json_safe(self.efficiency), 'stability_score': json_safe(self.stability_score), 'dsr': json_safe(self.dsr), 'pbo': json_safe(self.pbo),
+                   'pbo_details': json_safe(self.pbo_details), 'lookahead': json_safe(self.lookahead), 'verdict': None if self.verdict is None else 'verdict.json'}
             (tmp / 'result.json').write_text(json.dumps(doc, indent=1, default=str))
             if self.verdict is not None: (tmp / 'verdict.json').write_text(self.verdict.to_json())
             elif (p / 'verdict.json').exists(): (p / 'verdict.json').unlink()
@@ -532,7 +537,7 @@ class GatePolicy:
         return cls.from_dict(yaml_mapping(src, 'gate policy'))
 
 def _canonical(d: dict[str, Any]) -> str:
-    return json.dumps(_js(d), sort_keys=True, separators=(',', ':'), default=str)
+    return json.dumps(json_safe(d), sort_keys=True, separators=(',', ':'), default=str)
 
 @dataclass(frozen=True)
 class Verdict:
@@ -581,7 +586,7 @@ class Verdict:
 
     def to_json(self) -> str:
         "The verdict as JSON (kind 'walkforward-verdict')."
-        return json.dumps({'kind': 'walkforward-verdict', **_js(dataclasses.asdict(self))}, indent=1, sort_keys=True)
+        return json.dumps({'kind': 'walkforward-verdict', **json_safe(dataclasses.asdict(self))}, indent=1, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Verdict:
@@ -650,8 +655,8 @@ def evaluate_gate(result: WalkForwardResult,  # a walk-forward result
     cfg = f"{inp.get('strategy')}|{_canonical(inp.get('base', {}))}|grid={_canonical(inp.get('grid', {}))}|data={data['fingerprint']}"
     chosen = result.chosen
     deploy = _strategy_class(inp['strategy'])(**{**inp.get('base', {}), **chosen}).id if inp.get('strategy') else None
-    v = Verdict(passed=all(c['passed'] for c in checks), checks=_js(checks), policy=pol.to_dict(), config_id=cfg, strategy=inp.get('strategy'),
-                deploy=deploy, data=_js(data), signed_at=pd.Timestamp.now(tz='UTC').isoformat(), version=__version__)
+    v = Verdict(passed=all(c['passed'] for c in checks), checks=json_safe(checks), policy=pol.to_dict(), config_id=cfg, strategy=inp.get('strategy'),
+                deploy=deploy, data=json_safe(data), signed_at=pd.Timestamp.now(tz='UTC').isoformat(), version=__version__)
     return v.signed(key)
 
 # %% ../../nbs/58_backtest.walkforward.ipynb #2de37a91
@@ -729,7 +734,9 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
                 ) -> WalkForwardResult:
     "Walk a strategy forward: sweep each training window, trade the best combination on the following test window, stitch and diagnose."
     from smallcap import __version__
-    from smallcap.backtest.core import ENGINES, FILLS, Costs, fingerprint
+    from smallcap.execution.costs import Costs
+    from smallcap.backtest.plan import FILLS, fingerprint
+    from smallcap.backtest.core import ENGINES
     from smallcap.backtest.stats import stats as _stats
     from smallcap.backtest.sweep import STAT_COLUMNS
     name, base = _strategy_parts(strategy)
@@ -821,7 +828,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
     sample = panel.between(idx[max(0, int(last.train_pos))], last.test_end)
     la = _lookahead(name, base, [o['params'] for o in outs], sample, int(seed), lookahead_cuts)
     for o in outs: notes.extend(o['notes'])
-    inputs = {'strategy': name, 'base': _js(base), 'grid': _js(g), 'params': params, 'combinations': len(combos), 'train': train, 'test': test, 'step': step,
+    inputs = {'strategy': name, 'base': json_safe(base), 'grid': json_safe(g), 'params': params, 'combinations': len(combos), 'train': train, 'test': test, 'step': step,
               'anchored': bool(anchored), 'purge': int(purge), 'embargo': int(embargo), 'warmup': warmup, 'objective': objective, 'engine': engine,
               'fill': fill, 'costs': costs.to_dict(), 'risk': risk.to_dict(), 'cash': float(cash), 'seed': int(seed), 'executor': kind,
               'data': {'fingerprint': fingerprint(panel), 'symbols': list(map(str, panel.symbols)), 'start': str(idx[0]), 'end': str(idx[-1]),

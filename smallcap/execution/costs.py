@@ -120,10 +120,13 @@ class Costs:
 
     def model_half_spread(self, bars: Panel) -> pd.DataFrame:
         "Modelled half spread as a fraction of price, per bar and symbol (wider at low prices and in wide bars)."
-        hs = self._half_spread(bars.close.to_numpy(float), bars.high.to_numpy(float), bars.low.to_numpy(float))
+        hs = self.half_spread(bars.close.to_numpy(float), bars.high.to_numpy(float), bars.low.to_numpy(float))
         return pd.DataFrame(hs, index=bars.index, columns=bars.close.columns)
 
-    def _half_spread(self, c: np.ndarray, h: np.ndarray, l: np.ndarray) -> np.ndarray:
+    def half_spread(self, c: np.ndarray,  # closes
+                    h: np.ndarray,  # highs
+                    l: np.ndarray,  # lows
+                   ) -> np.ndarray:
         "`model_half_spread` on arrays (close, high, low)."
         rng = h - l
         with np.errstate(invalid='ignore', divide='ignore'):

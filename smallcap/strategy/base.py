@@ -25,13 +25,13 @@ from ..data.calendar import window_start
 from ..data.panel import Panel
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'MODULES_ENV', 'ENTRY_POINTS', 'Signals', 'first_difference', 'param', 'Strategy', 'register',
-           'load_strategy_module', 'get_strategy', 'list_strategies', 'PurityError', 'pure_calls', 'CausalityReport',
-           'check_causal']
+__all__ = ['SIGNAL_BOOLS', 'SIGNAL_FLOATS', 'STRATEGIES', 'MODULES_ENV', 'ENTRY_POINTS', 'Signals', 'first_difference', 'param',
+           'Strategy', 'register', 'load_strategy_module', 'get_strategy', 'list_strategies', 'PurityError',
+           'pure_calls', 'CausalityReport', 'check_causal']
 
 # %% ../../nbs/30_strategy.base.ipynb #0e53cadc
-_SIGNAL_BOOLS = ('entries_long', 'exits_long', 'entries_short', 'exits_short')
-_SIGNAL_FLOATS = ('size', 'limit', 'stop')
+SIGNAL_BOOLS: tuple[str, ...] = ('entries_long', 'exits_long', 'entries_short', 'exits_short')
+SIGNAL_FLOATS: tuple[str, ...] = ('size', 'limit', 'stop')
 
 @dataclass(frozen=True)
 class Signals:
@@ -46,11 +46,11 @@ class Signals:
 
     def __post_init__(self) -> None:
         ref = self.entries_long
-        for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+        for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS):
             df = getattr(self, f)
             if df is None: continue
             if not (df.index.equals(ref.index) and df.columns.equals(ref.columns)): raise ConfigError(f"signals.{f} is not aligned with entries_long")
-            if f in _SIGNAL_BOOLS and not all(dt == bool for dt in df.dtypes.unique()): raise ConfigError(f"signals.{f} must be boolean (got {set(map(str, df.dtypes))})")
+            if f in SIGNAL_BOOLS and not all(dt == bool for dt in df.dtypes.unique()): raise ConfigError(f"signals.{f} must be boolean (got {set(map(str, df.dtypes))})")
 
     @classmethod
     def empty(cls, like: pd.DataFrame) -> Signals:
@@ -65,17 +65,17 @@ class Signals:
         aligned = lambda df: df.index.equals(idx) and df.columns.equals(cols)       # no reindexing needed (cheap when shared)
         frame = lambda v: pd.DataFrame(v, index=idx, columns=cols, copy=False)
         out = {}
-        for f in _SIGNAL_BOOLS:
+        for f in SIGNAL_BOOLS:
             df = frames.get(f)
             if df is None: out[f] = frame(np.zeros(like.shape[::-1], bool).T); continue
             v = df.to_numpy() if aligned(df) else None
             if v is not None and v.dtype == bool: out[f] = frame(v.copy(order='K')); continue
             v = df.reindex(index=idx, columns=cols).to_numpy()
             out[f] = frame(np.where(pd.isna(v), False, v).astype(bool))
-        for f in _SIGNAL_FLOATS:
+        for f in SIGNAL_FLOATS:
             if (df := frames.get(f)) is None: continue
             out[f] = df.astype('float64').set_axis(idx, axis=0).set_axis(cols, axis=1) if aligned(df) else df.reindex_like(like).astype('float64')
-        if bad := set(frames) - set(_SIGNAL_BOOLS) - set(_SIGNAL_FLOATS): raise ConfigError(f"unknown signal frames {sorted(bad)}")
+        if bad := set(frames) - set(SIGNAL_BOOLS) - set(SIGNAL_FLOATS): raise ConfigError(f"unknown signal frames {sorted(bad)}")
         return cls(**out)
 
     @property
@@ -85,7 +85,7 @@ class Signals:
 
     def upto(self, t: int) -> Signals:
         "Signals of bars `0..t` (inclusive)."
-        return Signals(**{f: getattr(self, f).iloc[: t + 1] for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS) if getattr(self, f) is not None})
+        return Signals(**{f: getattr(self, f).iloc[: t + 1] for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS) if getattr(self, f) is not None})
 
     def equals(self, other: Signals) -> bool:
         "Whether two sets of signals are identical (NaN equal to NaN)."
@@ -94,11 +94,11 @@ class Signals:
     def to_frame(self) -> pd.DataFrame:
         "Long form: one row per (ts, symbol, signal) that is set, with size, limit and stop."
         rows = []
-        for f in _SIGNAL_BOOLS:
+        for f in SIGNAL_BOOLS:
             s = getattr(self, f).stack(future_stack=True)
             s = s[s]
             d = pd.DataFrame({'ts': s.index.get_level_values(0), 'symbol': s.index.get_level_values(1), 'signal': f})
-            for g in _SIGNAL_FLOATS:
+            for g in SIGNAL_FLOATS:
                 if getattr(self, g) is not None: d[g] = getattr(self, g).stack(future_stack=True).reindex(s.index).to_numpy()
             rows.append(d)
         return pd.concat(rows, ignore_index=True).sort_values(['ts', 'symbol', 'signal'], ignore_index=True)
@@ -106,7 +106,7 @@ class Signals:
 def first_difference(a: Signals, b: Signals) -> tuple[Any, str, str] | None:
     "The first (time, symbol, field) where two signal sets over the same bars differ, or None."
     first = None
-    for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS):
+    for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS):
         x, y = getattr(a, f), getattr(b, f)
         if x is None and y is None: continue
         if (x is None) != (y is None): return (a.index[0] if len(a.index) else None, '*', f)
@@ -151,7 +151,8 @@ class Strategy:
         "History the signals need, in the window grammar: bars (an int or '<n>B', counted per symbol), sessions ('<n>D'), or a tuple of specs (override)."
         return 1
 
-    def _warmup_spec(self) -> int | str | tuple:
+    def warmup_spec(self) -> int | str | tuple:
+        "The declared warmup as the window grammar reads it: a bar count (at least 1) or a spec such as '2 sessions'."
         w = self.warmup
         return max(int(w), 1) if isinstance(w, (int, np.integer)) and not isinstance(w, bool) else w
 
@@ -160,8 +161,8 @@ class Strategy:
                      all_symbols: bool = False,  # count every symbol, also those that cannot signal at `end`: a start that serves every later bar too
                     ) -> int:
         "First bar a trailing window ending at bar `end` must start at for its last row to equal the full-history row."
-        if isinstance(bars, Panel): return window_start(bars.index, end, self._warmup_spec(), bars.close.notna().to_numpy(), f"{self.name}.warmup")
-        return window_start(bars, end, self._warmup_spec(), None, f"{self.name}.warmup")
+        if isinstance(bars, Panel): return window_start(bars.index, end, self.warmup_spec(), bars.close.notna().to_numpy(), f"{self.name}.warmup")
+        return window_start(bars, end, self.warmup_spec(), None, f"{self.name}.warmup")
 
     def warmup_bars(self, index: pd.DatetimeIndex,  # bar times
                     end: int = -1,  # the window's last bar (default: the last)

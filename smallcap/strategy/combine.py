@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..core import ConfigError
 from ..data.panel import Panel
-from .base import Signals, Strategy, _SIGNAL_BOOLS, _SIGNAL_FLOATS, get_strategy, param, register
+from .base import Signals, Strategy, SIGNAL_BOOLS, SIGNAL_FLOATS, get_strategy, param, register
 
 # %% auto #0
 __all__ = ['position_state', 'Arbiter', 'Ensemble']
@@ -55,7 +55,7 @@ class _Combinator(Strategy):
         "Every member's warmup (one spec when they all agree): a window must hold the longest of them."
         specs = []
         for m in self.members:
-            w = m._warmup_spec()
+            w = m.warmup_spec()
             for s in (w if isinstance(w, tuple) else (w,)):
                 if s not in specs: specs.append(s)
         return specs[0] if len(specs) == 1 else tuple(specs)
@@ -79,22 +79,22 @@ class Arbiter(_Combinator):
 
     def signals(self, bars: Panel) -> Signals:
         "Member signals, each cell taken from the highest-priority member that signals there."
-        out = {f: None for f in (*_SIGNAL_BOOLS, *_SIGNAL_FLOATS)}
+        out = {f: None for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS)}
         provided = set()
         for m in reversed(self.members):                         # lowest priority first; higher ones overwrite
             s = m.signals(bars)
-            has = np.logical_or.reduce([getattr(s, f).to_numpy() for f in _SIGNAL_BOOLS])
-            for f in _SIGNAL_BOOLS:
+            has = np.logical_or.reduce([getattr(s, f).to_numpy() for f in SIGNAL_BOOLS])
+            for f in SIGNAL_BOOLS:
                 new = getattr(s, f).to_numpy()
                 out[f] = new if out[f] is None else np.where(has, new, out[f])
-            for f in _SIGNAL_FLOATS:
+            for f in SIGNAL_FLOATS:
                 v = getattr(s, f)
                 if v is not None: provided.add(f)
                 new = np.full(has.shape, np.nan) if v is None else v.to_numpy()
                 out[f] = np.where(has, new, np.full(has.shape, np.nan) if out[f] is None else out[f])
         mk = lambda a: pd.DataFrame(a, index=bars.index, columns=bars.close.columns)
-        floats = {f: mk(out[f]) for f in _SIGNAL_FLOATS if f in provided}       # shape set by the members, not the data
-        return Signals(**{f: mk(out[f].astype(bool)) for f in _SIGNAL_BOOLS}, **floats)
+        floats = {f: mk(out[f]) for f in SIGNAL_FLOATS if f in provided}       # shape set by the members, not the data
+        return Signals(**{f: mk(out[f].astype(bool)) for f in SIGNAL_BOOLS}, **floats)
 
 # %% ../../nbs/32_strategy.combine.ipynb #64650d5c
 @register
@@ -122,7 +122,7 @@ class Ensemble(_Combinator):
         if e == 0: return 0
         for m in self.members:
             s = m.signals(bars.upto(e - 1))
-            ev = np.logical_or.reduce([getattr(s, f).to_numpy() for f in _SIGNAL_BOOLS])
+            ev = np.logical_or.reduce([getattr(s, f).to_numpy() for f in SIGNAL_BOOLS])
             if not ev.any(0).all(): return 0                              # a symbol's position since the first bar
             last = len(ev) - 1 - ev[::-1].argmax(0)                       # each symbol's latest signal before the bar
             start = min(start, m.warmup_start(bars, int(last.min()), True))

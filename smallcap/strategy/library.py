@@ -14,7 +14,7 @@ import pandas as pd
 from ..core import ConfigError
 from ..data.calendar import SessionLabels, session_labels, window_start
 from ..data.panel import Panel
-from .base import Signals, Strategy, _SIGNAL_BOOLS, param, register
+from .base import Signals, Strategy, SIGNAL_BOOLS, param, register
 
 # %% auto #0
 __all__ = ['BlockArrays', 'BlockStrategy', 'cross_above', 'cross_below', 'session_clock', 'rows', 'per_day_first', 'run_length',
@@ -95,7 +95,7 @@ class _BlockStrategy(Strategy):
     def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "As declared, counted per symbol; a symbol without a bar at `end` cannot signal there and is not counted (unless the strategy ranks symbols, or `all_symbols`)."
         if not isinstance(bars, Panel): return super().warmup_start(bars, end)
-        return window_start(bars.index, end, self._warmup_spec(), self._counted(bars, end, all_symbols), f"{self.name}.warmup")
+        return window_start(bars.index, end, self.warmup_spec(), self._counted(bars, end, all_symbols), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "One block's signals by name: boolean `(symbols, bars)` arrays; size, limit and stop as (flat cell indices, values) (override)."
@@ -126,7 +126,7 @@ class _BlockStrategy(Strategy):
         "Signals of the whole panel, computed block by block."
         out = self.signal_arrays(_Arrays(bars))
         n, T = bars.close.shape[1], len(bars.index)
-        for k in _SIGNAL_BOOLS: out.setdefault(k, np.zeros((n, T), bool))
+        for k in SIGNAL_BOOLS: out.setdefault(k, np.zeros((n, T), bool))
         return Signals(**{k: _frame(v, bars.close) for k, v in out.items()})   # fresh arrays: no copy needed
 
 def _crosses(a: np.ndarray, b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -303,9 +303,9 @@ class StochRsiTrend(_BlockStrategy):
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "Long on %K crossing up through lower above the EMA; out on %K crossing down through upper or a close below the EMA."
-        from smallcap.indicators import _stochrsi_k, ema
+        from smallcap.indicators import stochrsi_k, ema
         c = b.close
-        k, e = _stochrsi_k(c, self.length, self.length, 3, 'sma'), _ind(ema, c, length=self.trend)   # k: stochrsi(close, length, length).k
+        k, e = stochrsi_k(c, self.length, self.length, 3, 'sma'), _ind(ema, c, length=self.trend)   # k: stochrsi(close, length, length).k
         return dict(entries_long=_crosses(k, self.lower)[0] & (c > e), exits_long=_crosses(k, self.upper)[1] | _crosses(c, e)[1])
 
 # %% ../../nbs/31_strategy.library.ipynb #616b0137
