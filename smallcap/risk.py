@@ -490,7 +490,7 @@ class RiskState:
         self.symbols, self.arrays = new, arrays
         self._pos = {s: i for i, s in enumerate(new.tolist())}
 
-    def _align(self, symbols: np.ndarray) -> None:
+    def align(self, symbols: np.ndarray) -> None:
         "Adopt the bar's universe: free when it is the same object, cheap when equal, a reindex otherwise."
         if symbols is self.symbols: return
         if len(symbols) == len(self.symbols) and np.array_equal(symbols, self.symbols): self.symbols = symbols; return
@@ -970,37 +970,23 @@ def protective_level(config: RiskConfig,  # the risk configuration (its trailing
                      low: np.ndarray,  # lowest price since entry, through the last marked bar
                      atr: np.ndarray,  # ATR of each symbol (NaN: unknown; `trail_atr` falls back to `trail_pct`)
                     ) -> tuple[np.ndarray, np.ndarray]:
-    "Each position's protective exit level (its stop, tightened by the trailing level) and whether the trailing level is the one that binds."
-    c, q = config, np.asarray(qty)
-    long_ = q > 0
-    tl = np.full(len(q), np.nan)
-    if c.trail_pct is not None or c.trail_atr is not None:
-        best = np.where(long_, high, low)
-        td = c.trail_pct * best if c.trail_pct is not None else np.full(len(q), np.nan)
-        if c.trail_atr is not None: td = np.where(np.isfinite(atr) & (atr > 0), c.trail_atr * atr, td)
-        tl = best - np.sign(q) * td
-    level = np.where(long_, np.fmax(stop, tl), np.fmin(stop, tl))
-    return level, np.isfinite(tl) & ~np.where(long_, stop >= tl, stop <= tl)
+    "Each position's protective exit level (its stop, tightened by the trailing level) and whether the trailing level is the one that binds (the rule is `risk_nb.protect_one`)."
+    from smallcap.risk_nb import protect_rows
+    q = np.asarray(qty, float); n = len(q)
+    level, trails = np.empty(n), np.empty(n, bool)
+    protect_rows(_cv(config), _rows(q, (n,), float), *(_rows(x, (n,), float) for x in (stop, high, low, atr)), level, trails)
+    return level, trails
 
 def _exits(c: RiskConfig, s: RiskState, bar: BarContext, repeat: bool, eod: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    "Exit reason bits, inside-the-bar fill prices and at-bar flags for every symbol (before the bar is marked)."
-    q = s.qty; long_, short_ = q > 0, q < 0; open_ = long_ | short_
-    o, h, l, atr = bar.open, bar.high, bar.low, bar.atr
-    tgt = s.target
-    prot, trails = protective_level(c, q, s.stop, s.high, s.low, atr)
-    hit = open_ & np.where(long_, l <= prot, h >= prot)
-    trail = hit & trails
-    hit_t = open_ & ~hit & np.where(long_, h >= tgt, l <= tgt)
-    price = np.where(hit, np.where(long_, np.fmin(o, prot), np.fmax(o, prot)), np.where(hit_t, np.where(long_, np.fmax(o, tgt), np.fmin(o, tgt)), np.nan))
-    bits = np.where(hit & ~trail, _B.EXIT_STOP, 0) | np.where(trail, _B.EXIT_TRAILING, 0) | np.where(hit_t, _B.EXIT_TARGET, 0)
-    end = bar.end.value
-    if c.max_bars_held is not None: bits |= np.where(open_ & (s.bars_held + (0 if repeat else 1) >= c.max_bars_held), _B.EXIT_TIME, 0)
-    if c.max_hold_minutes is not None: bits |= np.where(open_ & (end - s.entry_time >= c.max_hold_minutes * 60e9), _B.EXIT_TIME, 0)
-    if eod: bits |= np.where(open_, _B.EXIT_EOD, 0)
-    bits |= np.where((long_ & bar.exits_long) | (short_ & bar.exits_short), _B.EXIT_SIGNAL, 0)
-    bits |= np.where((long_ & bar.entries_short) | (short_ & bar.entries_long), _B.EXIT_REVERSE, 0)
-    if s.kill_switch and c.kill_switch_mode == 'flatten': bits |= np.where(open_, _B.EXIT_KILL_SWITCH, 0)
-    return bits.astype(np.int64), price, hit | hit_t
+    "Exit reason bits, inside-the-bar fill prices and at-bar flags for every symbol (before the bar is marked; the rule is `risk_nb.exit_one`)."
+    from smallcap.risk_nb import exit_rows
+    n = len(s.qty)
+    bits, price, at_bar = np.empty(n, np.int64), np.empty(n), np.empty(n, bool)
+    exit_rows(_cv(c), s.qty, s.stop, s.target, s.high, s.low, s.bars_held, s.entry_time, bar.open, bar.high, bar.low, bar.atr,
+              bar.exits_long, bar.exits_short, bar.entries_long, bar.entries_short, bool(repeat), bar.end.value, bool(eod),
+              bool(s.kill_switch and c.kill_switch_mode == 'flatten'), bits, price, at_bar)
+    return bits, price, at_bar
+
 
 def eod_window(config: RiskConfig,  # the risk configuration
                end: np.ndarray | int,  # when each bar closes (ns since the epoch, UTC)
@@ -1169,7 +1155,7 @@ class RiskEngine:
 
     def _decide(self, s: RiskState, bar: BarContext, check: bool) -> tuple[Decisions, Decisions]:
         c = self.config
-        s._align(bar.symbols)
+        s.align(bar.symbols)
         repeat = s.last_time is not None and bar.time <= s.last_time
         if repeat and bar.time < s.last_time: raise RiskError(f"bar {bar.time} is older than the last bar decided ({s.last_time})")
         if not repeat:

@@ -13,17 +13,20 @@ from numba import njit
 from .risk import NAT_NS, REASON_BITS, SIZINGS, RiskConfig, kelly_fraction
 
 # %% auto #0
-__all__ = ['risk_vector', 'tick_price', 'lots', 'gate_bits', 'size_one', 'screen_one', 'margin_rate', 'settle_one', 'gate_rows',
-           'size_rows', 'screen_rows', 'settle_rows', 'margin_rows', 'tick_rows', 'allot', 'entries_kernel']
+__all__ = ['risk_vector', 'tick_price', 'lots', 'gate_bits', 'size_one', 'screen_one', 'margin_rate', 'fmax', 'fmin',
+           'protect_one', 'exit_one', 'settle_one', 'gate_rows', 'size_rows', 'screen_rows', 'settle_rows',
+           'margin_rows', 'protect_rows', 'exit_rows', 'tick_rows', 'allot', 'entries_kernel']
 
 # %% ../nbs/41_risk_nb.ipynb #6ca14eaf
 _FIELDS = ('block_halted', 'allow_short', 'ssr_rule', 'min_price', 'max_price', 'min_avg_volume', 'min_avg_dollar_volume',
            'stop_pct', 'stop_atr', 'target_pct', 'target_r', 'sizing', 'risk_per_trade', 'fraction', 'kelly', 'notional',
            'use_signal_size', 'lot_size', 'max_position_pct', 'max_position_value', 'max_shares', 'max_adv_pct', 'min_shares',
-           'cooldown_ns', 'allow_pyramiding', 'max_positions', 'max_gross_cap', 'leverage', 'non_marginable_below', 'cooldown')
+           'cooldown_ns', 'allow_pyramiding', 'max_positions', 'max_gross_cap', 'leverage', 'non_marginable_below', 'cooldown',
+           'trail_pct', 'trail_atr', 'max_bars_held', 'max_hold_ns')
 (_BLOCK_HALTED, _ALLOW_SHORT, _SSR_RULE, _MIN_PRICE, _MAX_PRICE, _MIN_AV, _MIN_ADV_DOLLARS, _STOP_PCT, _STOP_ATR, _TARGET_PCT, _TARGET_R, _SIZING,
  _RISK_PER_TRADE, _FRACTION, _KELLY, _NOTIONAL, _USE_SIGNAL_SIZE, _LOT, _MAX_POSITION_PCT, _MAX_POSITION_VALUE, _MAX_SHARES, _MAX_ADV_PCT,
- _MIN_SHARES, _COOLDOWN_NS, _PYRAMIDING, _MAX_POSITIONS, _MAX_GROSS_VALUE, _LEVERAGE, _NON_MARGINABLE_BELOW, _COOLDOWN) = range(len(_FIELDS))
+ _MIN_SHARES, _COOLDOWN_NS, _PYRAMIDING, _MAX_POSITIONS, _MAX_GROSS_VALUE, _LEVERAGE, _NON_MARGINABLE_BELOW, _COOLDOWN,
+ _TRAIL_PCT, _TRAIL_ATR, _MAX_BARS_HELD, _MAX_HOLD_NS) = range(len(_FIELDS))
 _SSR_RULES = ('block', 'uptick', 'ignore')
 
 def risk_vector(config: RiskConfig,  # the risk configuration
@@ -36,7 +39,8 @@ def risk_vector(config: RiskConfig,  # the risk configuration
          kelly_fraction(c.kelly_win_rate, c.kelly_payoff, c.kelly_multiplier, c.kelly_cap), c.notional, c.use_signal_size, c.lot_size,
          c.max_position_pct, opt(c.max_position_value, np.inf), opt(c.max_shares), opt(c.max_adv_pct), c.min_shares,
          int(c.cooldown_minutes * 60e9), c.allow_pyramiding, c.max_positions, opt(c.max_gross_value, np.inf), c.leverage,
-         c.non_marginable_below, c.cooldown_minutes > 0]
+         c.non_marginable_below, c.cooldown_minutes > 0, opt(c.trail_pct), opt(c.trail_atr), opt(c.max_bars_held),
+         np.nan if c.max_hold_minutes is None else c.max_hold_minutes * 60e9]
     return np.array(v, np.float64)
 
 # %% ../nbs/41_risk_nb.ipynb #f5ead630
@@ -49,6 +53,8 @@ _R_KILL, _R_DAILY_LOSS, _R_COOLDOWN, _R_IN_POSITION = _G['REJECTED_KILL_SWITCH']
 _R_MAX_POSITIONS, _R_ZERO_SIZE, _APPROVED = _G['REJECTED_MAX_POSITIONS'], _G['REJECTED_ZERO_SIZE'], _G['APPROVED']
 _D_MAX_POSITION, _D_MAX_SHARES, _D_ADV_CAP = _G['REDUCED_MAX_POSITION'], _G['REDUCED_MAX_SHARES'], _G['REDUCED_ADV_CAP']
 _D_GROSS, _D_MARGIN, _D_LOSS_BUDGET = _G['REDUCED_GROSS_EXPOSURE'], _G['REDUCED_MARGIN'], _G['REDUCED_LOSS_BUDGET']
+_X_STOP, _X_TRAILING, _X_TARGET, _X_TIME = _G['EXIT_STOP'], _G['EXIT_TRAILING'], _G['EXIT_TARGET'], _G['EXIT_TIME']
+_X_EOD, _X_SIGNAL, _X_REVERSE, _X_KILL = _G['EXIT_EOD'], _G['EXIT_SIGNAL'], _G['EXIT_REVERSE'], _G['EXIT_KILL_SWITCH']
 _STOP_BITS = _R_INVALID_STOP | _R_NO_STOP
 _REJECT_BITS = sum(v for k, v in _G.items() if k.startswith('REJECTED_'))
 _RED = np.array([_G[f'REDUCED_{k}'] for k in ('MAX_POSITION', 'MAX_SHARES', 'ADV_CAP', 'GROSS_EXPOSURE', 'MARGIN', 'LOSS_BUDGET')], np.int64)
@@ -170,6 +176,66 @@ def margin_rate(cf: np.ndarray,  # `risk_vector`
     return r
 
 @njit(cache=True, error_model='numpy')
+def fmax(a: float, b: float) -> float:
+    "NumPy's `fmax`: the larger, ignoring a NaN."
+    return b if np.isnan(a) else (a if np.isnan(b) else (a if a >= b else b))
+
+@njit(cache=True, error_model='numpy')
+def fmin(a: float, b: float) -> float:
+    "NumPy's `fmin`: the smaller, ignoring a NaN."
+    return b if np.isnan(a) else (a if np.isnan(b) else (a if a <= b else b))
+
+@njit(cache=True, error_model='numpy')
+def protect_one(cf: np.ndarray,  # `risk_vector`
+                qty: float,  # signed shares of the position (0: flat)
+                stop: float,  # its fixed stop (NaN: none)
+                high: float,  # highest price since entry, through the last marked bar
+                low: float,  # lowest price since entry, through the last marked bar
+                atr: float,  # ATR (NaN: unknown; `trail_atr` falls back to `trail_pct`)
+               ) -> tuple[float, bool]:
+    "The position's protective exit level (its stop, tightened by the trailing level) and whether the trailing level is the one that binds."
+    long_ = qty > 0
+    tl = np.nan
+    if not (np.isnan(cf[_TRAIL_PCT]) and np.isnan(cf[_TRAIL_ATR])):
+        best = high if long_ else low
+        td = cf[_TRAIL_PCT] * best
+        if not np.isnan(cf[_TRAIL_ATR]) and np.isfinite(atr) and atr > 0: td = cf[_TRAIL_ATR] * atr
+        tl = best - np.sign(qty) * td
+    level = fmax(stop, tl) if long_ else fmin(stop, tl)
+    return level, bool(np.isfinite(tl) and not (stop >= tl if long_ else stop <= tl))
+
+@njit(cache=True, error_model='numpy')
+def exit_one(cf: np.ndarray,  # `risk_vector`
+             qty: float, stop: float, target: float, high_since: float, low_since: float, bars_held: int, entry_time: int,  # the position
+             o: float, h: float, l: float, atr: float,  # the bar just closed
+             exit_long: bool, exit_short: bool, entry_long: bool, entry_short: bool,  # its signals
+             repeat: bool,  # the bar is decided again (its bars held are already counted)
+             end_ns: int,  # when the bar closes (ns)
+             eod: bool,  # the bar ends inside the end-of-day window
+             kill: bool,  # the kill switch flattens
+            ) -> tuple[int, float, bool]:
+    "One position's exit: (reason bits, inside-the-bar fill price or NaN, filled at the bar); a stop that the bar touches wins over its target."
+    long_, short_ = qty > 0, qty < 0
+    if not (long_ or short_): return 0, np.nan, False
+    prot, trails = protect_one(cf, qty, stop, high_since, low_since, atr)
+    hit = l <= prot if long_ else h >= prot
+    hit_t = (not hit) and (h >= target if long_ else l <= target)
+    bits, price = 0, np.nan
+    if hit:
+        bits |= _X_TRAILING if trails else _X_STOP
+        price = fmin(o, prot) if long_ else fmax(o, prot)
+    elif hit_t:
+        bits |= _X_TARGET
+        price = fmax(o, target) if long_ else fmin(o, target)
+    if not np.isnan(cf[_MAX_BARS_HELD]) and bars_held + (0 if repeat else 1) >= cf[_MAX_BARS_HELD]: bits |= _X_TIME
+    if not np.isnan(cf[_MAX_HOLD_NS]) and end_ns - entry_time >= cf[_MAX_HOLD_NS]: bits |= _X_TIME
+    if eod: bits |= _X_EOD
+    if (long_ and exit_long) or (short_ and exit_short): bits |= _X_SIGNAL
+    if (long_ and entry_short) or (short_ and entry_long): bits |= _X_REVERSE
+    if kill: bits |= _X_KILL
+    return bits, price, hit or hit_t
+
+@njit(cache=True, error_model='numpy')
 def settle_one(cf: np.ndarray,  # `risk_vector`
                shares: float,  # shares left after every limit
                reasons: int,  # reason bits gathered so far
@@ -228,6 +294,27 @@ def margin_rows(cf: np.ndarray, price: np.ndarray, side: np.ndarray,  # 1-D, one
                ) -> None:
     "`margin_rate` for every row."
     for i in range(len(price)): out[i] = margin_rate(cf, price[i], side[i])
+
+@njit(cache=True, error_model='numpy')
+def protect_rows(cf: np.ndarray, qty: np.ndarray, stop: np.ndarray, high: np.ndarray, low: np.ndarray, atr: np.ndarray,  # 1-D, one per row
+                 level: np.ndarray, trails: np.ndarray,  # outputs (written)
+                ) -> None:
+    "`protect_one` for every row."
+    for i in range(len(qty)): level[i], trails[i] = protect_one(cf, qty[i], stop[i], high[i], low[i], atr[i])
+
+@njit(cache=True, error_model='numpy')
+def exit_rows(cf: np.ndarray, qty: np.ndarray, stop: np.ndarray, target: np.ndarray, high_since: np.ndarray, low_since: np.ndarray,
+              bars_held: np.ndarray, entry_time: np.ndarray,  # the positions (every column)
+              o: np.ndarray, h: np.ndarray, l: np.ndarray, atr: np.ndarray, exit_long: np.ndarray, exit_short: np.ndarray,
+              entry_long: np.ndarray, entry_short: np.ndarray,  # the bar (every column)
+              repeat: bool, end_ns: int, eod: bool, kill: bool,  # as `exit_one`
+              bits: np.ndarray, price: np.ndarray, at_bar: np.ndarray,  # outputs (written)
+             ) -> None:
+    "`exit_one` for every column."
+    for i in range(len(qty)):
+        bits[i], price[i], at_bar[i] = exit_one(cf, qty[i], stop[i], target[i], high_since[i], low_since[i], bars_held[i], entry_time[i],
+                                                o[i], h[i], l[i], atr[i], exit_long[i], exit_short[i], entry_long[i], entry_short[i],
+                                                repeat, end_ns, eod, kill)
 
 @njit(cache=True, error_model='numpy')
 def tick_rows(p: np.ndarray,  # prices

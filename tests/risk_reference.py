@@ -195,3 +195,37 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
     return Decisions(bar.time, bar.symbols[idx], idx.astype(np.int64), side, intent, sz.requested, q, bits, p, lim, sz.stop, sz.target,
                      np.zeros(n, bool), ext)
 
+
+def protective_level(config, qty, stop, high, low, atr):
+    "Each position's protective exit level (its stop, tightened by the trailing level) and whether the trailing level is the one that binds."
+    c, q = config, np.asarray(qty)
+    long_ = q > 0
+    tl = np.full(len(q), np.nan)
+    if c.trail_pct is not None or c.trail_atr is not None:
+        best = np.where(long_, high, low)
+        td = c.trail_pct * best if c.trail_pct is not None else np.full(len(q), np.nan)
+        if c.trail_atr is not None: td = np.where(np.isfinite(atr) & (atr > 0), c.trail_atr * atr, td)
+        tl = best - np.sign(q) * td
+    level = np.where(long_, np.fmax(stop, tl), np.fmin(stop, tl))
+    return level, np.isfinite(tl) & ~np.where(long_, stop >= tl, stop <= tl)
+
+
+def _exits(c: RiskConfig, s: RiskState, bar: BarContext, repeat: bool, eod: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Exit reason bits, inside-the-bar fill prices and at-bar flags for every symbol (before the bar is marked)."
+    q = s.qty; long_, short_ = q > 0, q < 0; open_ = long_ | short_
+    o, h, l, atr = bar.open, bar.high, bar.low, bar.atr
+    tgt = s.target
+    prot, trails = protective_level(c, q, s.stop, s.high, s.low, atr)
+    hit = open_ & np.where(long_, l <= prot, h >= prot)
+    trail = hit & trails
+    hit_t = open_ & ~hit & np.where(long_, h >= tgt, l <= tgt)
+    price = np.where(hit, np.where(long_, np.fmin(o, prot), np.fmax(o, prot)), np.where(hit_t, np.where(long_, np.fmax(o, tgt), np.fmin(o, tgt)), np.nan))
+    bits = np.where(hit & ~trail, _B.EXIT_STOP, 0) | np.where(trail, _B.EXIT_TRAILING, 0) | np.where(hit_t, _B.EXIT_TARGET, 0)
+    end = bar.end.value
+    if c.max_bars_held is not None: bits |= np.where(open_ & (s.bars_held + (0 if repeat else 1) >= c.max_bars_held), _B.EXIT_TIME, 0)
+    if c.max_hold_minutes is not None: bits |= np.where(open_ & (end - s.entry_time >= c.max_hold_minutes * 60e9), _B.EXIT_TIME, 0)
+    if _eod(c, bar): bits |= np.where(open_, _B.EXIT_EOD, 0)
+    bits |= np.where((long_ & bar.exits_long) | (short_ & bar.exits_short), _B.EXIT_SIGNAL, 0)
+    bits |= np.where((long_ & bar.entries_short) | (short_ & bar.entries_long), _B.EXIT_REVERSE, 0)
+    if s.kill_switch and c.kill_switch_mode == 'flatten': bits |= np.where(open_, _B.EXIT_KILL_SWITCH, 0)
+    return bits.astype(np.int64), price, hit | hit_t

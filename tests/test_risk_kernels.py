@@ -30,7 +30,10 @@ def configs(draw):
                       max_price=draw(st.sampled_from([20.0, 1000.0])), min_avg_volume=draw(st.sampled_from([0.0, 100_000.0])),
                       min_avg_dollar_volume=draw(st.sampled_from([0.0, 500_000.0])), block_halted=draw(st.booleans()),
                       ssr_rule=draw(st.sampled_from(['block', 'uptick', 'ignore'])), leverage=draw(st.sampled_from([1.0, 4.0])),
-                      non_marginable_below=draw(st.sampled_from([0.0, 3.0])), max_daily_loss_pct=draw(opt(st.sampled_from([0.01, 0.05]))))
+                      non_marginable_below=draw(st.sampled_from([0.0, 3.0])), max_daily_loss_pct=draw(opt(st.sampled_from([0.01, 0.05]))),
+                      trail_pct=draw(opt(st.sampled_from([0.02, 0.1]))), trail_atr=draw(opt(st.sampled_from([1.5]))),
+                      max_bars_held=draw(opt(st.sampled_from([1, 5]))), max_hold_minutes=draw(opt(st.sampled_from([3.0, 30.0]))),
+                      kill_switch_mode=draw(st.sampled_from(['flatten', 'freeze'])), eod_minutes=draw(st.sampled_from([5.0, 400.0])))
 
 
 PRICES = st.sampled_from([np.nan, 0.0, 0.0123, 0.5, 0.999, 1.0, 2.345, 3.999, 4.0, 7.77, 19.99, 55.5])
@@ -99,15 +102,19 @@ def books(draw):
     s.qty = np.array(draw(st.lists(st.sampled_from([0, 0, 0, 500, -300, 2000]), min_size=n, max_size=n)), np.int64)
     s.avg_price = np.where(s.qty != 0, px, np.nan); s.last_price = px * np.array(floats(draw, n, [0.97, 1.0, 1.02]))
     s.stop = np.where(s.qty != 0, px * np.array(floats(draw, n, [np.nan, 0.95])), np.nan)
+    s.target = np.where(s.qty != 0, px * np.array(floats(draw, n, [np.nan, 1.03, 0.97])), np.nan)
+    s.high, s.low = np.where(s.qty != 0, px * 1.04, np.nan), np.where(s.qty != 0, px * 0.96, np.nan)
+    s.bars_held = np.where(s.qty != 0, np.array(draw(st.lists(st.sampled_from([0, 1, 4, 9]), min_size=n, max_size=n))), 0)
     s.pending = np.array(draw(st.lists(st.sampled_from([0, 0, 200, -100]), min_size=n, max_size=n)), np.int64)
     s.pending_stop = np.where(s.pending != 0, px * 0.9, np.nan)
     T0 = pd.Timestamp('2026-03-02 15:00', tz='UTC')
     s.last_exit = np.array(draw(st.lists(st.sampled_from([risk.NAT_NS, (T0 - pd.Timedelta(minutes=2)).value]), min_size=n, max_size=n)), np.int64)
     s.cash = float(100_000.0 - s.qty @ px); s.day_start_equity = draw(st.sampled_from([100_000.0, 104_000.0])); s.date = T0.date()
     s.kill_switch = draw(st.booleans()) and draw(st.booleans())
+    s.entry_time = np.where(s.qty != 0, (T0 - pd.Timedelta(minutes=draw(st.sampled_from([1, 10, 60])))).value, risk.NAT_NS)
     f = lambda ch: floats(draw, n, ch)
     close = px * f([0.95, 1.0, 1.05])
-    bar = BarContext(T0, syms, close, high=close * 1.01, low=close * 0.99, atr=f([np.nan, 0.1]), avg_volume=f([np.nan, 2e6]),
+    bar = BarContext(T0, syms, close, open=close * f([0.9, 1.0, 1.1]), high=close * f([1.0, 1.01, 1.06]), low=close * f([0.94, 0.99, 1.0]), atr=f([np.nan, 0.1]), avg_volume=f([np.nan, 2e6]),
                      halted=bools(draw, n), entries_long=bools(draw, n), entries_short=bools(draw, n), exits_long=bools(draw, n),
                      exits_short=bools(draw, n), stop=close * f([np.nan, np.nan, 0.9]), size=f([np.nan, 0.02]), limit=close * f([np.nan, 1.01]),
                      priority=f([0.0, 1.0, 2.0, np.nan]) if draw(st.booleans()) else None,
@@ -123,7 +130,7 @@ def test_decide(c, book):
     s1, s2 = s.copy(), s.copy()
     got = RiskEngine(c).decide(s1, bar)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(risk, '_entries', ref._entries)
+        m.setattr(risk, '_entries', ref._entries); m.setattr(risk, '_exits', ref._exits)
         want = RiskEngine(c).decide(s2, bar)
     for g, w in zip(got, want):
         for f in fields(g):
@@ -131,6 +138,14 @@ def test_decide(c, book):
             if isinstance(a, np.ndarray): same(a.astype(str) if a.dtype == object else a, b.astype(str) if b.dtype == object else b, f.name)
             else: assert a == b, f.name
     for k in s1.arrays: same(s1.arrays[k], s2.arrays[k], k)
+
+
+@SETTINGS
+@given(configs(), books())
+def test_protective_level(c, book):
+    s, bar = book
+    got, want = risk.protective_level(c, s.qty, s.stop, s.high, s.low, bar.atr), ref.protective_level(c, s.qty, s.stop, s.high, s.low, bar.atr)
+    same(got[0], want[0], 'level'); same(got[1], want[1], 'trails')
 
 
 def test_reference_can_disagree():

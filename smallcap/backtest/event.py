@@ -96,7 +96,7 @@ def _restart(loop: TradingLoop, plan: Plan) -> tuple[TradingLoop, Any, RiskState
     "A new loop from the risk state's JSON snapshot and the same broker, as after a crash: it adopts the broker's working orders."
     import json
     state = RiskState.from_dict(json.loads(json.dumps(loop.state.to_dict())))
-    state._align(loop.state.symbols)
+    state.align(loop.state.symbols)
     new = TradingLoop(loop.risk, state, loop.broker, plan.strategy_id, protect=loop.orders.protect, day_entries=loop.orders.day_entries)
     old = loop.orders
     new.orders.sent, new.orders.fills, new.orders.rejected, new.orders.count = old.sent, old.fills, old.rejected, old.count   # the run's records go on
