@@ -237,14 +237,16 @@ def read(plan: Plan, inp: dict[str, Any], rec: np.ndarray) -> tuple[pd.DataFrame
     return fills, _entry_orders(plan, *orders), notes
 
 def _refuse(plan: Plan, back: dict[str, Any], refused: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
-    "The entry orders with those vectorbt refused for max_positions (at their fill bars) rejected at their signal bars, and how many."
+    "The entry orders with those vectorbt refused for max_positions (at their fill bars) rejected at their signal bars, as the risk engine's pipeline ends (`settle_entries`), and how many."
     from smallcap.risk import Reason, reason_mask
     cand, shares, requested, bits, stop, target = back['orders']
     r, k = nonzero_cells(refused)
     if not len(r): return back['orders'], 0
     src = np.where(back['src_el'][r, k] >= 0, back['src_el'][r, k], back['src_es'][r, k])
     shares, bits = shares.copy(), bits.copy()
-    shares[src, k] = 0; bits[src, k] |= reason_mask(Reason.REJECTED_MAX_POSITIONS)
+    b = (bits[src, k] & ~reason_mask(Reason.APPROVED)) | reason_mask(Reason.REJECTED_MAX_POSITIONS)
+    q, bits[src, k] = settle_entries(plan.risk, np.zeros(len(r), np.int64), b, requested[src, k])
+    shares[src, k] = q
     return (cand, shares, requested, bits, stop, target), len(r)
 
 def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
