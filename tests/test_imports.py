@@ -178,9 +178,8 @@ def test_no_private_name_crosses_a_module_boundary():
 # another module's class). The names of other libraries' public APIs that start with `_` are allowed.
 FOREIGN_API = {'_fields', '_asdict', '_replace', '_make', '_getframe'}   # namedtuple's API, sys._getframe
 # Reads left in notebooks other sessions own (51a vectorbt, 53a event engine), each a one-word switch at merge:
-# `plan._sig` -> `plan.sig`, `plan._session_at` -> `plan.session_at`; `RiskState._align` needs a public name in 40_risk.
-PENDING = {('smallcap.backtest.event', 'plan._sig'), ('smallcap.backtest.event', 'state._align'),
-           ('smallcap.backtest.vbt', 'plan._sig'), ('smallcap.backtest.vbt', 'plan._session_at')}
+# `RiskState._align` needs a public name in 40_risk.
+PENDING = {('smallcap.backtest.event', 'state._align')}
 
 
 def _foreign_private_attributes() -> set[tuple[str, str, int]]:
