@@ -90,8 +90,12 @@ def test_halted_bars_never_fill(bars):
 
 
 def test_unenforced_limits_are_reported(bars):
+    "max_positions is enforced (no note, not approximate, entries rejected for it); a limit the engine does not enforce that binds is still reported."
     res = backtest(get_strategy('sma_cross', fast=3, slow=10), bars, risk=RISK.update(max_positions=1))
-    assert any('max_positions=1 NOT enforced' in n for n in res.notes)
+    assert not any('max_positions=1 NOT enforced' in n for n in res.notes) and res.inputs['approximate'] == []
+    assert (res.positions.to_numpy() != 0).sum(1).max() <= 1 and res.orders.reason.str.contains('rejected_max_positions').any()
+    res = backtest(get_strategy('sma_cross', fast=3, slow=10), bars, risk=RISK.update(max_positions=1, cooldown_minutes=30))
+    assert any('cooldown_minutes=30.0 NOT enforced' in n for n in res.notes) and res.inputs['approximate'] == ['cooldown_minutes=30.0']
 
 
 def test_save_load_roundtrip(bars, tmp_path):

@@ -177,8 +177,7 @@ def test_no_private_name_crosses_a_module_boundary():
 # Private attributes of objects: `obj._name` where `_name` is defined nowhere in the module that reads it (so it belongs to
 # another module's class). The names of other libraries' public APIs that start with `_` are allowed.
 FOREIGN_API = {'_fields', '_asdict', '_replace', '_make', '_getframe'}   # namedtuple's API, sys._getframe
-# Reads left in notebooks other sessions own (51a vectorbt, 53a event engine), each a one-word switch at merge:
-# `plan._sig` -> `plan.sig`, `plan._session_at` -> `plan.session_at`; `RiskState._align` needs a public name in 40_risk.
+# every module reads other modules' objects through public names only (the list of reads still to switch is empty)
 PENDING: set[tuple[str, str]] = set()
 
 

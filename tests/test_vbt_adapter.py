@@ -34,13 +34,15 @@ def test_the_pinned_range_is_the_adapters():
     (lambda m: setattr(m, 'VBT_ENUMS', {**m.VBT_ENUMS, 'size_type': ('SizeType', ('Shares',))}), "SizeType lacks ['Shares']"),
     (lambda m: setattr(m, 'VBT_ENUMS', {**m.VBT_ENUMS, 'x': ('NoSuchEnum', ())}), 'NoSuchEnum (for x) is gone'),
     (lambda m: setattr(m, 'VBT_CONTEXT', m.VBT_CONTEXT + ('cash_now',)), "SignalContext lacks ['cash_now']"),
+    (lambda m: setattr(m, 'VBT_SL_CONTEXT', m.VBT_SL_CONTEXT + ('last_position',)), "AdjustSLContext lacks ['last_position']"),
+    (lambda m: setattr(m, 'VBT_ENUMS', {**m.VBT_ENUMS, 'upon_stop_exit': ('StopExitMode', ('Closes',))}), "StopExitMode lacks ['Closes']"),
     (lambda m: setattr(m, 'VBT_VERSIONS', ('0.1', '1.0')), "outside the adapter's range"),
 ])
 def test_the_check_can_fail(change, expect, monkeypatch):
     "Each kind of difference is found and named (the adapter's expectations changed instead of vectorbt)."
     import smallcap.backtest.vbt as m
     with monkeypatch.context() as mp:
-        for k in ('VBT_SIGNATURE', 'VBT_SETTINGS', 'VBT_ENUMS', 'VBT_CONTEXT', 'VBT_VERSIONS'): mp.setattr(m, k, getattr(m, k))
+        for k in ('VBT_SIGNATURE', 'VBT_SETTINGS', 'VBT_ENUMS', 'VBT_CONTEXT', 'VBT_SL_CONTEXT', 'VBT_VERSIONS'): mp.setattr(m, k, getattr(m, k))
         change(m)
         bad = m.vbt_mismatches()
     assert any(expect in b for b in bad), bad

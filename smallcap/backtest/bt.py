@@ -313,7 +313,7 @@ _MATRIX: tuple[tuple[str, str, str], ...] = (
     ('sizing: fixed_fraction, fixed_risk, kelly, signal size (fraction of equity)', 'exact: equity of the risk state at each decision',
      'approximate: sized from the starting cash'),
     ('per-symbol caps (position % of equity, $, shares, % of ADV)', 'exact', 'exact for $, shares and % of ADV; the % of equity cap from the starting cash'),
-    ('max positions', 'exact (working entries count until they fill)', 'not supported (checked afterwards, noted)'),
+    ('max positions', 'exact (working entries count until they fill)', 'exact where entries fill at the next bar: positions open at the fill bar\'s start plus its earlier entries (column order); an entry waiting for a halted symbol counts only once it fills'),
     ('gross exposure', 'exact', 'not supported (checked afterwards, noted)'),
     ('intraday margin / leverage', 'exact (the risk module; the broker never rejects for cash)',
      'not supported (and vectorbt cuts buys at its own cash: no margin)'),

@@ -35,7 +35,8 @@ def unenforced(plan: Plan,  # the plan a screening engine executed
     close = plan.close0
     eq = res.equity.to_numpy()
     n_open = (pos != 0).sum(1)
-    if (n_open > c.max_positions).any(): out.append(f"max_positions={c.max_positions} NOT enforced by the vectorbt engine: {int((n_open > c.max_positions).sum())} bars held more (up to {int(n_open.max())})")
+    if (n_open > c.max_positions).any(): out.append(   # the vectorbt engine counts open positions: this checks it
+f"max_positions={c.max_positions} NOT enforced by the vectorbt engine: {int((n_open > c.max_positions).sum())} bars held more (up to {int(n_open.max())})")
     gross = (np.abs(pos) * close).sum(1)
     cap = np.minimum(c.max_gross_pct * eq, c.max_gross_value if c.max_gross_value is not None else np.inf)
     if (gross > cap * (1 + 1e-9)).any(): out.append(f"gross exposure limit NOT enforced by the vectorbt engine: exceeded on {int((gross > cap).sum())} bars (peak {float(np.max(gross / eq)):.2f}x equity)")
@@ -62,9 +63,8 @@ def _binding(notes: list[str]) -> list[str]:
 def screening_limits(risk: RiskConfig,  # the risk limits
                      n_symbols: int,  # symbols traded
                     ) -> list[str]:
-    "The configured limits a screening path (vectorbt, the compiled sweep) does not enforce and that could bind: its results are approximate where they do."
+    "The configured limits a screening path (vectorbt, the compiled sweep) does not enforce and that could bind: its results are approximate where they do (max_positions is enforced)."
     c, out = risk, []
-    if c.max_positions < n_symbols: out.append(f"max_positions={c.max_positions}")
     if c.max_gross_value is not None or c.max_gross_pct * 1.0 < n_symbols * c.max_position_pct: out.append("gross exposure")
     if c.max_daily_loss_pct is not None or c.max_daily_loss is not None: out.append("daily loss limit")
     if c.cooldown_minutes > 0: out.append(f"cooldown_minutes={c.cooldown_minutes}")

@@ -25,7 +25,7 @@ __all__ = ['ORDER_COLUMNS', 'SKIP', 'quiet_bars', 'busy_bars', 'fills_frame', 'o
 def quiet_bars(plan: Plan,  # a prepared plan
               ) -> np.ndarray:
     "Bars at which `decide` cannot decide anything while no position has a stop or target and nothing is pending or working."
-    c, p, s = plan.risk, plan, plan._sig
+    c, p, s = plan.risk, plan, plan.sig
     rules = (c.stop_pct, c.stop_atr, c.target_pct, c.target_r, c.trail_pct, c.trail_atr, c.max_bars_held, c.max_hold_minutes,
              c.max_daily_loss_pct, c.max_daily_loss)
     if any(r is not None for r in rules) or c.loss_budget: return np.zeros(p.shape[0], bool)
@@ -37,7 +37,7 @@ def quiet_bars(plan: Plan,  # a prepared plan
 
 def busy_bars(plan: Plan) -> np.ndarray:
     "Bars with an entry signal in some symbol."
-    s = plan._sig
+    s = plan.sig
     return s['entries_long'].any(1) | s['entries_short'].any(1)
 
 # %% ../../nbs/53a_backtest.event.ipynb #edd62fee

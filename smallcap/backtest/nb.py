@@ -14,9 +14,20 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from ..execution.costs import fee_parts
 
 # %% auto #0
-__all__ = ['conflict_signal_nb', 'sweep_nb']
+__all__ = ['conflict_signal_nb', 'slots_signal_nb', 'slots_adjust_sl_nb', 'sweep_nb']
 
 # %% ../../nbs/59_backtest.nb.ipynb #a89a026f
+@njit(cache=True, inline='always')
+def _resolve_nb(p: float, el: bool, xl: bool, es: bool, xs: bool) -> tuple[bool, bool, bool, bool]:
+    "An entry and an exit of one side landing together: the exit if the position already points that way, else the entry."
+    if el and xl:
+        if p > 0: el = False
+        else: xl = False
+    if es and xs:
+        if p < 0: es = False
+        else: xs = False
+    return el, xl, es, xs
+
 @njit(cache=True)
 def conflict_signal_nb(c: Any,  # vectorbt's SignalContext (i, col, position_now, ...)
                        entries_long: np.ndarray,  # bool (T, N): long entries at their fill bars
@@ -26,16 +37,75 @@ def conflict_signal_nb(c: Any,  # vectorbt's SignalContext (i, col, position_now
                       ) -> tuple[bool, bool, bool, bool]:
     "The (long entry, long exit, short entry, short exit) of one bar and column, conflicts resolved by the position."
     i, j = c.i, c.col
-    el, xl, es, xs = entries_long[i, j], exits_long[i, j], entries_short[i, j], exits_short[i, j]
-    if el and xl:
-        if c.position_now > 0: el = False
-        else: xl = False
-    if es and xs:
-        if c.position_now < 0: es = False
-        else: xs = False
-    return el, xl, es, xs
+    return _resolve_nb(c.position_now, entries_long[i, j], exits_long[i, j], entries_short[i, j], exits_short[i, j])
 
 conflict_signal_nb: Any  # a numba dispatcher: typed by the signature above
+
+# %% ../../nbs/59_backtest.nb.ipynb #455203eb
+_BAR, _HELD, _TOOK, _OPEN, _MISS = 0, 1, 2, 3, 4   # the fields of `state`, per group
+
+@njit(cache=True, inline='always')
+def _predict_nb(j: int, g: int, v: int, post: np.ndarray, state: np.ndarray) -> None:
+    "Column j (of group g) is predicted to hold a position of sign v after the bar."
+    state[g, _OPEN] += (1 if v != 0 else 0) - (1 if post[j] != 0 else 0)
+    post[j] = v
+
+@njit(cache=True)
+def _visit_nb(i: int, j: int, p: float, group: np.ndarray, post: np.ndarray, seen: np.ndarray, state: np.ndarray) -> None:
+    "The first visit of column j in bar i (position p at the bar's start): a new bar's count, the last prediction checked; a stop closes it unless signals say otherwise."
+    if seen[j] == i: return
+    seen[j] = i
+    g = group[j]
+    if state[g, _BAR] != i:                                              # the group's first visit in this bar
+        state[g, _BAR] = i; state[g, _HELD] = state[g, _OPEN]; state[g, _TOOK] = 0
+    s = 1 if p > 0 else -1 if p < 0 else 0
+    if s != post[j]:                                                     # vectorbt did not do what was predicted: count it, correct the count
+        state[g, _MISS] += 1
+        state[g, _HELD] += (1 if s != 0 else 0) - (1 if post[j] != 0 else 0)
+        _predict_nb(j, g, s, post, state)
+    _predict_nb(j, g, 0, post, state)
+
+@njit(cache=True)
+def slots_adjust_sl_nb(c: Any,  # vectorbt's AdjustSLContext (i, col, position_now, curr_stop, curr_trail, ...)
+                       group: np.ndarray,  # int64 (columns,): each column's group (plan)
+                       post: np.ndarray,  # int8 (columns,): each column's predicted position sign after its last visited bar
+                       seen: np.ndarray,  # int64 (columns,): each column's last visited bar (-1: none)
+                       state: np.ndarray,  # int64 (groups, 5): bar, held at its start, taken in it, predicted open, misses
+                      ) -> tuple[float, bool]:
+    "vectorbt's stop adjustment hook, used only to visit each column before its stop check; the stop is left as it is."
+    _visit_nb(c.i, c.col, c.position_now, group, post, seen, state)
+    return c.curr_stop, c.curr_trail
+
+@njit(cache=True)
+def slots_signal_nb(c: Any,  # vectorbt's SignalContext (i, col, position_now, ...)
+                    entries_long: np.ndarray,  # bool (T, N): long entries at their fill bars
+                    exits_long: np.ndarray,  # bool (T, N): long exits at their fill bars
+                    entries_short: np.ndarray,  # bool (T, N): short entries at their fill bars
+                    exits_short: np.ndarray,  # bool (T, N): short exits at their fill bars
+                    max_positions: np.ndarray,  # int64 (groups,): open positions at most, per group
+                    group: np.ndarray,  # int64 (N,): each column's group
+                    post: np.ndarray,  # int8 (N,): predicted position signs (`slots_adjust_sl_nb`)
+                    seen: np.ndarray,  # int64 (N,): last visited bars
+                    state: np.ndarray,  # int64 (groups, 5): the count per group
+                    refused: np.ndarray,  # bool (T, N), written: entries refused for max_positions
+                   ) -> tuple[bool, bool, bool, bool]:
+    "`conflict_signal_nb`, then a new entry refused when its group already holds max_positions (open at the bar's start + taken in it, in column order)."
+    i, j, p = c.i, c.col, c.position_now
+    _visit_nb(i, j, p, group, post, seen, state)
+    el, xl, es, xs = _resolve_nb(p, entries_long[i, j], exits_long[i, j], entries_short[i, j], exits_short[i, j])
+    if el and es: el = es = False                                        # vectorbt's upon_dir_conflict='ignore', said here so the prediction is exact
+    g = group[j]
+    if p == 0 and (el or es):
+        if state[g, _HELD] + state[g, _TOOK] >= max_positions[g]:
+            refused[i, j] = True; el = es = False
+        else: state[g, _TOOK] += 1
+    if p > 0: v = -1 if es else 0 if xl else 1                          # accumulate off, opposite entries reverse
+    elif p < 0: v = 1 if el else 0 if xs else -1
+    else: v = 1 if el else -1 if es else 0
+    _predict_nb(j, g, v, post, state)
+    return el, xl, es, xs
+
+slots_signal_nb: Any; slots_adjust_sl_nb: Any  # numba dispatchers
 
 # %% ../../nbs/59_backtest.nb.ipynb #55c56aa9
 _fee_parts_nb = njit(cache=True, inline='always')(fee_parts)   # the one fee rule (`smallcap.execution.costs.fee_parts`), compiled

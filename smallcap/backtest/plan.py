@@ -139,15 +139,6 @@ class Plan:
         if self.fill == 'simple': d['limit'] = d['stop'] = nan
         return d
 
-    @property
-    def _sig(self) -> dict[str, np.ndarray]:
-        "Old name of `sig` (the event and vectorbt engines read it until they switch)."
-        return self.sig
-
-    def _session_at(self, rows: np.ndarray) -> np.ndarray:
-        "Old name of `session_at`."
-        return self.session_at(rows)
-
     @cached_property
     def close0(self) -> np.ndarray:
         "Closes with 0 before a symbol's first bar (for marking positions)."

@@ -115,6 +115,7 @@ def _signals_of(raw: dict[str, np.ndarray], bars: Panel) -> Any:
 
 def _compiled_reason(plan: Any) -> str | None:
     "Why the compiled path cannot reproduce the vectorbt engine for this plan (None: it can)."
+    if plan.risk.max_positions < len(plan.symbols): return f'max_positions={plan.risk.max_positions} can bind (the compiled path does not count open positions)'
     if plan.fill == 'simple': return None
     r = plan.risk
     if any(getattr(r, k) is not None for k in ('stop_pct', 'stop_atr', 'target_pct', 'trail_pct', 'trail_atr')): return 'stops, targets or trailing stops (realistic fills)'

@@ -17,8 +17,8 @@ from .result import empty_fills
 from ..risk import reasons_of, screen_entries, settle_entries
 
 # %% auto #0
-__all__ = ['VBT_VERSIONS', 'VBT_SIGNATURE', 'VBT_SETTINGS', 'VBT_ENUMS', 'VBT_CONTEXT', 'VBT_RECORD', 'vbt_mismatches',
-           'simulate', 'plan_inputs', 'read', 'run']
+__all__ = ['VBT_VERSIONS', 'VBT_SIGNATURE', 'VBT_SETTINGS', 'VBT_ENUMS', 'VBT_CONTEXT', 'VBT_SL_CONTEXT', 'VBT_RECORD',
+           'vbt_mismatches', 'simulate', 'plan_inputs', 'read', 'run']
 
 # %% ../../nbs/51a_backtest.vbt.ipynb #16efa09b
 VBT_VERSIONS: tuple[str, str] = ('1.2', '2')  # the vectorbt versions the adapter is written for: [low, high)
@@ -35,10 +35,12 @@ _DEFAULT_KEYS: tuple[str, ...] = ('fees', 'fixed_fees', 'slippage', 'min_size', 
 VBT_SETTINGS: tuple[str, ...] = _DEFAULT_KEYS + ('ffill_val_price', 'update_value', 'init_temp_records')  # keys read from `vectorbt._settings.settings['portfolio']`
 VBT_ENUMS: dict[str, tuple[str, tuple[str, ...]]] = {  # argument: (enum in `vectorbt.portfolio.enums`, members we name)
     'size_type': ('SizeType', ('Amount',)), 'upon_long_conflict': ('ConflictMode', ()), 'upon_short_conflict': ('ConflictMode', ()),
-    'upon_dir_conflict': ('DirectionConflictMode', ()), 'upon_opposite_entry': ('OppositeEntryMode', ('Reverse',)),
+    'upon_dir_conflict': ('DirectionConflictMode', ('Ignore',)), 'upon_opposite_entry': ('OppositeEntryMode', ('Reverse',)),
     'stop_entry_price': ('StopEntryPrice', ('FillPrice',)), 'stop_exit_price': ('StopExitPrice', ('StopMarket',)),
-    'upon_stop_exit': ('StopExitMode', ()), 'upon_stop_update': ('StopUpdateMode', ('Override',))}
-VBT_CONTEXT: tuple[str, ...] = ('i', 'col', 'position_now')  # fields of `enums.SignalContext` that `backtest.nb.conflict_signal_nb` reads
+    'upon_stop_exit': ('StopExitMode', ('Close',)), 'upon_stop_update': ('StopUpdateMode', ('Override',))}
+VBT_CONTEXT: tuple[str, ...] = ('i', 'col', 'position_now')  # fields of `enums.SignalContext` that `backtest.nb.conflict_signal_nb` / `slots_signal_nb` read
+VBT_SL_CONTEXT: tuple[str, ...] = ('i', 'col', 'position_now', 'curr_stop', 'curr_trail')  # fields of `enums.AdjustSLContext` that `backtest.nb.slots_adjust_sl_nb` reads
+_FIXED: dict[str, str] = {'upon_long_conflict': 'ignore', 'upon_short_conflict': 'ignore', 'upon_dir_conflict': 'ignore', 'upon_stop_exit': 'close'}   # said, not read from the settings: `slots_signal_nb` predicts positions under these
 VBT_RECORD: tuple[str, ...] = ('col', 'idx', 'size', 'price', 'side')  # fields of the order records read back
 
 def vbt_mismatches() -> list[str]:
@@ -66,23 +68,25 @@ def vbt_mismatches() -> list[str]:
         if e is None: out.append(f"vectorbt.portfolio.enums.{name} (for {arg}) is gone")
         elif miss := [m for m in members if not hasattr(e, m)]: out.append(f"vectorbt.portfolio.enums.{name} lacks {miss}")
     if miss := [k for k in VBT_CONTEXT if k not in getattr(enums, 'SignalContext', ())._fields]: out.append(f"enums.SignalContext lacks {miss}")
+    if miss := [k for k in VBT_SL_CONTEXT if k not in getattr(enums, 'AdjustSLContext', ())._fields]: out.append(f"enums.AdjustSLContext lacks {miss}")
     if miss := [k for k in VBT_RECORD if k not in enums.order_dt.names]: out.append(f"enums.order_dt lacks {miss}")
     return out
 
 _STACK = ('close', 'entries', 'exits', 'short_entries', 'short_exits', 'size', 'price', 'fees', 'slippage', 'sl_stop', 'tp_stop', 'open', 'high', 'low')
 
 def simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.ndarray]:
-    "One compiled vectorbt simulation of several plans side by side (columns of each plan in turn); order records per plan."
+    "One compiled vectorbt simulation of several plans side by side (columns of each plan in turn); order records per plan (each input gets its `slots`)."
     from vectorbt.portfolio import nb as vnb
-    from smallcap.backtest.nb import conflict_signal_nb
+    from smallcap.backtest.nb import conflict_signal_nb, slots_adjust_sl_nb, slots_signal_nb
     N = plans[0].shape[1]
+    for i in inputs: i.pop('slots', None)
     a0 = inputs[0]['arrays']
     arr = {k: (np.hstack([i['arrays'][k] for i in inputs]) if len(inputs) > 1 else a0[k]) for k in _STACK if k in a0}
     rest = {k: v for k, v in a0.items() if k not in _STACK}
     sig = tuple(np.ascontiguousarray(arr.pop(k)) for k in ('entries', 'exits', 'short_entries', 'short_exits'))
     shape = arr['close'].shape
     kw, cfg = _vbt_defaults()
-    kw.update(_vbt_enums({'size_type': 'amount', 'accumulate': False, 'upon_opposite_entry': 'reverse', **rest}), **arr)
+    kw.update(_vbt_enums({'size_type': 'amount', 'accumulate': False, 'upon_opposite_entry': 'reverse', **_FIXED, **rest}), **arr)
     use_stops = not all(isinstance(kw[k], float) and np.isnan(kw[k]) for k in ('sl_stop', 'tp_stop'))
     rows = None
     if not use_stops or not any(np.isfinite(kw[k]).any() for k in ('sl_stop', 'tp_stop')):
@@ -95,10 +99,22 @@ def simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.ndarray
         kw = {k: np.ascontiguousarray(v[rows]) if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == shape[0] else v for k, v in kw.items()}
         shape = (len(rows), shape[1])
     # what `vbt.Portfolio.from_signals` hands its compiled simulator, without the wrapper, the broadcasting and the portfolio object we do not use;
-    # unlimited cash, one group per column: sizing and leverage are the risk module's
-    ones = np.ones(shape[1], np.int64)
-    rec, _ = vnb.simulate_from_signal_func_nb(shape, ones, np.require(np.broadcast_to(np.inf, (shape[1],)), dtype=np.float64), vnb.build_call_seq(shape, ones),
-                                              signal_func_nb=conflict_signal_nb, signal_args=sig, **{k: np.asarray(v) for k, v in kw.items()},
+    # unlimited cash: sizing and leverage are the risk module's. Each symbol its own group, unless max_positions can bind: then each plan one
+    # group (cash sharing changes nothing on unlimited cash) and `slots_signal_nb` counts its open positions
+    G, cap = len(plans), np.array([p.risk.max_positions for p in plans], np.int64)
+    slots = bool((cap < N).any())
+    lens = np.full(G, N, np.int64) if slots else np.ones(shape[1], np.int64)
+    extra = {}
+    if slots:
+        group = np.repeat(np.arange(G, dtype=np.int64), N)
+        post, seen, state = np.zeros(shape[1], np.int8), np.full(shape[1], -1, np.int64), np.zeros((G, 5), np.int64)
+        state[:, 0] = -1
+        refused = np.zeros(shape, bool)
+        sig = sig + (np.where(cap < N, cap, N), group, post, seen, state, refused)
+        if use_stops: extra = dict(adjust_sl_func_nb=slots_adjust_sl_nb, adjust_sl_args=(group, post, seen, state))
+    rec, _ = vnb.simulate_from_signal_func_nb(shape, lens, np.full(len(lens), np.inf), vnb.build_call_seq(shape, lens),
+                                              signal_func_nb=slots_signal_nb if slots else conflict_signal_nb, signal_args=sig,
+                                              **{k: np.asarray(v) for k, v in kw.items()}, **extra,
                                               use_stops=use_stops, auto_call_seq=False, ffill_val_price=cfg['ffill_val_price'], update_value=cfg['update_value'],
                                               max_orders=shape[0] * shape[1], max_logs=1, init_temp_records=cfg['init_temp_records'], flex_2d=True)
     if rows is not None: rec['idx'] = rows[rec['idx']]
@@ -107,6 +123,10 @@ def simulate(plans: list[Plan], inputs: list[dict[str, Any]]) -> list[np.ndarray
     for j in range(len(plans)):
         r = rec[g == j].copy(); r['col'] = r['col'] - j * N
         out.append(r)
+        if slots:                                                        # entries refused for max_positions (at their fill bars), and the count's misses
+            rf = refused[:, j * N:(j + 1) * N]
+            if rows is not None: full = np.zeros(plans[j].shape, bool); full[rows] = rf; rf = full
+            inputs[j]['slots'] = dict(refused=rf, misses=int(state[j, 4]))
     return out
 
 def _vbt_enums(kw: dict[str, Any]) -> dict[str, Any]:
@@ -126,8 +146,8 @@ def _vbt_defaults() -> tuple[dict[str, Any], Any]:
 # %% ../../nbs/51a_backtest.vbt.ipynb #83499286
 def _screen_cells(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> Any:
     "The risk module's state-free entry pipeline (`risk.screen_entries`) for one side at the cells (bars `r`, symbols `k`) only (it is per cell)."
-    s, c = plan._sig, plan.risk
-    sess = np.isin(plan._session_at(r).astype(object), np.asarray(c.sessions, dtype=object))
+    s, c = plan.sig, plan.risk
+    sess = np.isin(plan.session_at(r).astype(object), np.asarray(c.sessions, dtype=object))
     conflict = (s['entries_long'][r, k] & s['entries_short'][r, k]) | (s['exits_long'][r, k] if side > 0 else s['exits_short'][r, k])
     ssr = plan.ssr[r, k]
     tick = plan.tick[r, k] if c.ssr_rule == 'uptick' and ssr.any() else 0                        # the tick only matters to the uptick rule,
@@ -140,7 +160,7 @@ def _screen_cells(plan: Plan, side: int, r: np.ndarray, k: np.ndarray) -> Any:
 def plan_inputs(plan: Plan) -> dict[str, Any]:
     "The from_signals arrays of one plan (risk gates, sizing, timing and stops applied), with what is needed to read the orders back."
     T, N = plan.shape
-    c, s = plan.risk, plan._sig
+    c, s = plan.risk, plan.sig
     el, es, xl, xs = s['entries_long'], s['entries_short'], s['exits_long'], s['exits_short']   # read only
     # 1-2. gates and sizing of every candidate entry at its signal bar
     bits = np.zeros((T, N), np.int64)
@@ -209,7 +229,27 @@ def read(plan: Plan, inp: dict[str, Any], rec: np.ndarray) -> tuple[pd.DataFrame
     "Fills, orders and notes of one plan from its order records."
     b = inp['back']
     fills = _vbt_fills(plan, rec, b['ent'], b['ext'], b['src_el'], b['src_es'], b['src_xl'], b['src_xs'], b['eod'], b['bits'])
-    return fills, _entry_orders(plan, *b['orders']), list(inp['notes'])
+    orders, notes = b['orders'], list(inp['notes'])
+    if (sl := inp.get('slots')) is not None:
+        orders, n = _refuse(plan, b, sl['refused'])
+        if n: notes.append(f"vectorbt engine: max_positions={plan.risk.max_positions} refused {n} entries; open positions are counted at each entry's fill bar "
+                           "(the risk engine also counts an approved entry that has not filled yet, from its signal bar)")
+        if sl['misses']: notes.append(f"vectorbt engine: the open-position count missed vectorbt's positions {sl['misses']} times (corrected at the next bar): "
+                                      "max_positions may have been miscounted; the vectorbt adapter needs a look")
+    return fills, _entry_orders(plan, *orders), notes
+
+def _refuse(plan: Plan, back: dict[str, Any], refused: np.ndarray) -> tuple[tuple[np.ndarray, ...], int]:
+    "The entry orders with those vectorbt refused for max_positions (at their fill bars) rejected at their signal bars, as the risk engine's pipeline ends (`settle_entries`), and how many."
+    from smallcap.risk import Reason, reason_mask
+    cand, shares, requested, bits, stop, target = back['orders']
+    r, k = nonzero_cells(refused)
+    if not len(r): return back['orders'], 0
+    src = np.where(back['src_el'][r, k] >= 0, back['src_el'][r, k], back['src_es'][r, k])
+    shares, bits = shares.copy(), bits.copy()
+    b = (bits[src, k] & ~reason_mask(Reason.APPROVED)) | reason_mask(Reason.REJECTED_MAX_POSITIONS)
+    q, bits[src, k] = settle_entries(plan.risk, np.zeros(len(r), np.int64), b, requested[src, k])
+    shares[src, k] = q
+    return (cand, shares, requested, bits, stop, target), len(r)
 
 def run(plan: Plan,  # a prepared plan (`smallcap.backtest.core.prepare`)
        ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -282,7 +322,7 @@ def _entry_orders(plan: Plan, cand: np.ndarray, shares: np.ndarray, requested: n
         return pd.DataFrame({'ts': plan.index[r], 'symbol': e, 'side': np.array([], str), 'requested': requested[r, k], 'qty': np.abs(sh),
                              'stop': stop[r, k], 'target': target[r, k], 'status': np.array([], str), 'reason': e})
     return pd.DataFrame({'ts': plan.index[r], 'symbol': text_array(plan.symbols, k),
-                         'side': text_array(('sell', 'buy'), plan._sig['entries_long'][r, k]), 'requested': requested[r, k],
+                         'side': text_array(('sell', 'buy'), plan.sig['entries_long'][r, k]), 'requested': requested[r, k],
                          'qty': np.abs(sh), 'stop': stop[r, k], 'target': target[r, k],
                          'status': text_array(('rejected', 'approved'), sh != 0), 'reason': _reason_strings(bits[r, k])})
 
