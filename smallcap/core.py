@@ -302,7 +302,9 @@ class OrderStatus(StrEnum):
     EXPIRED = 'expired'
 
 # %% ../nbs/00_core.ipynb #bd0df1df
+@functools.lru_cache(maxsize=4096)
 def _slug(s: str, n: int) -> str:
+    "The id-safe head of a name (cached: a run has few strategies and symbols, and the regular expression is slow)."
     return re.sub(r'[^A-Za-z0-9.]+', '_', s).strip('_')[:n] or 'x'
 
 def client_order_id(strategy: str,  # the strategy configuration, e.g. 'sma_cross@fast=10,slow=30'

@@ -1190,8 +1190,8 @@ class RiskEngine:
         if len(i) == 0: return Decisions.empty(bar.time)
         qi, bi = q[i], bits[i] | (_B.REJECTED_KILL_SWITCH if frozen else 0)
         side = (-np.sign(qi)).astype(np.int8)
-        intent = np.where(qi > 0, Intent.EXIT_LONG, Intent.EXIT_SHORT).astype(object)
-        for bit, it in reversed(_EXIT_INTENT): intent = np.where((bi & bit) != 0, it, intent)
+        intent = np.array([next((it for bit, it in _EXIT_INTENT if b & bit), Intent.EXIT_LONG if x > 0 else Intent.EXIT_SHORT)   # the first that applies
+                           for b, x in zip(bi.tolist(), qi.tolist())], dtype=object)
         ext = bar.session is not None and bar.session != 'regular'
         ref = np.where(np.isfinite(bar.close[i]), bar.close[i], mark[i])
         lim = _tick(ref * (1 + side * self.config.extended_limit_pct)) if ext else np.full(len(i), np.nan)

@@ -100,7 +100,7 @@ def books(draw):
     s = RiskState.new(syms, 100_000.0)
     px = np.array(draw(st.lists(st.sampled_from([0.5, 2.0, 4.0, 9.5]), min_size=n, max_size=n)))
     s.qty = np.array(draw(st.lists(st.sampled_from([0, 0, 0, 500, -300, 2000]), min_size=n, max_size=n)), np.int64)
-    s.avg_price = np.where(s.qty != 0, px, np.nan); s.last_price = px * np.array(floats(draw, n, [0.97, 1.0, 1.02]))
+    s.avg_price = np.where(s.qty != 0, px, 0.0); s.last_price = px * np.array(floats(draw, n, [0.97, 1.0, 1.02]))
     s.stop = np.where(s.qty != 0, px * np.array(floats(draw, n, [np.nan, 0.95])), np.nan)
     s.target = np.where(s.qty != 0, px * np.array(floats(draw, n, [np.nan, 1.03, 0.97])), np.nan)
     s.high, s.low = np.where(s.qty != 0, px * 1.04, np.nan), np.where(s.qty != 0, px * 0.96, np.nan)
@@ -154,3 +154,4 @@ def test_reference_can_disagree():
     got = risk.screen_entries(RiskConfig(min_shares=1), 1e5, 1, r['price'], True, False, False, True, False, 0, np.array([1e6]), False, qty=r['qty'])
     want = ref.screen_entries(RiskConfig(min_shares=50), 1e5, 1, r['price'], True, False, False, True, False, 0, np.array([1e6]), False, qty=r['qty'])
     assert not np.array_equal(got.shares, want.shares)
+
