@@ -684,7 +684,7 @@ def ta(name: str,  # a pandas-ta indicator, e.g. 'rsi', 'supertrend' (see list_i
     params = {k: v for k, v in params.items() if k not in series_kw}
     if bad := sorted(set(params) - set(known) - _KWARGS): raise ConfigError(f"{name} has no parameter {', '.join(bad)}: it takes {', '.join(known) or 'none'} (and offset, fillna)")
     frames, like = _inputs(name, data, series_kw)
-    if (rec := _USED.get()) is not None: rec.append((name, dict(params)))
+    if (rec := _USED.get()) is not None: rec.append((name, dict(params, **({'talib': True} if talib else {}))))
     p = {**_fixed(name), **params}
     if 'talib' in inspect.signature(_fn(name)).parameters: p['talib'] = bool(talib)
     fields, a, _ = _compute(name, frames, p, engine)
