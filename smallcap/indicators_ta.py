@@ -121,30 +121,41 @@ def _inputs(name: str, data: Any, given: dict[str, Any]) -> tuple[dict[str, pd.D
     return {k: v.astype('float64', copy=False) for k, v in out.items()}, like
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000d
-def _call(name: str, series: dict[str, pd.Series], params: dict[str, Any]) -> pd.DataFrame | None:
-    "pandas-ta on one symbol: its output as a float frame on the input's index, or None when it returned nothing."
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        with np.errstate(all='ignore'): r = _fn(name)(**series, **params)
+def _raw(name: str, series: dict[str, pd.Series], params: dict[str, Any]) -> tuple[list[str], np.ndarray] | None:
+    "pandas-ta on one symbol (warnings already silenced): its column names and a `(bars, outputs)` float array, or None when it returned nothing."
+    r = _fn(name)(**series, **params)
     if isinstance(r, tuple): r = r[0]                                          # ichimoku: (values, future spans): the spans lie past the data
     if r is None or len(r) == 0: return None
-    r = r.to_frame() if isinstance(r, pd.Series) else r
     idx = next(iter(series.values())).index
-    if not r.index.equals(idx): r = r.reindex(idx)
-    return r.astype('float64', copy=False) if (r.dtypes != 'float64').any() else r
+    if not (r.index is idx or r.index.equals(idx)): r = r.reindex(idx)
+    if isinstance(r, pd.Series): return [str(r.name)], r.to_numpy(dtype=np.float64, na_value=np.nan).reshape(-1, 1)
+    return list(map(str, r.columns)), r.to_numpy(dtype=np.float64, na_value=np.nan)
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    "pandas-ta's warnings and NumPy's floating-point complaints silenced."
+    with warnings.catch_warnings(), np.errstate(all='ignore'):
+        warnings.simplefilter('ignore')
+        yield
+
+def _call(name: str, series: dict[str, pd.Series], params: dict[str, Any]) -> pd.DataFrame | None:
+    "pandas-ta on one symbol: its output as a float frame on the input's index, or None when it returned nothing."
+    with _quiet(): r = _raw(name, series, params)
+    return None if r is None else pd.DataFrame(r[1], index=next(iter(series.values())).index, columns=r[0])
 
 def _per_symbol(name: str, frames: dict[str, pd.DataFrame], params: dict[str, Any]) -> tuple[list[str] | None, np.ndarray]:
     "pandas-ta called once per symbol: output columns and a `(outputs, bars, symbols)` array (NaN where it returned nothing)."
     like = next(iter(frames.values()))
     T, m = like.shape
-    arrs = {k: f.to_numpy() for k, f in frames.items()}
     cols, out = None, None
-    for j in range(m):                                                         # the fallback: pandas-ta has no panel support
-        r = _call(name, {k: pd.Series(a[:, j], index=like.index, name=SERIES_INPUTS[k]) for k, a in arrs.items()}, params)
-        if r is None: continue
-        if cols is None: cols, out = list(map(str, r.columns)), np.full((r.shape[1], T, m), np.nan)
-        if r.shape[1] != len(cols): raise DataError(f"{name} returned {r.shape[1]} outputs for {like.columns[j]!r} but {len(cols)} for earlier symbols")
-        out[:, :, j] = r.to_numpy().T
+    each = {k: [s for _, s in f.items()] for k, f in frames.items()}           # every symbol's column, once (items() is pandas' fast path)
+    with _quiet():
+        for j in range(m):                                                     # the fallback: pandas-ta has no panel support
+            r = _raw(name, {k: v[j] for k, v in each.items()}, params)
+            if r is None: continue
+            if cols is None: cols, out = r[0], np.full((len(r[0]), T, m), np.nan)
+            if len(r[0]) != len(cols): raise DataError(f"{name} returned {len(r[0])} outputs for {like.columns[j]!r} but {len(cols)} for earlier symbols")
+            out[:, :, j] = r[1].T
     return cols, (out if out is not None else np.full((1, T, m), np.nan))
 
 _STACK_EPOCH = pd.Timestamp('2000-01-03 14:30', tz='UTC')
@@ -159,10 +170,10 @@ def _stacked(name: str, frames: dict[str, pd.DataFrame], params: dict[str, Any],
     for k, f in frames.items():
         a = np.full((m, L), np.nan); a[:, gap:] = f.to_numpy().T
         series[k] = pd.Series(a.ravel(), index=idx, name=SERIES_INPUTS[k])
-    r = _call(name, series, params)
+    with _quiet(): r = _raw(name, series, params)
     if r is None: return None, np.full((1, T, m), np.nan)
-    v = r.to_numpy().reshape(m, L, r.shape[1])[:, gap:, :]                  # (symbols, bars, outputs)
-    return list(map(str, r.columns)), np.ascontiguousarray(v.transpose(2, 1, 0))
+    v = r[1].reshape(m, L, len(r[0]))[:, gap:, :]                            # (symbols, bars, outputs)
+    return r[0], np.ascontiguousarray(v.transpose(2, 1, 0))
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000f
 VERDICT_BARS: int = 1000  # bars of the synthetic history every verdict is measured on
