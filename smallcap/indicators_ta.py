@@ -22,7 +22,7 @@ from .indicators import Outputs
 
 # %% auto #0
 __all__ = ['SERIES_INPUTS', 'VERDICT_BARS', 'BURN_IN_PER_BAR', 'MIN_BURN_IN', 'TOL', 'TAIL_CUTS', 'HEAD_CUTS', 'REGIMES',
-           'STACK_GAPS', 'VERDICTS', 'TABLE_COLUMNS', 'ENGINES', 'signature', 'field_names', 'test_bars', 'measure',
+           'STACK_GAPS', 'VERDICTS', 'TABLE_COLUMNS', 'ENGINES', 'signature', 'field_names', 'sample_bars', 'measure',
            'burn_in', 'stack_gap', 'table_row', 'generate_table', 'table_source', 'verdict_table', 'Verdict', 'verdict',
            'list_indicators', 'recording', 'ta']
 
@@ -186,7 +186,7 @@ HEAD_CUTS: tuple[int, ...] = (1, 40, 200)  # a head cut at h keeps bars h..
 REGIMES: tuple[str, ...] = ('walk', 'trend', 'chop')  # the histories head cuts are measured on (tail cuts: the walk)
 STACK_GAPS: tuple[int, ...] = (16, 64, 256)  # empty bars tried between symbols laid end to end
 
-def test_bars(n: int = VERDICT_BARS,  # bars
+def sample_bars(n: int = VERDICT_BARS,  # bars
               seed: int = 0,  # random seed
               price: float = 3.0,  # starting price
               start: str = '2025-11-03',  # first session (New York date)
@@ -197,7 +197,7 @@ def test_bars(n: int = VERDICT_BARS,  # bars
     from smallcap.data.calendar import trading_sessions
     s = trading_sessions(pd.Timestamp(start), pd.Timestamp(start) + pd.Timedelta(days=3 + n // 200))
     idx = pd.DatetimeIndex(np.concatenate([pd.date_range(a, b, freq='1min', inclusive='left').tz_convert('UTC') for a, b in zip(s['open'], s['close'])]))[:n]
-    if len(idx) < n: raise ConfigError(f"test_bars: {n} bars do not fit the sessions from {start}")
+    if len(idx) < n: raise ConfigError(f"sample_bars: {n} bars do not fit the sessions from {start}")
     rng = np.random.default_rng(seed)
     if regime == 'walk': c = np.round(price * 100) + np.cumsum(np.round(rng.normal(0, 1.5, n)))
     elif regime == 'trend': c = np.round(price * 100) + np.cumsum(rng.choice([-1, 0, 0, 1, 1], n))      # a slow grind up: rare new highs
@@ -234,13 +234,13 @@ def _run(name: str, bars: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame 
 
 def measure(name: str,  # a pandas-ta indicator
             params: dict[str, Any] | None = None,  # its parameters (default: pandas-ta's defaults)
-            bars: pd.DataFrame | None = None,  # the history to measure on (default: `test_bars()` in each regime)
+            bars: pd.DataFrame | None = None,  # the history to measure on (default: `sample_bars()` in each regime)
             runner: Callable[[pd.DataFrame, dict[str, Any]], pd.DataFrame | None] | None = None,  # computes it on bars (default: pandas-ta)
            ) -> dict[str, Any]:
     "Classify an indicator by recomputing it on histories cut at the tail and at the head: verdict, settle, ahead, outputs, note."
     p = {**_fixed(name), **(params or {})}
     run = runner or (lambda bb, pp: _run(name, bb, pp))
-    b = test_bars() if bars is None else bars
+    b = sample_bars() if bars is None else bars
     n = len(b)
     res = dict(name=name, verdict='unmeasured', settle=-1, ahead=-1, burn_in=-1, outputs='', note='')
     try: full = run(b, p)
@@ -255,7 +255,7 @@ def measure(name: str,  # a pandas-ta indicator
     settle = 0
     for regime in (REGIMES if bars is None else ('given',)):
         if regime not in ('walk', 'given'):
-            b = test_bars(regime=regime)
+            b = sample_bars(regime=regime)
             if (full := run(b, p)) is None: continue
             F = full.to_numpy(); sc = _scale(F)
         for h in HEAD_CUTS:
@@ -290,7 +290,7 @@ def stack_gap(name: str,  # a pandas-ta indicator
              ) -> int:
     "The fewest empty bars between symbols laid end to end for which one pandas-ta call equals per-symbol calls on test panels (0: none works)."
     p = {**_fixed(name), **(params or {})}
-    a, b, c = test_bars(600, 1), test_bars(600, 2, 40.0), test_bars(600, 3, 0.8)
+    a, b, c = sample_bars(600, 1), sample_bars(600, 2, 40.0), sample_bars(600, 3, 0.8)
     b.iloc[:37] = np.nan                                  # a late listing
     hole = np.random.default_rng(4).random(600) < 0.05
     c[hole] = np.nan                                                          # missing bars
@@ -328,12 +328,6 @@ def _bb(I: Any, x: dict, p: dict) -> dict | None:
     if p['lower_std'] != p['upper_std'] or p['mamode'] != 'sma' or int(p['ddof']) not in (0, 1) or int(p['ddof']) >= p['length']: return None
     return dict(zip(('bbl', 'bbm', 'bbu', 'bbb', 'bbp'), I.bbands(x['close'], p['length'], float(p['lower_std']), int(p['ddof']))))
 
-def _adx(I: Any, x: dict, p: dict) -> dict | None:
-    if p['signal_length'] not in (None, p['length']) or p['mamode'] != 'rma' or p['drift'] != 1: return None
-    a = I.adx(x['high'], x['low'], x['close'], p['length'])
-    s = p['scalar'] / 100
-    return {'adx': s * a.adx, 'adxr': s * 0.5 * (a.adx + a.adx.shift(p['adxr_length'])), 'dmp': s * a.dmp, 'dmn': s * a.dmn}
-
 def _kc(I: Any, x: dict, p: dict) -> dict | None:
     if p['mamode'] not in ('ema', 'sma'): return None
     ch = I.keltner(x['high'], x['low'], x['close'], p['length'], float(p['scalar']), p['mamode'], bool(p['tr']))
@@ -362,7 +356,6 @@ _NATIVE: dict[str, tuple[dict[str, Any], Any]] = {
     'donchian': (dict(lower_length=20, upper_length=20),
                  lambda I, x, p: dict(zip(('dcl', 'dcm', 'dcu'), I.donchian(x['high'], x['low'], p['lower_length']))) if p['lower_length'] == p['upper_length'] else None),
     'kc': (dict(length=20, scalar=2, tr=True, mamode='ema'), _kc),
-    'adx': (dict(length=14, signal_length=None, adxr_length=2, scalar=100, mamode='rma', drift=1), _adx),
     'obv': (dict(), lambda I, x, p: {'obv': I.obv(x['close'], x['volume'])}),
 }
 
@@ -442,7 +435,7 @@ smi,momentum,causal,200,-1,500,,-1,0,smi smis smio,
 squeeze,momentum,causal,19,-1,500,,-1,16,sqz sqz_on sqz_off sqz_no,
 squeeze_pro,momentum,causal,19,-1,500,,-1,16,sqzpro sqzpro_on_wide sqzpro_on_normal sqzpro_on_narrow sqzpro_off sqzpro_no,
 stc,momentum,causal,291,-1,650,,-1,0,stc stcmacd stcstoch,
-stoch,momentum,causal,17,-1,350,unmeasured,-1,16,stochk stochd stochh,
+stoch,momentum,causal,17,-1,350,causal,17,16,stochk stochd stochh,
 stochf,momentum,causal,15,-1,350,,-1,16,stochfk stochfd,
 stochrsi,momentum,causal,281,-1,350,causal,281,0,stochrsik stochrsid,
 tmo,momentum,causal,61,-1,350,,-1,0,tmo tmos tmom tmoms,
@@ -498,7 +491,7 @@ stdev,statistics,causal,29,-1,750,,-1,16,stdev,
 tos_stdevall,statistics,look-ahead,-1,999,-1,,-1,0,tos_stdevall_lr tos_stdevall_l_1 tos_stdevall_u_1 tos_stdevall_l_2 tos_stdevall_u_2 tos_stdevall_l_3 tos_stdevall_u_3,
 variance,statistics,causal,29,-1,750,,-1,16,var,
 zscore,statistics,causal,29,-1,750,causal,29,16,zs,
-adx,trend,causal,306,-1,350,unmeasured,-1,0,adx adxr dmp dmn,
+adx,trend,causal,306,-1,350,,-1,0,adx adxr dmp dmn,
 alphatrend,trend,causal,293,-1,350,,-1,0,alphat alphatl,
 amat,trend,causal,69,-1,525,,-1,0,amate_lr amate_sr,
 aroon,trend,causal,14,-1,350,,-1,16,aroond aroonu aroonosc,
@@ -520,19 +513,19 @@ vortex,trend,causal,14,-1,350,,-1,16,vtxp vtxm,
 zigzag,trend,look-ahead,-1,832,-1,,-1,0,zigzags zigzagv zigzagd,
 aberration,volatility,causal,243,-1,375,,-1,0,aber_zg aber_sg aber_xg aber_atr,
 accbands,volatility,causal,19,-1,250,,-1,16,accbl accbm accbu,
-atr,volatility,causal,227,-1,350,unmeasured,-1,0,atrr,
+atr,volatility,causal,227,-1,350,causal,227,0,atrr,
 atrts,volatility,history-dependent,-1,-1,500,,-1,0,atrtse,"chop: still differs at the end, 999 bars after a head cut"
 bbands,volatility,history-dependent,473,-1,125,causal,4,16,bbl bbm bbu bbb bbp,
 chandelier_exit,volatility,causal,181,-1,550,,-1,0,chdlrextl chdlrexts chdlrextd,
-donchian,volatility,causal,19,-1,500,unmeasured,-1,16,dcl dcm dcu,
+donchian,volatility,causal,19,-1,500,causal,19,16,dcl dcm dcu,
 hwc,volatility,history-dependent,587,-1,25,,-1,0,hwm hwl hwu hww hwpct,
-kc,volatility,causal,150,-1,500,unmeasured,-1,0,kcle kcbe kcue,
+kc,volatility,causal,150,-1,500,causal,150,0,kcle kcbe kcue,
 massi,volatility,causal,112,-1,625,,-1,0,massi,
 natr,volatility,causal,123,-1,500,,-1,0,natr,
 pdist,volatility,causal,1,-1,25,,-1,16,pdist,
 rvi,volatility,causal,146,-1,350,,-1,0,rvi,
 thermo,volatility,causal,178,-1,500,,-1,0,thermo thermoma thermol thermos,
-true_range,volatility,causal,0,-1,25,unmeasured,-1,16,truerange,
+true_range,volatility,causal,0,-1,25,causal,0,16,truerange,
 ui,volatility,causal,26,-1,350,,-1,16,ui,
 ad,volume,history-dependent,-1,-1,25,,-1,0,ad,"walk: still differs at the end, 999 bars after a head cut"
 adosc,volume,causal,96,-1,650,,-1,0,adosc,
@@ -543,7 +536,7 @@ eom,volume,causal,14,-1,350,,-1,16,eom,
 kvo,volume,causal,562,-1,1375,,-1,0,kvo kvos,
 mfi,volume,causal,14,-1,350,,-1,0,mfi,
 nvi,volume,history-dependent,-1,-1,325,,-1,0,nvi,"walk: still differs at the end, 960 bars after a head cut"
-obv,volume,history-dependent,-1,-1,25,unmeasured,-1,0,obv,"walk: still differs at the end, 960 bars after a head cut"
+obv,volume,history-dependent,-1,-1,25,history-dependent,-1,0,obv,"walk: still differs at the end, 960 bars after a head cut"
 pvi,volume,history-dependent,-1,-1,6375,,-1,0,pvi pvie,"walk: still differs at the end, 999 bars after a head cut"
 pvo,volume,causal,263,-1,650,,-1,0,pvo pvoh pvos,
 pvol,volume,causal,0,-1,25,,-1,16,pvol,
@@ -610,7 +603,7 @@ def verdict(name: str,  # a pandas-ta indicator
 def _nat_ok(name: str, params: dict[str, Any]) -> bool:
     "Does `ta` compute `name` with `params` with our kernel? (checked on a tiny input)"
     if name not in _NATIVE or _given(params, _NATIVE[name][0]) is None: return False
-    b = test_bars(60)
+    b = sample_bars(60)
     try: return _nat(name, {k: b[[SERIES_INPUTS[k]]].set_axis(['x'], axis=1) for k in signature(name)[0]}, params) is not None
     except Exception: return False
 
@@ -656,7 +649,7 @@ def _gap(name: str, params: dict[str, Any]) -> int:
 
 @lru_cache(maxsize=512)
 def _fields_cached(name: str, key: str) -> tuple[str, ...]:
-    r = _run(name, test_bars(), dict(eval(key)))
+    r = _run(name, sample_bars(), dict(eval(key)))
     return tuple(field_names(list(map(str, r.columns)))) if r is not None else (name,)
 
 def _compute(name: str, frames: dict[str, pd.DataFrame], p: dict[str, Any], engine: str) -> tuple[list[str], np.ndarray, str]:
