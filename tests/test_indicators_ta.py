@@ -201,6 +201,15 @@ def test_chart_on_the_store_renders_in_chromium(store, tmp_path):
     ind = [n for n in names if n == 'rsi' or n.startswith(('bbands.', 'macd.'))]
     assert sorted(ind) == sorted(['rsi', 'bbands.bbl', 'bbands.bbm', 'bbands.bbu', 'bbands.bbb', 'bbands.bbp', 'macd.macd', 'macd.macdh', 'macd.macds'])
     if pick: assert any(getattr(s, 'fillcolor', None) for s in fig.layout.shapes)   # the halt is shaded
+
+    class Halted:                                                              # the store with a planted 11:00-11:10 ET halt on the day
+        def bars(self, *a, **k): return store.bars(*a, **k)
+        def status(self, *a, **k):
+            t = pd.Timestamp(f"{day} 11:00", tz='America/New_York').tz_convert('UTC')
+            return pd.DataFrame({'symbol': [sym, sym], 'ts': [t, t + pd.Timedelta(minutes=10)], 'kind': ['halt', 'resume']})
+    shapes = chart(Halted(), sym, day).layout.shapes
+    red = [x for x in shapes if x.fillcolor == '#d73027']
+    assert red and all(pd.Timestamp(x.x0) == pd.Timestamp(f"{day} 11:00") and pd.Timestamp(x.x1) == pd.Timestamp(f"{day} 11:10") for x in red)   # one per pane
     path = tmp_path / 'chart.html'
     fig.write_html(path, include_plotlyjs=True, full_html=True)
     n = len(fig.data)
