@@ -22,7 +22,7 @@ from .data.calendar import NY, to_ny
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'use_modules', 'config',
            'stack_versions', 'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest',
            'data_delete', 'data_fetch', 'data_export', 'data_compact', 'run_options', 'scan', 'backtest',
-           'strategy_table', 'strategies', 'walkforward', 'report', 'docs']
+           'strategy_table', 'strategies', 'indicators', 'walkforward', 'report', 'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'data': ('smallcap.cli:data', 'Build, import, fetch, inspect and export tick stores.'),
     'scan': ('smallcap.cli:scan', 'Run a point-in-time small-cap scan over a store.'),
     'strategies': ('smallcap.cli:strategies', 'List the strategies (library and --module): parameters, defaults, grids, bounds and warmups.'),
+    'indicators': ('smallcap.cli:indicators', 'List every pandas-ta indicator: inputs, parameters, outputs, native or pandas-ta, and its measured causality verdict.'),
     'backtest': ('smallcap.cli:backtest', 'Backtest a registered strategy on a store and save the result for a report.'),
     'walkforward': ('smallcap.cli:walkforward', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
     'report': ('smallcap.cli:report', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
@@ -614,6 +615,33 @@ def strategies(as_json: bool) -> None:
         click.echo(f"{r['name']}: {r['doc']}  [sides {', '.join(r['sides'])}; warmup {r['warmup'] if r['warmup'] is not None else '- (needs parameters)'}]")
         click.echo(_table([(p['name'], f"{p['type']:<6} default {p['default']!r:<10} grid {p['grid']}" + (f"  in [{p['low']}, {p['high']}]" if p['low'] is not None or p['high'] is not None else '')
                             + (f"  {p['doc']}" if p['doc'] else '')) for p in r['params']]))
+
+# %% ../nbs/80_cli.ipynb #a21cli02
+@click.command()
+@click.argument('name', required=False)
+@click.option('--category', default=None, help="Only this pandas-ta category (momentum, overlap, trend, volatility, volume, statistics, cycle, candle, performance).")
+@click.option('--verdict', 'verdict_', type=click.Choice(['causal', 'history-dependent', 'look-ahead', 'unmeasured']), default=None, help='Only indicators with this verdict.')
+@click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
+def indicators(name: str | None, category: str | None, verdict_: str | None, as_json: bool) -> None:
+    "List every pandas-ta indicator: inputs, parameters, outputs, engine (native or pandas-ta) and its measured causality verdict."
+    import pandas as pd
+    with _clean_errors():
+        from smallcap.indicators_ta import list_indicators, verdict
+        t = list_indicators(category)
+        if name is not None:
+            if name not in t.index: verdict(name)                       # the error names close matches
+            t = t.loc[[name]]
+        if verdict_ is not None: t = t[t['verdict'] == verdict_]
+    rows = [{'name': n, **{k: (None if pd.isna(v) else int(v)) if k == 'warmup' else v for k, v in r.items()}} for n, r in t.iterrows()]
+    if as_json: click.echo(json.dumps(rows, indent=1)); return
+    if name is not None:
+        r = rows[0]
+        click.echo(_table([(k, str(r[k])) for k in ('name', 'category', 'inputs', 'parameters', 'outputs', 'engine', 'verdict', 'warmup', 'pandas_ta_verdict', 'note')]))
+        click.echo(str(verdict(name)))
+        return
+    w = lambda r: '' if r['warmup'] is None else f"warmup {r['warmup']}"
+    click.echo(_table([(r['name'], f"{r['verdict']:<17} {w(r):<12} {r['engine']:<10} {r['category']:<10} in: {r['inputs']:<22} out: {r['outputs']}") for r in rows]))
+    click.echo(f"{len(rows)} indicators; verdicts measured with default parameters (smallcap.indicators_ta.verdict measures others)")
 
 # %% ../nbs/80_cli.ipynb #5455a9ff
 def _int_or_spec(v: str | None) -> int | str | None:

@@ -509,3 +509,11 @@ def streak(close: Frame,  # closes: a series or a panel
     "Consecutive up (+k) or down (-k) bars."
     (c, *o), like = _inputs(joint=True, close=close, open=open)
     return _out(_k().streak_nb(c, o[0] if o else c, bool(o)), like)
+
+# %% ../nbs/20_indicators.ipynb #a21ta002
+def __getattr__(name: str) -> Any:
+    "`ta`, `verdict` and `list_indicators` of `smallcap.indicators_ta`, loaded on first use (pandas-ta is heavy)."
+    if name in ('ta', 'verdict', 'list_indicators'):
+        from smallcap import indicators_ta
+        return getattr(indicators_ta, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,9 +25,10 @@ from .data.calendar import ny_local, ny_midnights, to_ny
 # %% auto #0
 __all__ = ['KINDS', 'META_ID', 'KERNEL', 'ReportError', 'result_kind', 'ReportData', 'example_result', 'sample_trades',
            'save_sample_bars', 'fmt', 'table_html', 'equity_figure', 'monthly_figure', 'pnl_figure', 'candles_figure',
-           'figure_html', 'reproduce', 'reproduce_python', 'header_html', 'stats_html', 'equity_html', 'trades_html',
-           'samples_html', 'notes_html', 'save_parity', 'folds_figure', 'stability_figure', 'walkforward_html',
-           'page_html', 'scrub', 'template_path', 'report_meta', 'publish', 'read_meta', 'rebuild_index', 'build_docs']
+           'figure_html', 'chart', 'reproduce', 'reproduce_python', 'header_html', 'stats_html', 'equity_html',
+           'trades_html', 'samples_html', 'notes_html', 'save_parity', 'folds_figure', 'stability_figure',
+           'walkforward_html', 'page_html', 'scrub', 'template_path', 'report_meta', 'publish', 'read_meta',
+           'rebuild_index', 'build_docs']
 
 # %% ../nbs/81_report.ipynb #e589cad7
 KINDS: tuple[str, ...] = ('backtest', 'walkforward')
@@ -391,6 +392,176 @@ def figure_html(fig: Any,  # a plotly figure
                ) -> str:
     "A plotly figure as an HTML <div> (plotly.js not included: the page carries one inline copy)."
     return fig.to_html(full_html=False, include_plotlyjs=False, config={'displaylogo': False, 'responsive': True})
+
+# %% ../nbs/81_report.ipynb #a21ch002
+_PANE_H, _PRICE_H = 150, 460   # pixels: each indicator pane, the price pane
+
+def _symbol_bars(bars: Any, symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    "One symbol's bars in [start, end) (index: UTC bar open; open/high/low/close/volume[/vwap]) and its status events, from a store, a Panel or long bars."
+    from smallcap.data.panel import Panel
+    status = None
+    if hasattr(bars, 'bars') and callable(bars.bars):                              # a store
+        b = bars.bars([symbol], start=start, end=end, session=None)
+        if hasattr(bars, 'status'):
+            try: status = bars.status([symbol], start=start, end=end)
+            except Exception: status = None
+    elif isinstance(bars, Panel):
+        if symbol not in bars.symbols: raise DataError(f"chart: {symbol!r} is not in the panel (symbols: {bars.symbols[:8]}{'...' if len(bars.symbols) > 8 else ''})")
+        p = bars.between(start, end)
+        b = pd.DataFrame({f: getattr(p, f)[symbol] for f in p.field_names()}).dropna(subset=['close']).rename_axis('ts').reset_index()
+    elif isinstance(bars, pd.DataFrame) and {'symbol', 'ts', 'close'} <= set(bars.columns):
+        b = bars[(bars['symbol'] == symbol) & (pd.DatetimeIndex(bars['ts']) >= start) & (pd.DatetimeIndex(bars['ts']) < end)]
+    else: raise DataError(f"chart: expected a store, a Panel or long bars (symbol, ts, open, high, low, close, volume), got {type(bars).__name__}")
+    if missing := {'open', 'high', 'low', 'close', 'volume'} - set(b.columns): raise DataError(f"chart: bars lack columns {sorted(missing)}")
+    b = b.assign(ts=pd.DatetimeIndex(b['ts']).tz_convert('UTC')).sort_values('ts').set_index('ts')
+    keep = [c for c in ('open', 'high', 'low', 'close', 'volume', 'vwap') if c in b.columns]
+    return b[keep].astype('float64'), status
+
+def _indicator_specs(indicators: Any) -> list[tuple[str, dict[str, Any]]]:
+    "Indicators as (name, params): a name, a (name, params) pair, a {name: params} mapping, or a list of those."
+    if indicators is None: return []
+    if isinstance(indicators, str): return [(indicators, {})]
+    if isinstance(indicators, dict): return [(k, dict(v or {})) for k, v in indicators.items()]
+    out = []
+    for x in indicators:
+        if isinstance(x, str): out.append((x, {}))
+        elif isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], dict): out.append((x[0], dict(x[1])))
+        elif isinstance(x, dict): out += [(k, dict(v or {})) for k, v in x.items()]
+        else: raise ConfigError(f"chart: an indicator is a name, a (name, params) pair or a {{name: params}} mapping, got {x!r}")
+    return out
+
+def _halts(status: pd.DataFrame | None, t0: pd.Timestamp, t1: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    "Halt intervals (halt to the next resume, or the end of the window) that overlap [t0, t1)."
+    if status is None or not len(status) or 'kind' not in status: return []
+    s = status.assign(ts=pd.DatetimeIndex(status['ts']).tz_convert('UTC')).sort_values('ts')
+    s = s[s['kind'].isin(['halt', 'resume'])]
+    out, start = [], None
+    for k, t in zip(s['kind'], s['ts']):                                          # a few events a day
+        if k == 'halt' and start is None: start = t
+        elif k == 'resume' and start is not None: out.append((start, t)); start = None
+    if start is not None: out.append((start, t1))
+    return [(max(a, t0), min(b, t1)) for a, b in out if b > t0 and a < t1]
+
+def _bar_gaps(day_bars: pd.DataFrame, open_: pd.Timestamp, close: pd.Timestamp, minutes: int = 5) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    "Stretches of the regular session of at least `minutes` minutes without a bar (a halt the store did not record, or no trading)."
+    t = day_bars.index[(day_bars.index >= open_) & (day_bars.index < close)]
+    edges = pd.DatetimeIndex([open_ - pd.Timedelta(minutes=1)]).append(t).append(pd.DatetimeIndex([close]))
+    d = np.diff(edges.asi8) // 60_000_000_000
+    return [(edges[i] + pd.Timedelta(minutes=1), edges[i + 1]) for i in np.flatnonzero(d > minutes)]
+
+def chart(bars: Any,  # a store (TickStore, ParquetStore), a Panel, or long bars (symbol, ts, open, high, low, close, volume)
+          symbol: str,  # the symbol
+          day: Any,  # the session (a New York date: '2025-11-03', a date or a timestamp)
+          indicators: Any = None,  # pandas-ta indicators through `ta`: 'rsi', ('bbands', {'length': 20}), {'macd': {}}, or a list of them
+          strategy: Any = None,  # a Strategy (or a registered name): its signals on the day are marked
+          result: Any = None,  # a BacktestResult: its fills and stop levels for the symbol on the day are marked
+          history: int = 5,  # sessions before the day loaded for the indicators' and strategy's warmup (and the prior close)
+          height: int | None = None,  # figure height in pixels (default: from the panes)
+         ) -> Any:
+    "An interactive plotly figure of one symbol's day in New York time: candles, volume, VWAP, premarket range, prior close, halts, indicators, signals, fills and stops."
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    import smallcap.indicators as I
+    from smallcap.data.calendar import trading_sessions
+    try: d0 = pd.Timestamp(day)
+    except (TypeError, ValueError): raise ConfigError(f"chart: day must be a date ('2025-11-03'), got {day!r}") from None
+    d0 = (to_ny(d0).tz_localize(None) if d0.tzinfo is not None else d0).normalize()
+    s = trading_sessions((d0 - pd.Timedelta(days=7 + 2 * history)).date(), d0.date())
+    if not len(s) or pd.Timestamp(s['date'].iloc[-1]) != d0:
+        raise DataError(f"chart: {d0.date()} is not an NYSE trading day")
+    s = s.iloc[-(history + 1):]
+    cur = s.iloc[-1]
+    t0, t1 = pd.Timestamp(cur['pre_open']).tz_convert('UTC'), pd.Timestamp(cur['post_close']).tz_convert('UTC')
+    b, status = _symbol_bars(bars, symbol, pd.Timestamp(s['pre_open'].iloc[0]).tz_convert('UTC'), t1)
+    day_mask = (b.index >= t0) & (b.index < t1)
+    if not day_mask.any(): raise DataError(f"chart: no bars of {symbol} on {d0.date()}")
+    specs = _indicator_specs(indicators)
+    from smallcap.indicators_ta import ta
+    computed = []
+    for name, p in specs:
+        r = ta(name, b, **p)
+        outs = {r.name: r} if isinstance(r, pd.Series) else r.asdict()
+        computed.append((name, p, outs))
+    day = b[day_mask]
+    mid = float(np.nanmedian(day['close']))
+    overlay = lambda v: bool(np.isfinite(v.to_numpy()).any()) and 0.5 * mid <= float(np.nanmedian(v)) <= 2 * mid
+    panes = [(name, p, {k: v for k, v in outs.items() if not overlay(v[day_mask])}) for name, p, outs in computed]
+    panes = [x for x in panes if x[2]]
+    rows = 2 + len(panes)
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.02,
+                        row_heights=[_PRICE_H, 110] + [_PANE_H] * len(panes))
+    x = _ny(day.index)
+    fig.add_trace(go.Candlestick(x=x, open=day['open'], high=day['high'], low=day['low'], close=day['close'], name=symbol,
+                                 increasing_line_color=_GREEN, decreasing_line_color=_RED), row=1, col=1)
+    up = (day['close'] >= day['open']).to_numpy()
+    fig.add_trace(go.Bar(x=x, y=day['volume'], name='volume', marker_color=np.where(up, _GREEN, _RED), opacity=0.6, showlegend=False), row=2, col=1)
+    vw = I.vwap(b['high'], b['low'], b['close'], b['volume'], bar_vwap=b['vwap'] if 'vwap' in b else None)[day_mask]
+    fig.add_trace(go.Scatter(x=x, y=vw, name='VWAP', line=dict(color='#7b3294', width=1.6)), row=1, col=1)
+    pm = I.premarket_range(b['high'], b['low'])
+    for lab, v, dash in (('premarket high', pm.high[day_mask], 'dot'), ('premarket low', pm.low[day_mask], 'dot')):
+        fig.add_trace(go.Scatter(x=x, y=v, name=lab, line=dict(color=_GREY, width=1.2, dash=dash)), row=1, col=1)
+    prev = s.iloc[-2] if len(s) > 1 else None
+    if prev is not None:
+        reg = b[(b.index >= pd.Timestamp(prev['open']).tz_convert('UTC')) & (b.index < pd.Timestamp(prev['close']).tz_convert('UTC'))]
+        if len(reg):
+            pc = float(reg['close'].iloc[-1])
+            fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[pc, pc], mode='lines', name=f'prior close {pc:,.4g}', line=dict(color=_BLUE, width=1, dash='dash')), row=1, col=1)
+    palette = ['#e66101', '#5e3c99', '#1b9e77', '#d95f02', '#7570b3', '#e7298a', '#66a61e', '#a6761d']
+    k = 0
+    for name, p, outs in computed:
+        for f, v in outs.items():
+            if overlay(v[day_mask]):
+                fig.add_trace(go.Scatter(x=x, y=v[day_mask], name=f"{name}.{f}" if len(outs) > 1 else name, line=dict(color=palette[k % len(palette)], width=1.2)), row=1, col=1); k += 1
+    for i, (name, p, outs) in enumerate(panes):
+        for f, v in outs.items():
+            fig.add_trace(go.Scatter(x=x, y=v[day_mask], name=f"{name}.{f}" if len(outs) > 1 else name, line=dict(color=palette[k % len(palette)], width=1.2)), row=3 + i, col=1); k += 1
+        label = name + (f"({', '.join(f'{a}={b_}' for a, b_ in p.items())})" if p else '')
+        fig.update_yaxes(title_text=label, row=3 + i, col=1)
+    if strategy is not None:
+        from smallcap.data.panel import Panel
+        from smallcap.strategy.base import get_strategy
+        st = get_strategy(strategy) if isinstance(strategy, str) else strategy
+        panel = Panel(**{f: b[[f]].set_axis([symbol], axis=1) for f in b.columns if f in ('open', 'high', 'low', 'close', 'volume', 'vwap')})
+        sig = st.signals(panel)
+        marks = (('entries_long', 'triangle-up', _GREEN, 'low', -1), ('exits_long', 'x', _GREEN, 'high', 1),
+                 ('entries_short', 'triangle-down', _RED, 'high', 1), ('exits_short', 'x', _RED, 'low', -1))
+        for f, sym, color, at, side in marks:
+            sg = getattr(sig, f)
+            if sg is None: continue
+            on = sg[symbol].to_numpy(bool) & day_mask
+            if on.any():
+                y = b[at].to_numpy()[on] * (1 + side * 0.002)
+                fig.add_trace(go.Scatter(x=_ny(b.index[on]), y=y, mode='markers', name=f"{st.name}: {f.replace('_', ' ')}",
+                                         marker=dict(symbol=sym, size=11, color=color, line=dict(width=1, color='black'))), row=1, col=1)
+    if result is not None:
+        fl = result.fills
+        fl = fl[(fl['symbol'] == symbol) & (pd.DatetimeIndex(fl['ts']) >= t0) & (pd.DatetimeIndex(fl['ts']) < t1)] if len(fl) else fl
+        for side, sym, color in (('buy', 'triangle-up', _BLUE), ('sell', 'triangle-down', '#ff7f00')):
+            f = fl[fl['side'] == side] if len(fl) else fl
+            if len(f):
+                fig.add_trace(go.Scatter(x=_ny(f['ts']), y=f['price'], mode='markers', name=f"fill: {side}",
+                                         marker=dict(symbol=sym, size=13, color=color, line=dict(width=1, color='black')),
+                                         text=[f"{side} {q:,.0f} @ {p_:,.4g} ({i})" for q, p_, i in zip(f['qty'], f['price'], f['intent'])], hoverinfo='text+x'), row=1, col=1)
+        o = result.orders
+        if len(o) and 'stop' in o:
+            o = o[(o['symbol'] == symbol) & o['stop'].notna() & (pd.DatetimeIndex(o['ts']) >= t0) & (pd.DatetimeIndex(o['ts']) < t1)]
+            if len(o):
+                fig.add_trace(go.Scatter(x=_ny(o['ts']), y=o['stop'], mode='markers+lines', line_shape='hv', name='stop',
+                                         line=dict(color=_RED, dash='dash', width=1.2), marker=dict(symbol='line-ew-open', size=12, color=_RED)), row=1, col=1)
+    for a, z in _halts(status, t0, t1):
+        fig.add_vrect(x0=_ny([a])[0], x1=_ny([z])[0], fillcolor=_RED, opacity=0.15, line_width=0, layer='below',
+                      annotation_text='halt', annotation_position='top left')
+    for a, z in _bar_gaps(day, pd.Timestamp(cur['open']).tz_convert('UTC'), pd.Timestamp(cur['close']).tz_convert('UTC')):
+        if not any(a < hz and z > ha for ha, hz in _halts(status, t0, t1)):
+            fig.add_vrect(x0=_ny([a])[0], x1=_ny([z])[0], fillcolor=_GREY, opacity=0.12, line_width=0, layer='below')
+    op = _ny([pd.Timestamp(cur['open'])])[0]
+    fig.add_vline(x=op, line=dict(color=_GREY, width=1, dash='dot'))
+    fig.update_xaxes(rangeslider_visible=False)
+    fig.update_xaxes(title_text='New York time', row=rows, col=1)
+    fig.update_yaxes(title_text='price ($)', row=1, col=1); fig.update_yaxes(title_text='volume', row=2, col=1)
+    title = f"{symbol} {d0.date()} (New York time)" + (f" - {strategy if isinstance(strategy, str) else strategy.name}" if strategy is not None else '')
+    return _layout(fig, title, height or (_PRICE_H + 110 + _PANE_H * len(panes) + 120)).update_layout(hovermode='x unified')
+
 
 # %% ../nbs/81_report.ipynb #8936e2d1
 def _diff(d: dict[str, Any] | None, base: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@
 # %% ../../nbs/54_backtest.lookahead.ipynb #bd331994
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ from ..data.panel import Panel
 from ..strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, PurityError, Signals, Strategy, first_difference, pure_calls
 
 # %% auto #0
-__all__ = ['CUT_SHARES', 'HEAD_RTOL', 'LookaheadReport', 'check_lookahead']
+__all__ = ['CUT_SHARES', 'HEAD_RTOL', 'LookaheadReport', 'WarmupWarning', 'check_lookahead']
 
 # %% ../../nbs/54_backtest.lookahead.ipynb #8f40fe6b
 CUT_SHARES: dict[str, float] = {'session': 0.2, 'signal': 0.4, 'spread': 0.4}
@@ -129,11 +130,20 @@ class LookaheadReport:
     warmup: str = ''  # the strategy's declared warmup (as written)
     heads: tuple[int, ...] = ()  # head cuts, ascending: a head cut at h keeps bars h.. and removes the bars before
     head_disagreements: tuple[tuple[int, int, pd.Timestamp, str, str], ...] = ()  # per head cut that changed a signal after the declared warmup: (head, bar position, bar time, symbol, signal)
+    indicators: tuple[tuple[str, str, int, int], ...] = ()  # per pandas-ta indicator the strategy computed through `ta`: (call, measured verdict, warmup or -1, bars ahead or -1)
+
+    @property
+    def lookahead_indicators(self) -> tuple[str, ...]:
+        "The indicators the strategy computed through `ta` whose measured verdict is look-ahead."
+        return tuple(c for c, v, *_ in self.indicators if v == 'look-ahead')
+
+    def _ind_text(self) -> str:
+        return ', '.join(f"{c} (reads at least {_n(a, 'bar')} ahead)" for c, v, _, a in self.indicators if v == 'look-ahead')
 
     @property
     def ok(self) -> bool:
-        "True when no cut changed an earlier signal, no head cut changed a signal after the warmup, and the strategy stayed pure."
-        return not self.disagreements and not self.head_disagreements and self.purity is None and self.error is None
+        "True when no cut changed an earlier signal, no head cut changed a signal after the warmup, no look-ahead indicator was used, and the strategy stayed pure."
+        return not self.disagreements and not self.head_disagreements and self.purity is None and self.error is None and not self.lookahead_indicators
 
     @property
     def start_dependent(self) -> tuple[int, int, pd.Timestamp, str, str] | None:
@@ -204,20 +214,25 @@ class LookaheadReport:
         if self.ok: return f"{self.strategy}: no look-ahead: signals unchanged at {_n(len(self.cuts), 'cut')} ({self._kinds()}) over {self._history()}"
         if self.purity is not None: return f"{self.strategy}: IMPURE: {self.purity} (stopped after {self.checked} of {_n(len(self.cuts), 'cut')})"
         if self.error is not None: return f"{self.strategy}: ERROR: {self.error}"
+        uses = f"; it computes the look-ahead indicator {self._ind_text()}" if self.lookahead_indicators else ''
+        if self.lookahead_indicators and not self.disagreements:
+            return (f"{self.strategy}: LOOK-AHEAD: it computes {self._ind_text()}, a pandas-ta indicator measured to look ahead (its value at a "
+                    f"bar changes when later bars are cut); its signals did not change at the {_n(self.checked, 'cut')} checked here, but nothing guards them on other data")
         if not self.disagreements:
             h, _, t, sym, f = self.start_dependent
             return (f"{self.strategy}: HISTORY START: {f} of {sym} at {_ts(t)} changed when the history started at bar {h}, after the "
                     f"declared warmup ({self.warmup}) had passed; {len(self.head_disagreements)} of {_n(len(self.heads), 'head cut')} changed a signal")
         return (f"{self.strategy}: LOOK-AHEAD: {self.signal} of {self.symbol} at {_ts(self.first_bar)} changed when the history was cut "
                 f"before {_ts(self.cut_time)}; {self.n_disagreeing} of {_n(self.checked, 'cut')} changed an earlier signal; "
-                f"it reads at least {_n(self.bars_ahead, 'bar')} ahead")
+                f"it reads at least {_n(self.bars_ahead, 'bar')} ahead{uses}")
 
     def _repr_markdown_(self) -> str:
-        verdict = ('clean' if self.ok else '**impure**' if self.purity else '**error**' if self.error else '**look-ahead**' if self.disagreements
+        verdict = ('clean' if self.ok else '**impure**' if self.purity else '**error**' if self.error else '**look-ahead**' if self.disagreements or self.lookahead_indicators
                    else '**depends on the history start**')
         rows = [('verdict', verdict), ('history', self._history()), ('cuts', f"{len(self.cuts)} ({self._kinds()})"),
                 ('head cuts', f"{len(self.heads)} (warmup {self.warmup})")]
         if (d := self.start_dependent) is not None: rows.append(('history start changes', f"`{d[4]}` of {d[3]} at {_ts(d[2])} (history from bar {d[0]})"))
+        if self.indicators: rows.append(('pandas-ta indicators', ', '.join(f"`{c}` {v}" + (f" (warmup {w})" if v == 'history-dependent' and w >= 0 else '') for c, v, w, _ in self.indicators)))
         if self.purity is not None: rows.append(('purity', self.purity))
         if self.error is not None: rows.append(('error', self.error))
         if self.disagreements:
@@ -247,7 +262,8 @@ class LookaheadReport:
                 'n_disagreeing': self.n_disagreeing, 'bars_ahead': self.bars_ahead, 'purity': self.purity, 'error': self.error,
                 'disagreements': [{'cut': int(c), 'bar': int(b), 'bar_time': _iso(t), 'symbol': s, 'signal': f} for c, b, t, s, f in self.disagreements],
                 'warmup': self.warmup, 'heads': [int(h) for h in self.heads],
-                'head_disagreements': [{'head': int(h), 'bar': int(b), 'bar_time': _iso(t), 'symbol': s, 'signal': f} for h, b, t, s, f in self.head_disagreements]}
+                'head_disagreements': [{'head': int(h), 'bar': int(b), 'bar_time': _iso(t), 'symbol': s, 'signal': f} for h, b, t, s, f in self.head_disagreements],
+                'indicators': [{'call': c, 'verdict': v, 'warmup': int(w), 'ahead': int(a)} for c, v, w, a in self.indicators]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LookaheadReport:
@@ -258,7 +274,8 @@ class LookaheadReport:
                    checked=int(d['checked']), purity=d.get('purity'), error=d.get('error'),
                    disagreements=tuple((int(x['cut']), int(x['bar']), ts(x['bar_time']), x['symbol'], x['signal']) for x in d['disagreements']),
                    warmup=d.get('warmup', ''), heads=tuple(int(h) for h in d.get('heads', ())),
-                   head_disagreements=tuple((int(x['head']), int(x['bar']), ts(x['bar_time']), x['symbol'], x['signal']) for x in d.get('head_disagreements', ())))
+                   head_disagreements=tuple((int(x['head']), int(x['bar']), ts(x['bar_time']), x['symbol'], x['signal']) for x in d.get('head_disagreements', ())),
+                   indicators=tuple((x['call'], x['verdict'], int(x['warmup']), int(x['ahead'])) for x in d.get('indicators', ())))
 
 # %% ../../nbs/54_backtest.lookahead.ipynb #7612b597
 def _cuts_given(bars: Panel, cuts: Sequence[Any]) -> np.ndarray:
@@ -302,6 +319,30 @@ def _head_change(strategy: Strategy, bars: Panel, full: Signals, part: Signals, 
                 first = (t, str(bars.symbols[int(np.flatnonzero(diff[r])[0])]), f); break
     return first
 
+class WarmupWarning(UserWarning):
+    "A strategy computes an indicator whose values depend on where the history starts for longer than its declared warmup."
+
+def _indicators(used: list[tuple[str, dict[str, Any]]]) -> tuple[tuple[str, str, int, int], ...]:
+    "Each distinct (indicator, parameters) a strategy computed through `ta`, with the measured verdict of the implementation used."
+    from smallcap.indicators_ta import verdict
+    seen: dict[str, tuple[str, str, int, int]] = {}
+    for name, p in used:
+        label = f"{name}({', '.join(f'{a}={x!r}' for a, x in sorted(p.items()))})" if p else name   # one key per indicator and parameters
+        if label in seen: continue
+        v = verdict(name, **p)
+        seen[label] = (label, v.verdict, -1 if v.warmup is None else v.warmup, -1 if v.ahead is None else v.ahead)
+    return tuple(seen.values())
+
+def _warn_warmup(strategy: Strategy, index: pd.DatetimeIndex, ind: tuple[tuple[str, str, int, int], ...]) -> None:
+    "Warn, naming it, about each history-dependent indicator that needs more bars than the strategy's declared warmup holds."
+    from smallcap.indicators_ta import VERDICT_BARS
+    have = strategy.warmup_bars(index) if len(index) else 0
+    for c, v, w, _ in ind:
+        if v != 'history-dependent' or 0 <= w <= have: continue
+        need = (f"it needs a warmup of {_n(w, 'bar')}" if w >= 0 else f"it did not settle within the {VERDICT_BARS:,} bars measured")
+        warnings.warn(f"{strategy.id} computes {c}, whose values depend on where the history starts: {need}, but the strategy declares a warmup "
+                      f"of {strategy.warmup!r} ({_n(have, 'bar')} here)", WarmupWarning, stacklevel=3)
+
 def check_lookahead(strategy: Strategy,  # the strategy configuration
                     bars: Panel,  # the full history
                     cuts: int | Sequence[Any] = 50,  # how many cuts to choose, or the cuts: positions (bars kept) or times (first bar removed)
@@ -309,12 +350,16 @@ def check_lookahead(strategy: Strategy,  # the strategy configuration
                     seed: int | None = None,  # None: cuts placed evenly; an int: drawn at random, reproducibly
                     heads: int | Sequence[int] = 3,  # head cuts to choose (0: none), or their positions (the first bar kept)
                    ) -> LookaheadReport:
-    "Recompute signals on history cut at many bars; report the first bar, symbol and signal that used the future."
+    "Recompute signals on history cut at many bars; report the first bar, symbol and signal that used the future, and any look-ahead indicator it computed."
     if symbols is not None: bars = bars.select(symbols)
     n, idx = len(bars), bars.index
     if n < 3: raise DataError(f"check_lookahead needs at least 3 bars, got {n}")
-    meta = dict(strategy=strategy.id, n_bars=n, symbols=tuple(map(str, bars.symbols)), start=idx[0], end=idx[-1], warmup=str(strategy.warmup))
-    if isinstance(full := _full_signals(strategy, bars), str): return LookaheadReport(**meta, purity=full)
+    from smallcap.indicators_ta import recording
+    with recording() as used: full = _full_signals(strategy, bars)
+    ind = _indicators(used)
+    _warn_warmup(strategy, idx, ind)
+    meta = dict(strategy=strategy.id, n_bars=n, symbols=tuple(map(str, bars.symbols)), start=idx[0], end=idx[-1], warmup=str(strategy.warmup), indicators=ind)
+    if isinstance(full, str): return LookaheadReport(**meta, purity=full)
     if not (full.index.equals(idx) and full.entries_long.columns.equals(bars.close.columns)):
         raise ConfigError(f"{strategy.id} returned signals shaped {full.entries_long.shape} for bars shaped {bars.close.shape}")
     if isinstance(cuts, (int, np.integer)) and cuts < 1 or not isinstance(cuts, (int, np.integer)) and len(cuts) == 0:
