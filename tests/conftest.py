@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# property tests judge results, never speed: the CI machine is shared and noisy, so no example has a deadline
+settings.register_profile('smallcap', deadline=None)
+settings.load_profile('smallcap')
 
 ROOT = Path(__file__).resolve().parents[1]
 
