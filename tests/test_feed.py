@@ -83,7 +83,7 @@ def assert_bars_equal(got: pd.DataFrame, ref: pd.DataFrame) -> None:
     np.testing.assert_allclose(got.vwap.to_numpy(), ref.vwap.to_numpy(), rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize('timeframe,session', [('1min', 'regular'), ('1min', 'extended'), ('5min', 'regular'), ('1min', None), ('30s', 'after-hours')])
+@pytest.mark.parametrize('timeframe,session', [('1min', 'regular'), ('1min', 'extended'), ('5min', 'regular'), ('1min', None), ('30s', 'after-hours'), ('1h', 'regular')])
 def test_builder_equals_store_bars(store, symbols, events, timeframe, session):
     bb = BarBuilder(timeframe, session)
     out = [b for e in events if isinstance(e, Trade) for b in bb.add(e)] + bb.flush()
@@ -101,6 +101,11 @@ def test_builder_clock_ticks_close_quiet_bars():
     assert (b.ts, b.end, b.volume, b.trades) == (ny('2025-11-28 12:59'), ny('2025-11-28 13:00'), 100, 1)
     assert bb.add(Trade('ABCD', ny('2025-11-28 13:00:01').to_pydatetime(), 2.0, 100)) == [] and bb.flush() == []   # after the close: left out
     with pytest.raises(DataError, match='time order'): bb.add(Trade('ABCD', t, 2.0, 100))
+    hour = BarBuilder('1h')                                              # the last hourly bar of a half day is cut at 13:00 ...
+    hour.add(Trade('ABCD', ny('2025-11-28 12:45').to_pydatetime(), 2.0, 100))
+    assert hour.tick(ny('2025-11-28 12:59:59')) == [] and [b.end for b in hour.tick(ny('2025-11-28 13:00'))] == [ny('2025-11-28 13:00')]
+    hour.add(Trade('ABCD', ny('2025-12-01 15:45').to_pydatetime(), 2.0, 100))   # ... of a regular day at 16:00, both from 30 past
+    assert [(b.ts, b.end) for b in hour.flush()] == [(ny('2025-12-01 15:30'), ny('2025-12-01 16:00'))]
 
 
 tick_times = st.lists(st.tuples(st.sampled_from([pd.Timestamp('2025-11-26', tz='UTC'), pd.Timestamp('2025-11-28', tz='UTC')]),
