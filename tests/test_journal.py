@@ -128,8 +128,27 @@ def test_a_journalled_event_run_rebuilds_the_engines_state(tmp_path, monkeypatch
     e = j.events()
     first = e[e.client_id.notna()].groupby('client_id').kind.first()
     assert set(first) == {'intent'} and set(jf.client_id) <= set(first.index)
+    a = j.events('answer')
+    sub = a[a.payload.map(lambda p: p['op'] == 'submit')]
+    assert sub.client_id.tolist() == j.events('intent').client_id.tolist(), "an intent without the broker's answer"
     d = j.decision_frame()
     assert len(d) and d.reasons.map(len).min() >= 1
+
+
+def test_the_guard_journals_the_intent_and_a_broker_error_before_raising(tmp_path):
+    from smallcap.core import BrokerError
+
+    class Down:
+        time = None
+        def submit(self, order): raise BrokerError('broker unreachable')
+    j = Journal(tmp_path / 'j.sqlite', 'PA1', 's1')
+    b = j.guard(Down())
+    b.time = T                                                              # attributes pass through to the broker
+    assert Down.time is None and b.time == T
+    with pytest.raises(BrokerError, match='unreachable'): b.submit(_order())
+    e = j.events()
+    assert e.kind.tolist() == ['intent', 'answer'] and e.payload[1] == {'op': 'submit', 'error': 'BrokerError: broker unreachable'}
+    assert j.orders().status.tolist() == ['sent']
 
 
 def test_rebuild_state_can_fail_when_a_fill_is_missing(tmp_path, monkeypatch):
