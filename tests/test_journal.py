@@ -29,7 +29,7 @@ def _order(sym='ABC', k=0):
 
 
 def test_every_record_kind_round_trips(tmp_path):
-    p = tmp_path / 'j.sqlite'
+    p = tmp_path / 'j #1?%.sqlite'                                         # the reopen check reads it by URI
     j = Journal(p, 'PA1', 's1')
     o = _order()
     f1 = Fill(o.client_id, 'ABC', Side.BUY, 60, 5.0, T + pd.Timedelta('1min'), 0.5, 0.01)
@@ -240,6 +240,7 @@ def test_files_that_are_not_intact_journals_are_refused_and_nothing_changes(tmp_
     p = _journal_file(tmp_path, 'newer.sqlite')
     con = sqlite3.connect(p); con.execute('DROP TRIGGER meta_no_update'); con.execute("UPDATE meta SET value = '99' WHERE key = 'schema'"); con.commit(); con.close()
     cases['newer.sqlite'] = 'schema 99, newer'
+    (tmp_path / 'odd #?%.sqlite').write_bytes(b'\0' * 5000); cases['odd #?%.sqlite'] = 'not a readable journal'
     for name, msg in cases.items():
         f = tmp_path / name; before = _digest(f)
         with pytest.raises(DataError, match=msg): Journal(f, 'PA1', 's1')
