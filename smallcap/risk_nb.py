@@ -21,11 +21,11 @@ __all__ = ['risk_vector', 'tick_price', 'lots', 'gate_bits', 'size_one', 'screen
 _FIELDS = ('block_halted', 'allow_short', 'ssr_rule', 'min_price', 'max_price', 'min_avg_volume', 'min_avg_dollar_volume',
            'stop_pct', 'stop_atr', 'target_pct', 'target_r', 'sizing', 'risk_per_trade', 'fraction', 'kelly', 'notional',
            'use_signal_size', 'lot_size', 'max_position_pct', 'max_position_value', 'max_shares', 'max_adv_pct', 'min_shares',
-           'cooldown_ns', 'allow_pyramiding', 'max_positions', 'max_gross_cap', 'leverage', 'non_marginable_below', 'cooldown',
+           'cooldown_ns', 'allow_pyramiding', 'max_positions', 'leverage', 'non_marginable_below', 'cooldown',
            'trail_pct', 'trail_atr', 'max_bars_held', 'max_hold_ns')
 (_BLOCK_HALTED, _ALLOW_SHORT, _SSR_RULE, _MIN_PRICE, _MAX_PRICE, _MIN_AV, _MIN_ADV_DOLLARS, _STOP_PCT, _STOP_ATR, _TARGET_PCT, _TARGET_R, _SIZING,
  _RISK_PER_TRADE, _FRACTION, _KELLY, _NOTIONAL, _USE_SIGNAL_SIZE, _LOT, _MAX_POSITION_PCT, _MAX_POSITION_VALUE, _MAX_SHARES, _MAX_ADV_PCT,
- _MIN_SHARES, _COOLDOWN_NS, _PYRAMIDING, _MAX_POSITIONS, _MAX_GROSS_VALUE, _LEVERAGE, _NON_MARGINABLE_BELOW, _COOLDOWN,
+ _MIN_SHARES, _COOLDOWN_NS, _PYRAMIDING, _MAX_POSITIONS, _LEVERAGE, _NON_MARGINABLE_BELOW, _COOLDOWN,
  _TRAIL_PCT, _TRAIL_ATR, _MAX_BARS_HELD, _MAX_HOLD_NS) = range(len(_FIELDS))
 _SSR_RULES = ('block', 'uptick', 'ignore')
 
@@ -38,7 +38,7 @@ def risk_vector(config: RiskConfig,  # the risk configuration
          opt(c.stop_pct), opt(c.stop_atr), opt(c.target_pct), opt(c.target_r), SIZINGS.index(c.sizing), c.risk_per_trade, c.fraction,
          kelly_fraction(c.kelly_win_rate, c.kelly_payoff, c.kelly_multiplier, c.kelly_cap), c.notional, c.use_signal_size, c.lot_size,
          c.max_position_pct, opt(c.max_position_value, np.inf), opt(c.max_shares), opt(c.max_adv_pct), c.min_shares,
-         int(c.cooldown_minutes * 60e9), c.allow_pyramiding, c.max_positions, opt(c.max_gross_value, np.inf), c.leverage,
+         int(c.cooldown_minutes * 60e9), c.allow_pyramiding, c.max_positions, c.leverage,
          c.non_marginable_below, c.cooldown_minutes > 0, opt(c.trail_pct), opt(c.trail_atr), opt(c.max_bars_held),
          np.nan if c.max_hold_minutes is None else c.max_hold_minutes * 60e9]
     return np.array(v, np.float64)
