@@ -1038,13 +1038,15 @@ def reclaim_nb(close: np.ndarray,  # (symbols, bars) closes; NaN = missing
                active: np.ndarray,  # (bars,) bool: bars that count (the regular session)
                late: np.ndarray,  # (bars,) bool: bars at which to exit anyway
                k: int,  # consecutive active bars below the level required first
+               day: np.ndarray,  # (bars,) int: each bar's trading day; the run and the cross are of one day (a session's VWAP)
               ) -> tuple[np.ndarray, np.ndarray]:
-    "Level reclaims at active bars: (entries where the close is above the level after at least `k` bars in a row below it, exits on a cross below it or at a late bar)."
+    "Level reclaims at active bars: (entries where the close is above the level after at least `k` bars in a row below it, exits on a cross below it or at a late bar), within each day."
     m, T = close.shape
     e = np.zeros((m, T), np.bool_); x = np.zeros((m, T), np.bool_)
     for r in range(m):
         run = 0; pc = np.nan; pv = np.nan
         for t in range(T):
+            if t > 0 and day[t] != day[t - 1]: run = 0; pc = np.nan; pv = np.nan    # a new session: yesterday's stretch and close do not count
             c = close[r, t]; v = level[r, t]; act = active[t]
             below = act & (c < v)
             e[r, t] = act & (c > v) & (run >= k)

@@ -158,9 +158,10 @@ def ref_signals(s, bars) -> Signals:
         regular = rows(reg, c)
         vw = I.vwap(bars.high, bars.low, c, bars.volume, session='regular', bar_vwap=bars.vwap)
         below = (c < vw) & regular
-        streak = below.apply(lambda col: col.astype(int).groupby((~col).cumsum()).cumsum())       # run of bars below VWAP
-        e = (c > vw) & regular & (streak.shift(1, fill_value=0) >= s.below_bars)
-        x = (down(c, vw) & regular) | (rows(clk.minute >= s.exit_minute, c) & regular & c.notna())
+        streak = below.apply(lambda col: col.astype(int).groupby([(~col).cumsum().to_numpy(), day]).cumsum())   # run of bars below VWAP, within the day
+        e = (c > vw) & regular & (streak.groupby(day).shift(1, fill_value=0) >= s.below_bars)
+        crossed = (c < vw) & (c.groupby(day).shift(1) > vw.groupby(day).shift(1))                     # a cross below today's VWAP
+        x = (crossed & regular) | (rows(clk.minute >= s.exit_minute, c) & regular & c.notna())
         return sig(entries_long=e, exits_long=x, stop=I.day_range(bars.high, bars.low).low.where(e))
     raise KeyError(n)
 

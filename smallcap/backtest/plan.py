@@ -17,10 +17,9 @@ import pandas as pd
 from ..core import ConfigError, DataError
 from ..data.calendar import to_ny
 from ..data.panel import Panel
-from ..execution.costs import Costs, quoted_half_spread
+from ..execution.costs import Costs, paid_half_spread, quoted_half_spread
 from ..risk import NAT_NS, RiskConfig, RiskInputs, eod_window
 from ..strategy.base import Signals, Strategy
-
 
 # %% auto #0
 __all__ = ['FILLS', 'Plan', 'fingerprint', 'prepare', 'nonzero_cells', 'next_traded', 'next_traded_at']
@@ -210,15 +209,11 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     vol = bars.volume.to_numpy(float)
     if np.isnan(vol).any(): vol = np.nan_to_num(vol)                          # a panel from `Panel.from_bars` has 0 where no bar already
     inputs = RiskInputs.from_store(bars, store)                              # ATR, average volume and tick are computed on first use
-    if spread is not None: hs = spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)
-    elif costs.slippage == 'spread':
-        hs = costs.half_spread(raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float))
-        if store is not None:
-            q = quoted_half_spread(store, bars, timeframe).to_numpy(float)
-            hs = np.where(np.isfinite(q), q, hs)
-    elif costs.slippage == 'bps': hs = np.full(raw_c.shape, costs.slippage_bps / 1e4)
-    else: hs = np.zeros(raw_c.shape)
-    hs = np.ascontiguousarray(np.where(np.isfinite(hs), hs, 0.0))          # row-major, as the simulators read it
+    if spread is not None: hs = np.where(np.isfinite(h := spread.reindex(index=bars.index, columns=bars.close.columns).to_numpy(float)), h, 0.0)
+    else:
+        q = quoted_half_spread(store, bars, timeframe).to_numpy(float) if store is not None and costs.slippage == 'spread' else None
+        hs = paid_half_spread(costs, raw_c, bars.high.to_numpy(float), bars.low.to_numpy(float), q)
+    hs = np.ascontiguousarray(hs)                                            # row-major, as the simulators read it
     idx = bars.index
     ny = to_ny(idx)
     cal = trading_sessions(ny[0].date(), ny[-1].date())
@@ -237,7 +232,6 @@ def prepare(strategy: Strategy | Signals,  # a strategy configuration, or precom
     return Plan(idx, list(bars.symbols), _at_last_close(bars, 'open', close), close, vol, ~inputs.halted, hs,
                 inputs.ssr, ns('close'), ns('post_close'), float(gaps[np.argmax(counts)] / 1e9) if len(gaps) else 60.0,
                 sig, strat, costs, risk, float(cash), fill, m, bars, inputs)
-
 
 # %% ../../nbs/51_backtest.plan.ipynb #24cb463e
 def nonzero_cells(m: np.ndarray,  # a 2-D mask

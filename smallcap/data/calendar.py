@@ -46,7 +46,8 @@ def trading_sessions(start: Any,  # first date (inclusive): a date, string or ti
     if lo.tzinfo is not None: lo = lo.tz_convert(NY)
     if hi.tzinfo is not None: hi = hi.tz_convert(NY)
     if hi < lo: raise ConfigError(f"end {end} is before start {start}")
-    return _schedule(lo.date(), hi.date()).copy()
+    s = _schedule(dt.date(lo.year, 1, 1), dt.date(hi.year, 12, 31))          # whole years: one calendar load serves every range in them
+    return s[(s['date'] >= lo.date()) & (s['date'] <= hi.date())].reset_index(drop=True)
 
 # %% ../../nbs/10_data.calendar.ipynb #101642ce
 def to_ny(times: Any,  # tz-aware times: a Timestamp, DatetimeIndex or datetime Series

@@ -17,7 +17,7 @@ from ..core import ConfigError
 from ..data.panel import Panel
 
 # %% auto #0
-__all__ = ['SLIPPAGE_MODELS', 'fee_parts', 'Costs', 'quoted_half_spread']
+__all__ = ['SLIPPAGE_MODELS', 'fee_parts', 'Costs', 'quoted_half_spread', 'paid_half_spread']
 
 # %% ../../nbs/44_execution.costs.ipynb #49ed62cd
 def fee_parts(q: Any,  # shares of each execution (> 0)
@@ -152,3 +152,18 @@ def quoted_half_spread(store: Any,  # a TickStore or ParquetStore with quotes
     w = g.pivot(index='bar', columns='symbol', values='hs')
     w.index = pd.DatetimeIndex(w.index).tz_convert('UTC').as_unit(bars.index.unit)
     return w.reindex(index=bars.index, columns=bars.close.columns)
+
+# %% ../../nbs/44_execution.costs.ipynb #00bb6ece
+def paid_half_spread(costs: Costs,  # the cost model (its slippage model)
+                     close: np.ndarray,  # closes (NaN: no bar), any shape
+                     high: np.ndarray,  # highs, the same shape
+                     low: np.ndarray,  # lows
+                     quoted: np.ndarray | None = None,  # mean quoted half spreads of the same bars (NaN: no quote), or None
+                    ) -> np.ndarray:
+    "The half spread a fill pays (fraction of price), per bar and symbol: quoted where quotes exist under the spread model, else the model's; 0 where unknown."
+    if costs.slippage == 'spread':
+        hs = costs.half_spread(close, high, low)
+        if quoted is not None: hs = np.where(np.isfinite(quoted), quoted, hs)
+    elif costs.slippage == 'bps': hs = np.full(np.shape(close), costs.slippage_bps / 1e4)
+    else: hs = np.zeros(np.shape(close))
+    return np.where(np.isfinite(hs), hs, 0.0)

@@ -465,5 +465,5 @@ class VwapReclaim(_BlockStrategy):
         vw = _sind(b, vwap, b.high, b.low, c, b.volume, session='regular', bar_vwap=b.frame(b.vwap))
         # entries: (c > vw) & regular & (run of (c < vw) & regular up to the previous bar >= below_bars);
         # exits: (cross below vw | minute >= exit_minute with a bar) & regular
-        e, x = K.reclaim_nb(c, vw, regular, lab.minute >= self.exit_minute, self.below_bars)
+        e, x = K.reclaim_nb(c, vw, regular, lab.minute >= self.exit_minute, self.below_bars, lab.day)
         return dict(entries_long=e, exits_long=x, stop=_day_low_at(b, e, lab.code == 1))   # stop: day_range low
