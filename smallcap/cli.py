@@ -22,7 +22,7 @@ from .data.calendar import NY, to_ny
 __all__ = ['COMMANDS', 'DEMO_STEPS', 'DEMO_CONFIG', 'STACK', 'KERNEL_NAME', 'LazyGroup', 'main', 'use_modules', 'config',
            'stack_versions', 'kernel_python', 'demo_key', 'demo', 'data', 'data_sample', 'data_info', 'data_ingest',
            'data_delete', 'data_fetch', 'data_export', 'data_compact', 'run_options', 'scan', 'backtest',
-           'strategy_table', 'strategies', 'indicators', 'walkforward', 'report', 'docs']
+           'strategy_table', 'strategies', 'indicators', 'walkforward', 'live', 'live_replay', 'report', 'docs']
 
 # %% ../nbs/80_cli.ipynb #977e615b
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'indicators': ('smallcap.cli:indicators', 'List every pandas-ta indicator: inputs, parameters, outputs, native or pandas-ta, and its measured causality verdict.'),
     'backtest': ('smallcap.cli:backtest', 'Backtest a registered strategy on a store and save the result for a report.'),
     'walkforward': ('smallcap.cli:walkforward', 'Walk a strategy forward over a store, apply the deploy gate, save result and verdict.'),
+    'live': ('smallcap.cli:live', 'Run strategies on data as it arrives: replay recorded sessions through the live engine and the paper broker.'),
     'report': ('smallcap.cli:report', 'Publish a saved backtest or walk-forward result as a standalone HTML report.'),
     'docs': ('smallcap.cli:docs', 'Build a browsable HTML version of the notebooks and reports (no Quarto needed).'),
 }
@@ -717,6 +718,67 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
     click.echo(res.summary().to_string())
     if v is not None:
         click.echo(str(v))
+    click.echo(_saved_line(dest, reused))
+
+# %% ../nbs/80_cli.ipynb #bcd4ecaa
+@click.group()
+def live() -> None:
+    "Run strategies on data as it arrives: replays of recorded sessions (paper and live trading build on the same engine)."
+
+@live.command('replay')
+@click.argument('strategy')
+@click.argument('params', nargs=-1, metavar='[KEY=VALUE]...')
+@_STORE_OPT
+@click.option('--symbols', default=None, help='Comma-separated symbols (default: every symbol with bars in the range).')
+@click.option('--start', required=True, help='First New York date or aware time.')
+@click.option('--end', required=True, help='End (exclusive), a New York date or aware time.')
+@click.option('--timeframe', default='1min', show_default=True, help='Bar timeframe.')
+@click.option('--session', default='regular', show_default=True, type=click.Choice(['regular', 'premarket', 'after-hours', 'extended']))
+@click.option('--cash', default=100_000.0, show_default=True, type=float, help='Starting cash.')
+@click.option('--risk', 'risk_spec', multiple=True, help="Risk limits (repeatable): KEY=VALUE, YAML text or a YAML file.")
+@click.option('--cost', 'cost_pairs', multiple=True, metavar='KEY=VALUE', help='Cost model field (repeatable).')
+@click.option('--pace', default=None, type=float, help='Seconds of market time per second of clock (default: as fast as possible).')
+@click.option('--journal', 'journal_path', default=None, type=click.Path(dir_okay=False), help='Record the session in this journal file (a new one).')
+@click.option('--account', default='replay', show_default=True, help='Account id the journal records (never a credential).')
+@click.option('--status-halts/--bar-halts', default=True, show_default=True, help='Halts known from status events as they happen, or only from bars without trades (as a backtest).')
+@click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
+@click.option('--progress/--no-progress', default=True, show_default=True, help='Show a progress bar.')
+@click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
+def live_replay(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str, end: str, timeframe: str, session: str,
+                cash: float, risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...], pace: float | None, journal_path: str | None, account: str,
+                status_halts: bool, out: str | None, progress: bool, as_json: bool) -> None:
+    "Replay recorded sessions through the live engine and the paper broker; save the result (and the journal) for a report."
+    import json
+    from pathlib import Path
+    from smallcap.core import ConfigError
+    from smallcap.live.engine import kept_bars, replay
+    with _clean_errors():
+        strat = _strategy(strategy, params)
+        risk, costs = _risk(risk_spec), _costs(cost_pairs)
+        st = _store(store_path, read_only=True)
+        syms = [s.strip().upper() for s in symbols.split(',') if s.strip()] if symbols else None
+        j = None
+        if journal_path:
+            from smallcap.live.journal import Journal
+            if Path(journal_path).exists() and Path(journal_path).stat().st_size: raise ConfigError(f"--journal {journal_path} exists: a replay starts a new journal (give a new file)")
+            j = Journal(journal_path, account, strat.id)
+        try:
+            rp = replay(strat, st, _bound(start, '--start'), _bound(end, '--end'), symbols=syms, risk=risk, costs=costs, cash=cash, timeframe=timeframe,
+                        session=session, pace=pace, journal=j, progress=progress and not as_json, status_halts=status_halts,
+                        meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
+        finally:
+            if j is not None: j.close()
+        res = rp.result
+        dest, reused = _save_result(res, out, 'backtest')
+        _keep_chart_bars(dest, bars=kept_bars(rp.engine))
+    s = rp.engine.stats
+    if as_json:
+        click.echo(json.dumps({'result': str(dest), 'reused': reused, 'journal': journal_path, 'live': res.inputs.get('live'),
+                               'summary': {k: (v.item() if hasattr(v, 'item') else v) for k, v in res.summary().items()}, 'notes': res.notes}, default=str)); return
+    click.echo(f"{strat.id} replayed on {len(rp.engine.symbols)} symbols, {s.bars} {timeframe} bars, {s.events:,} events in {s.seconds:.1f}s (live engine, paper broker)")
+    click.echo(res.summary().to_string())
+    for n in res.notes: click.echo(f"note: {n}")
+    if journal_path: click.echo(f"journal: {journal_path}")
     click.echo(_saved_line(dest, reused))
 
 # %% ../nbs/80_cli.ipynb #54769a1d

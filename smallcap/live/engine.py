@@ -23,7 +23,7 @@ from .feed import Bar, BarBuilder, MarketStatus, Quote, Status, Trade
 
 # %% auto #0
 __all__ = ['WINDOW_FIELDS', 'BarWindow', 'newest_signals', 'SessionClock', 'QuoteSpreads', 'EngineStats', 'LiveEngine',
-           'live_result', 'Replay', 'replay']
+           'kept_bars', 'live_result', 'Replay', 'replay']
 
 # %% ../../nbs/72_live.engine.ipynb #8f2a07c4
 WINDOW_FIELDS: tuple[str, ...] = ('open', 'high', 'low', 'close', 'volume', 'vwap', 'trades')  # the bar fields a window keeps
@@ -376,7 +376,18 @@ async def _run(self: LiveEngine,
 
 LiveEngine.run = _run
 
-# %% ../../nbs/72_live.engine.ipynb #ff511e0b
+# %% ../../nbs/72_live.engine.ipynb #2ca1b693
+def kept_bars(engine: LiveEngine,  # an engine that ran with `keep=True`
+             ) -> Panel:
+    "Every bar the engine decided, as a `Panel` (the store's time unit)."
+    if not engine.kept: raise DataError("the engine decided no bars (keep=False, or an empty feed): there is no result to assemble")
+    ns = np.array([k[0] for k in engine.kept], np.int64)
+    idx = pd.DatetimeIndex(ns.view('datetime64[ns]'), name='ts').tz_localize('UTC')
+    if not (ns % 1000).any(): idx = idx.as_unit('us')                        # the store's unit
+    cols = pd.Index(engine.symbols, dtype=object)
+    frame = lambda a: pd.DataFrame(a, index=idx, columns=cols, copy=False)
+    return Panel(**{f: frame(np.vstack([k[1][f] for k in engine.kept])) for f in WINDOW_FIELDS})
+
 def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
                 store: Any = None,  # the store its bars came from (quoted spreads, SSR days, data description)
                 meta: dict[str, Any] | None = None,  # data description (source, session, ...)
@@ -386,13 +397,7 @@ def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
     from smallcap.backtest.plan import prepare
     from smallcap.backtest.result import assemble
     from smallcap.core import OrderStatus
-    if not engine.kept: raise DataError("the engine decided no bars (keep=False, or an empty feed): there is no result to assemble")
-    ns = np.array([k[0] for k in engine.kept], np.int64)
-    idx = pd.DatetimeIndex(ns.view('datetime64[ns]'), name='ts').tz_localize('UTC')
-    if not (ns % 1000).any(): idx = idx.as_unit('us')                        # the store's unit
-    cols = pd.Index(engine.symbols, dtype=object)
-    frame = lambda a: pd.DataFrame(a, index=idx, columns=cols, copy=False)
-    bars = Panel(**{f: frame(np.vstack([k[1][f] for k in engine.kept])) for f in WINDOW_FIELDS})
+    bars = kept_bars(engine)
     plan = prepare(engine.strategy, bars, engine.costs, engine.risk, engine.cash, 'realistic', store, engine.timeframe, meta=meta)
     om, sim = engine.loop.orders, engine.sim
     st = {cid: (sim.progress(cid) if hasattr(sim, 'progress') else (lambda o: (o.status, o.filled, 1))(sim.order(cid))) for _, cid in om.sent}
