@@ -287,7 +287,8 @@ class OrderManager:
             t = self.time if self.time is not None else ev.ts
             it = Intent.EXIT_SHORT if buy else Intent.EXIT_LONG
             n = int(st.protections[j]); st.protections[j] += 1
-            why = self.live[self.exit[j]].reason if self.has_exit[j] else ('exit_trailing' if self.live[self.stop[j]].trail else 'exit_stop')
+            x = self.live.get(self.exit[j] if self.has_exit[j] else self.stop[j])
+            why = x.reason if x is not None and x.role == 'exit' else 'exit_trailing' if x is not None and x.trail else 'exit_stop'
             self._set('exit', j, self._send(j, t, buy, f.qty, 'exit', it, client_order_id(self.sid, self.upper[j], t, it, n + 1), why))
         elif st.qty[j] == 0:
             self._cancel_protection(j)
@@ -317,7 +318,7 @@ class OrderManager:
             if done: self._drop_entry(j, r.client_id)
             if self.protect: self._protect(j, self.atr)
         elif role != 'exit' and self.entry[j]: self._cancel_entries(j)       # a stop/target fill: the working entry goes
-        if role == 'exit' and done and r.client_id == self.exit[j]: self._set('exit', j, None)
+        if done and role != 'entry' and r.client_id == getattr(self, role)[j]: self._set(role, j, None)   # a done exit, stop or target leaves its slot
         if st.qty[j] == 0:
             self._cancel_protection(j)
             if self.exit[j] is not None: self._cancel(self.exit[j]); self._set('exit', j, None)
