@@ -234,7 +234,7 @@ class OrderManager:
             if cid not in opened and cid not in self.live: self.done.setdefault(cid, k)
         for st in opened.values():
             o = st.order
-            if o.client_id in self.live or o.symbol not in self.state: continue
+            if o.client_id in self.live or o.symbol not in self.state or o.strategy != self.sid: continue   # another strategy's orders are not ours
             j, it = self.state.index_of(o.symbol), str(o.intent)
             role = ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
                     else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
