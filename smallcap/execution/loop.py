@@ -17,7 +17,7 @@ from .broker import Broker, EventKind, OrderEvent, submit_once
 from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
 # %% auto #0
-__all__ = ['OrderRecord', 'reason_text', 'halts_entries', 'OrderManager', 'TradingLoop']
+__all__ = ['OrderRecord', 'reason_text', 'order_role', 'halts_entries', 'OrderManager', 'TradingLoop']
 
 # %% ../../nbs/47_execution.loop.ipynb #49014f5a
 @dataclass(eq=False, slots=True)
@@ -40,6 +40,13 @@ def reason_text(bits: int,  # a bit mask of reason codes
     r = _cache.get(bits)
     if r is None: r = _cache[bits] = ','.join(reasons_of(bits))
     return r
+
+def order_role(o: Order,  # an order of this loop's strategy
+              ) -> str:
+    "The role an order plays for the order manager, read from its intent and type: 'entry', 'stop', 'target' or 'exit'."
+    it = str(o.intent)
+    return ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
+            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
 
 _PROTECTIVE_BITS = reason_mask(Reason.EXIT_STOP, Reason.EXIT_TRAILING, Reason.EXIT_TARGET)
 
@@ -235,9 +242,7 @@ class OrderManager:
         for st in opened.values():
             o = st.order
             if o.client_id in self.live or o.symbol not in self.state or o.strategy != self.sid: continue   # another strategy's orders are not ours
-            j, it = self.state.index_of(o.symbol), str(o.intent)
-            role = ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
-                    else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
+            j, it, role = self.state.index_of(o.symbol), str(o.intent), order_role(o)
             k = known.get(o.client_id)
             self.live[o.client_id] = OrderRecord(o.client_id, j, role, o.side is Side.BUY, it, k.reason if k else 'adopted', st.remaining,
                                                  k.trail if k else False, int(st.filled))

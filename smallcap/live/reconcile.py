@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..core import BrokerError, ConfigError, Fill, OrderType, Side, to_utc
+from ..core import BrokerError, ConfigError, Fill, Side, to_utc
 from ..execution.broker import EventKind, OrderEvent, OrderState
-from ..execution.loop import OrderRecord, TradingLoop
+from ..execution.loop import OrderRecord, TradingLoop, order_role
 from .journal import Journal, _record, order_of
 
 # %% auto #0
@@ -78,12 +78,6 @@ def _journal_view(journal: Journal) -> tuple[dict[str, Any], set[str], set[str]]
         if r.payload['kind'] in _DONE: done.add(r.client_id)
     return orders, answered, done
 
-def _role(o: Any) -> str:
-    "An order's role in the order manager, from its intent and type (as `OrderManager.adopt` reads them)."
-    it = str(o.intent)
-    return ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
-            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
-
 def known_records(journal: Journal,  # the journal
                   loop: TradingLoop,  # the loop whose state columns the records use
                  ) -> dict[str, OrderRecord]:
@@ -95,7 +89,7 @@ def known_records(journal: Journal,  # the journal
     out = {}
     for cid, o in orders.items():
         if o.symbol not in st: continue
-        role = _role(o)
+        role = order_role(o)
         reason = {'stop': 'exit_trailing' if trailing else 'exit_stop', 'target': 'exit_target'}.get(role) or why.get((o.bar_time, o.symbol, str(o.intent)), 'journal')
         n = counted.get(cid, 0)
         out[cid] = OrderRecord(cid, st.index_of(o.symbol), role, o.side is Side.BUY, str(o.intent), reason, max(o.qty - n, 0), role == 'stop' and trailing, n)
