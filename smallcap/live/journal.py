@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, Fill, Order, to_utc
-from ..execution.broker import _TERMINAL, EventKind, OrderEvent
+from ..execution.broker import EventKind, OrderEvent
 from ..risk import Decisions, RiskState, reasons_of
 
 # %% auto #0
-__all__ = ['SCHEMA', 'APP', 'KINDS', 'order_of', 'fill_of', 'event_of', 'Journal']
+__all__ = ['SCHEMA', 'APP', 'KINDS', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
 
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
@@ -51,10 +51,10 @@ def _ts_ns(ts: Any) -> int:
     return pd.Timestamp.now(tz='UTC').value if ts is None else to_utc(ts).value
 
 # %% ../../nbs/71_live.journal.ipynb #775fa6ee
-def _record(obj: Any) -> dict[str, Any]:
+def record(obj: Any) -> dict[str, Any]:
     "The fields of an `Order`, `Fill` or `OrderEvent` as a JSON-safe dict (a fill inside an event nested)."
     import dataclasses
-    return {f.name: (_record(v) if dataclasses.is_dataclass(v) else v) for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}
+    return {f.name: (record(v) if dataclasses.is_dataclass(v) else v) for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}
 
 def order_of(d: Mapping[str, Any]) -> Order:
     "An `Order` back from its journal payload."
@@ -134,6 +134,13 @@ class Journal:
         "Write one record durably (committed and synced before this returns); its sequence number."
         return self._write([(kind, payload, ts, client_id)])
 
+    def write(self, rows: Sequence[tuple[str, Any, Any, str | None]],  # (kind, payload, ts, client_id); an `Order`, `Fill` or `OrderEvent` payload (also one inside a dict) as its fields
+             ) -> int:
+        "Write several records in one transaction (all or none survive a crash); the last sequence number."
+        import dataclasses
+        rec = lambda v: record(v) if dataclasses.is_dataclass(v) else v
+        return self._write([(k, record(p) if dataclasses.is_dataclass(p) else {a: rec(v) for a, v in p.items()}, ts, c) for k, p, ts, c in rows])
+
     def _write(self, rows: Sequence[tuple[str, Mapping[str, Any], Any, str | None]]) -> int:
         "Write records in one transaction: all or none survive a crash."
         out = []
@@ -153,19 +160,19 @@ class Journal:
     def intent(self, order: Order,  # the order about to be sent
               ) -> int:
         "An order intent, written before the order is sent."
-        return self.append('intent', _record(order), None, order.client_id)
+        return self.append('intent', record(order), None, order.client_id)
 
     def event(self, ev: OrderEvent,  # a broker answer or order event
              ) -> int:
         "One order event; its fill, if any, in the same transaction."
-        rows = [('event', _record(ev), ev.ts, ev.client_id)]
-        if ev.fill is not None: rows.append(('fill', _record(ev.fill), ev.fill.ts, ev.fill.client_id))
+        rows = [('event', record(ev), ev.ts, ev.client_id)]
+        if ev.fill is not None: rows.append(('fill', record(ev.fill), ev.fill.ts, ev.fill.client_id))
         return self._write(rows)
 
     def fill(self, f: Fill,  # an execution learnt outside an order event (a reconcile)
             ) -> int:
         "One execution."
-        return self.append('fill', _record(f), f.ts, f.client_id)
+        return self.append('fill', record(f), f.ts, f.client_id)
 
     def snapshot(self, state: RiskState,  # the engine's risk state
                  ts: Any = None,  # when (None: now)
@@ -223,7 +230,7 @@ class Journal:
         f = self._frame('intent', [x.name for x in dataclasses.fields(Order)])
         f['bar_time'] = pd.to_datetime(f.bar_time, utc=True)
         e = self._frame('event', ['client_id', 'kind', 'filled', 'remaining', 'reason'])
-        end = e[e.kind.isin([str(k) for k in _TERMINAL])].drop(columns='seq').groupby('client_id').first()   # an order's first terminal event stands
+        end = e[e.kind.isin([str(k) for k in EventKind if OrderEvent(k, '', pd.Timestamp(0, tz='UTC')).terminal])].drop(columns='seq').groupby('client_id').first()   # an order's first terminal event stands
         last = e.drop(columns='seq').groupby('client_id').last()
         last = end.combine_first(last).assign(filled=e.groupby('client_id').filled.max()).rename(columns={'kind': 'status'})
         return f.join(last, on='client_id').fillna({'status': 'sent', 'filled': 0, 'remaining': f.qty, 'reason': ''}).astype({'filled': 'int64', 'remaining': 'int64'})

@@ -13,7 +13,7 @@ import pandas as pd
 from ..core import BrokerError, ConfigError, Fill, Side, to_utc
 from ..execution.broker import EventKind, OrderEvent, OrderState
 from ..execution.loop import OrderRecord, TradingLoop, order_role
-from .journal import Journal, _record, order_of
+from .journal import Journal, order_of
 
 # %% auto #0
 __all__ = ['Reconciliation', 'known_records', 'reconcile']
@@ -145,14 +145,14 @@ def reconcile(journal: Journal,  # the session's journal
         if st is None:
             rec.closed.append(cid)
             why = 'reconcile: never reached the broker' if cid not in answered else 'reconcile: the broker does not know it'
-            rows.append(('event', _record(OrderEvent(EventKind.CANCELED, cid, to_utc(now) if now is not None else pd.Timestamp.now(tz='UTC'),
-                                                     filled=counted.get(cid, 0), reason=why)), now, cid))
+            rows.append(('event', OrderEvent(EventKind.CANCELED, cid, to_utc(now) if now is not None else pd.Timestamp.now(tz='UTC'),
+                                                     filled=counted.get(cid, 0), reason=why), now, cid))
             continue
         if cid in mine:
             if policy == 'cancel': rec.cancelled.append(cid); continue                # not the journal's to count: its fills show as a mismatch
             rec.adopted.append(cid)
             rows.append(('answer', {'op': 'adopt', 'status': str(st.status), 'filled': int(st.filled), 'avg_price': float(st.avg_price),
-                                    'order': _record(st.order)}, now, cid))
+                                    'order': st.order}, now, cid))
         elif cid not in answered:
             rec.looked_up.append(cid)
             rows.append(('answer', {'op': 'lookup', 'status': str(st.status), 'filled': int(st.filled), 'avg_price': float(st.avg_price)}, st.updated, cid))
@@ -163,8 +163,8 @@ def reconcile(journal: Journal,  # the session's journal
             if not (evs and evs[-1].terminal):
                 evs.append(OrderEvent(_KIND[str(st.status)], cid, st.updated or pd.Timestamp.now(tz='UTC'), filled=int(st.filled), reason='reconcile'))
         for e in evs:
-            rows.append(('event', _record(e), e.ts, cid))
-            if e.fill is not None: rows.append(('fill', _record(e.fill), e.fill.ts, cid)); rec.fills.append(e.fill)
+            rows.append(('event', e, e.ts, cid))
+            if e.fill is not None: rows.append(('fill', e.fill, e.fill.ts, cid)); rec.fills.append(e.fill)
     # 3. positions after the missed fills
     state = loop.state.copy()
     state.apply_fills(rec.fills)
@@ -174,7 +174,7 @@ def reconcile(journal: Journal,  # the session's journal
         if a != b: rec.mismatch[s] = (a, b)
     if rec.halted: state.entries_halted = 'reconcile: position mismatch ' + ', '.join(f"{s} state {a} != broker {b}" for s, (a, b) in rec.mismatch.items())
     rows.append(('reconcile', {**rec.to_dict(), 'resumed': len(working) - len(rec.cancelled)}, now, None))
-    journal._write(rows)                                                             # one transaction: all of it, or none
+    journal.write(rows)                                                             # one transaction: all of it, or none
     # 4. the loop takes the state and the broker's working orders over, with the journal's records
     loop.state.apply_fills(rec.fills)
     loop.state.entries_halted = state.entries_halted
