@@ -180,6 +180,20 @@ def test_the_journal_of_a_replay_rebuilds_the_engines_state(store, tmp_path):
     assert kinds['fill'] == len(live.result.fills)
 
 
+def test_a_restart_reconciles_before_it_trades(store, tmp_path):
+    "A second engine on the same journal and broker rebuilds the state from the journal and reconciles first: nothing to fix, same positions."
+    s = strategy('sma_cross')
+    j = Journal(tmp_path / 'j.sqlite', 'replay', s.id)
+    first = replay(s, store, START, '2025-11-26', risk=RISKS['binding'], journal=j).engine
+    again = LiveEngine(s, first.symbols, first.sim, RISKS['binding'], journal=j)
+    rec = again.reconciliation
+    assert rec is not None and not rec.halted, str(rec)
+    np.testing.assert_array_equal(again.state.qty, first.state.qty)
+    assert abs(again.state.cash - first.state.cash) < 1e-6
+    assert j.events('reconcile').shape[0] == 1
+    assert len(again.loop.orders.live) == len(first.sim.open_orders())         # the working orders adopted with the journal's records
+
+
 def test_bad_input_is_refused(store):
     with pytest.raises(ConfigError, match='unknown strategy|not registered|no strategy'): replay('no_such_strategy', store, START, END)
     with pytest.raises(DataError, match='nothing to replay'): replay('sma_cross', store, START, END, symbols=['NOPE'])

@@ -181,6 +181,7 @@ class LiveEngine:
                  keep: bool = True,  # keep every bar and signal row, for `result()`
                  capacity: int = 1024,  # bars the window holds before it compacts
                  status_halts: bool = True,  # a status halt marks its symbol halted at the close of the bar it began in (False: halted only in bars without trades, as a backtest knows it)
+                 policy: str = 'cancel',  # on a restart, broker orders the journal does not know: 'adopt' or 'cancel'
                 ) -> None:
         from smallcap.data.store import canonical_timeframe, timeframe_us
         if not isinstance(strategy, Strategy): raise ConfigError(f"strategy must be a Strategy configuration, got {type(strategy).__name__}")
@@ -191,13 +192,19 @@ class LiveEngine:
         self.risk, self.costs = risk or RiskConfig(), costs or Costs()
         self.timeframe, self.step = canonical_timeframe(timeframe), timeframe_us(timeframe) * 1000
         self.cash = float(cash)
-        self.state = state if state is not None else RiskState.new(syms, self.cash)
-        if state is not None: self.state.align(syms)
+        again = journal is not None and bool(journal.known())              # a journal of an earlier run: restart from it
+        if state is None: state = journal.rebuild_state(syms, self.cash) if again else RiskState.new(syms, self.cash)
+        self.state = state
+        self.state.align(syms)
         self.market = broker is None or hasattr(broker, 'on_bar')        # a simulated market: the engine hands it each bar
         self.sim = broker if broker is not None else SimBroker(syms, self.cash, self.costs, participation=self.costs.participation)
         self.journal = journal
         b = journal.guard(self.sim) if journal is not None else self.sim
         self.loop = TradingLoop(RiskEngine(self.risk), self.state, b, strategy.id, protect=True, day_entries=True, journal=journal)
+        self.reconciliation = None
+        if again:                                                          # before any order: journal and broker agree
+            from smallcap.live.reconcile import reconcile
+            self.reconciliation = reconcile(journal, self.sim, self.loop, policy)
         self.window = BarWindow(syms, capacity)
         self.inputs = RiskInputStream(syms)
         self.spreads = QuoteSpreads(syms, self.step)
