@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..core import Intent, Order, OrderStatus, OrderType, Side, TimeInForce, client_order_id
+from ..core import Intent, Order, OrderError, OrderStatus, OrderType, Side, TimeInForce, client_order_id
 from .broker import Broker, EventKind, OrderEvent, submit_once
 from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
@@ -165,13 +165,13 @@ class OrderManager:
         n = int(st.protections[j]); st.protections[j] += 1
         t, sym, buy = self.time, self.upper[j], q < 0
         if np.isfinite(lvl[0]) and lvl[0] > 0:
-            cid = self._send(j, t, buy, abs(q), 'stop', Intent.STOP_LOSS, client_order_id(self.sid, sym, t, Intent.STOP_LOSS, n),
+            cid = self._send(j, t, buy, abs(q), 'stop', Intent.STOP_LOSS, client_order_id(self.sid, sym, t, Intent.STOP_LOSS, n + 1),
                              'exit_trailing' if trail[0] else 'exit_stop', stop_price=float(lvl[0]))
             self.live[cid].trail = bool(trail[0])
             self._set('stop', j, cid); self.level[j] = lvl[0]
         tg = float(st.target[j])
         if np.isfinite(tg):
-            self._set('target', j, self._send(j, t, buy, abs(q), 'target', Intent.TAKE_PROFIT, client_order_id(self.sid, sym, t, Intent.TAKE_PROFIT, n),
+            self._set('target', j, self._send(j, t, buy, abs(q), 'target', Intent.TAKE_PROFIT, client_order_id(self.sid, sym, t, Intent.TAKE_PROFIT, n + 1),
                                               'exit_target', limit=tg))
 
     # ---- orders ----------------------------------------------------------------------------------------
@@ -182,7 +182,9 @@ class OrderManager:
 
     def _send(self, j: int, t: pd.Timestamp, buy: bool, qty: int, role: str, intent: Any, cid: str, reason: str, limit: float | None = None,
               stop: float = np.nan, target: float = np.nan, requested: int | None = None, stop_price: float | None = None, ext: bool = False) -> str:
-        "Send one order (idempotently) and record it."
+        "Send one order (idempotently) and record it. A client id is never reused: a decision's exit and the protection placed in the same bar differ by attempt."
+        if cid in self.live or cid in self.closing or cid in self.done:
+            raise OrderError(f"client id {cid} ({intent} {self.upper[j]} at {t}) was already sent: a second order under it would be the first one")
         typ = OrderType.STOP if stop_price is not None else OrderType.LIMIT if limit is not None else OrderType.MARKET
         tif = TimeInForce.DAY if role == 'entry' and self.day_entries else TimeInForce.GTC
         o = Order(self.sid, self.upper[j], Side.BUY if buy else Side.SELL, qty, t, intent, type=typ, tif=tif, limit_price=limit,
