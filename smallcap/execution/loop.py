@@ -182,9 +182,11 @@ class OrderManager:
 
     def _send(self, j: int, t: pd.Timestamp, buy: bool, qty: int, role: str, intent: Any, cid: str, reason: str, limit: float | None = None,
               stop: float = np.nan, target: float = np.nan, requested: int | None = None, stop_price: float | None = None, ext: bool = False) -> str:
-        "Send one order (idempotently) and record it. A client id is never reused: a decision's exit and the protection placed in the same bar differ by attempt."
-        if cid in self.live or cid in self.closing or cid in self.done:
-            raise OrderError(f"client id {cid} ({intent} {self.upper[j]} at {t}) was already sent: a second order under it would be the first one")
+        "Send one order (idempotently) and record it; the same order again (a minute decided again after a restart) is the one already working."
+        if (was := self.live.get(cid) or self.closing.get(cid)) is not None:     # a client id names one order: never two under it
+            if (was.j, was.role, was.buy, was.remaining + was.filled) == (j, role, buy, qty): return cid
+            raise OrderError(f"client id {cid} ({role} {intent} {'buy' if buy else 'sell'} {qty} {self.upper[j]} at {t}) already names a working "
+                             f"{was.role} {'buy' if was.buy else 'sell'} {was.remaining + was.filled}: a second order under it would be the first one")
         typ = OrderType.STOP if stop_price is not None else OrderType.LIMIT if limit is not None else OrderType.MARKET
         tif = TimeInForce.DAY if role == 'entry' and self.day_entries else TimeInForce.GTC
         o = Order(self.sid, self.upper[j], Side.BUY if buy else Side.SELL, qty, t, intent, type=typ, tif=tif, limit_price=limit,

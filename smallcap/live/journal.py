@@ -286,6 +286,12 @@ class Journal:
         if list(symbols) != s.symbols.tolist(): s.reindex(list(dict.fromkeys([*symbols, *s.symbols[(s.qty != 0) | (s.pending != 0)].tolist()])))
         return s
 
+    def resume_time(self) -> pd.Timestamp | None:
+        "Time of the latest snapshot: the end of the last minute an engine decided, where a restart resumes (None: no snapshot yet)."
+        row = self.con.execute("SELECT ts FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else pd.Timestamp(row[0], tz='UTC')
+
+
 # %% ../../nbs/71_live.journal.ipynb #04fe7443
 class _IntentFirst:
     "A broker proxy: each order's intent journalled before it is submitted, and the broker's answer (or error) after; the rest passes through."
