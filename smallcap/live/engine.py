@@ -160,6 +160,7 @@ class EngineStats:
     late_bars: int = 0  # bars that arrived after their minute was decided (dropped)
     events: int = 0  # feed events taken
     seconds: float = 0.0  # wall time in `run`
+    resumed: int = 0  # minutes decided before a restart (the journal's last snapshot): replayed into the window and risk inputs only
     decide_ms: list[float] = dataclasses.field(default_factory=list)  # per decided minute: milliseconds from its last bar to the orders handed to the broker
 
 # %% ../../nbs/72_live.engine.ipynb #158a8990
@@ -177,10 +178,11 @@ class LiveEngine:
                  session: str | None = 'regular',  # session of bars built from trades (as `TickStore.bars`)
                  stale_after: float | None = None,  # seconds after a bar's close past which it is not decided (None: never stale)
                  clock: Callable[[], float] | None = None,  # wall clock in epoch seconds for lateness (None: the feed's own time, as a replay runs)
-                 snapshot_every: int = 30,  # journal a snapshot every this many decided minutes (and at the stop)
+                 snapshot_every: int = 1,  # journal a snapshot every this many decided minutes (and at the stop): a restart resumes after the latest one
                  keep: bool = True,  # keep every bar and signal row, for `result()`
                  capacity: int = 1024,  # bars the window holds before it compacts
                  status_halts: bool = True,  # a status halt marks its symbol halted at the close of the bar it began in (False: halted only in bars without trades, as a backtest knows it)
+                 policy: str = 'cancel',  # on a restart, broker orders the journal does not know: 'adopt' or 'cancel'
                 ) -> None:
         from smallcap.data.store import canonical_timeframe, timeframe_us
         if not isinstance(strategy, Strategy): raise ConfigError(f"strategy must be a Strategy configuration, got {type(strategy).__name__}")
@@ -191,13 +193,21 @@ class LiveEngine:
         self.risk, self.costs = risk or RiskConfig(), costs or Costs()
         self.timeframe, self.step = canonical_timeframe(timeframe), timeframe_us(timeframe) * 1000
         self.cash = float(cash)
-        self.state = state if state is not None else RiskState.new(syms, self.cash)
-        if state is not None: self.state.align(syms)
+        again = journal is not None and (bool(journal.known()) or journal.resume_time() is not None)   # a journal of an earlier run: restart from it
+        if state is None: state = journal.rebuild_state(syms, self.cash) if again else RiskState.new(syms, self.cash)
+        self.state = state
+        self.state.align(syms)
         self.market = broker is None or hasattr(broker, 'on_bar')        # a simulated market: the engine hands it each bar
         self.sim = broker if broker is not None else SimBroker(syms, self.cash, self.costs, participation=self.costs.participation)
         self.journal = journal
         b = journal.guard(self.sim) if journal is not None else self.sim
         self.loop = TradingLoop(RiskEngine(self.risk), self.state, b, strategy.id, protect=True, day_entries=True, journal=journal)
+        self.reconciliation = None
+        rt = journal.resume_time() if again else None
+        self.resume_after = None if rt is None else rt.value                # minutes ending at or before it were decided before the restart
+        if again:                                                          # before any order: journal and broker agree
+            from smallcap.live.reconcile import reconcile
+            self.reconciliation = reconcile(journal, self.sim, self.loop, policy)
         self.window = BarWindow(syms, capacity)
         self.inputs = RiskInputStream(syms)
         self.spreads = QuoteSpreads(syms, self.step)
@@ -282,7 +292,8 @@ def _close(self: LiveEngine) -> None:
     traded = ~inp.halted
     day, sess, s_close, e_close = self.sessions.at(t)
     when, end = _stamp(t), _stamp(t + self.step)
-    if self.market:
+    again = self.resume_after is not None and end.value <= self.resume_after   # decided before a restart: window and inputs only
+    if self.market and not again:
         hs = paid_half_spread(self.costs, c, h, l, self.spreads.take(t) if self.costs.slippage == 'spread' else None)
         if self.sim.working:
             self.loop.begin_bar(when, self._atr)
@@ -292,6 +303,7 @@ def _close(self: LiveEngine) -> None:
     sig, first = newest_signals(self.strategy, self.window)
     self.window.forget(first)
     if self.keep: self.kept.append((t, bar, sig))
+    if again: self.stats.resumed += 1; return
     late = self.stale_after is not None and self.clock is not None and self.clock() - end.value / 1e9 > self.stale_after
     halted = ~traded | self.status.flags(self.symbols, end)[0] if self.status.halted and self.status_halts else ~traded
     if late: self.stats.stale += 1; return
@@ -345,7 +357,8 @@ async def _run(self: LiveEngine,
     t0 = time.perf_counter()
     if self.journal is not None:
         self.journal.note('start', None, strategy=self.strategy.id, params=self.strategy.params(), symbols=len(self.symbols), timeframe=self.timeframe,
-                          risk=self.risk.to_dict(), cash=self.cash)
+                          risk=self.risk.to_dict(), cash=self.cash,
+                          resume_after=None if self.resume_after is None else _stamp(self.resume_after).isoformat())
     loop = asyncio.get_running_loop()
     installed = []
     if signals:
@@ -438,6 +451,8 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
            progress: bool = False,  # show a progress bar
            meta: dict[str, Any] | None = None,  # data description for the result
            status_halts: bool = True,  # halts known from status events as they happen (False: only from bars without trades, as a backtest)
+           broker: Any = None,  # a paper market that outlives the engine (e.g. `smallcap.live.paper.PaperBroker`; None: an in-process `SimBroker`)
+           policy: str = 'cancel',  # a restart on the journal: broker orders the journal does not know are 'adopt'ed or 'cancel'led
           ) -> Replay:
     "Recorded sessions through the live engine and the paper broker: the result in the backtest schema, and the engine."
     from smallcap.live.feed import ReplayFeed
@@ -452,7 +467,7 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
     minutes = len(set(b.column('ts').cast('int64').to_pylist()))
     kinds = ('bars', 'status') + (('quotes',) if costs.slippage == 'spread' else ())
     feed = ReplayFeed(store, syms, start, end, kinds=kinds, pace=pace, timeframe=timeframe, session=session, chunk='1D')   # a day per query
-    eng = LiveEngine(strategy, syms, None, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts)
+    eng = LiveEngine(strategy, syms, broker, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts, policy=policy)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -17,7 +17,7 @@ from ..execution.broker import EventKind, OrderEvent
 from ..risk import Decisions, RiskState, reasons_of
 
 # %% auto #0
-__all__ = ['SCHEMA', 'APP', 'KINDS', 'order_of', 'fill_of', 'event_of', 'Journal']
+__all__ = ['SCHEMA', 'APP', 'KINDS', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
 
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
@@ -51,10 +51,10 @@ def _ts_ns(ts: Any) -> int:
     return pd.Timestamp.now(tz='UTC').value if ts is None else to_utc(ts).value
 
 # %% ../../nbs/71_live.journal.ipynb #775fa6ee
-def _record(obj: Any) -> dict[str, Any]:
+def record(obj: Any) -> dict[str, Any]:
     "The fields of an `Order`, `Fill` or `OrderEvent` as a JSON-safe dict (a fill inside an event nested)."
     import dataclasses
-    return {f.name: (_record(v) if dataclasses.is_dataclass(v) else v) for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}
+    return {f.name: (record(v) if dataclasses.is_dataclass(v) else v) for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}
 
 def order_of(d: Mapping[str, Any]) -> Order:
     "An `Order` back from its journal payload."
@@ -134,6 +134,13 @@ class Journal:
         "Write one record durably (committed and synced before this returns); its sequence number."
         return self._write([(kind, payload, ts, client_id)])
 
+    def write(self, rows: Sequence[tuple[str, Any, Any, str | None]],  # (kind, payload, ts, client_id); an `Order`, `Fill` or `OrderEvent` payload (also one inside a dict) as its fields
+             ) -> int:
+        "Write several records in one transaction (all or none survive a crash); the last sequence number."
+        import dataclasses
+        rec = lambda v: record(v) if dataclasses.is_dataclass(v) else v
+        return self._write([(k, record(p) if dataclasses.is_dataclass(p) else {a: rec(v) for a, v in p.items()}, ts, c) for k, p, ts, c in rows])
+
     def _write(self, rows: Sequence[tuple[str, Mapping[str, Any], Any, str | None]]) -> int:
         "Write records in one transaction: all or none survive a crash."
         out = []
@@ -153,19 +160,19 @@ class Journal:
     def intent(self, order: Order,  # the order about to be sent
               ) -> int:
         "An order intent, written before the order is sent."
-        return self.append('intent', _record(order), None, order.client_id)
+        return self.append('intent', record(order), None, order.client_id)
 
     def event(self, ev: OrderEvent,  # a broker answer or order event
              ) -> int:
         "One order event; its fill, if any, in the same transaction."
-        rows = [('event', _record(ev), ev.ts, ev.client_id)]
-        if ev.fill is not None: rows.append(('fill', _record(ev.fill), ev.fill.ts, ev.fill.client_id))
+        rows = [('event', record(ev), ev.ts, ev.client_id)]
+        if ev.fill is not None: rows.append(('fill', record(ev.fill), ev.fill.ts, ev.fill.client_id))
         return self._write(rows)
 
     def fill(self, f: Fill,  # an execution learnt outside an order event (a reconcile)
             ) -> int:
         "One execution."
-        return self.append('fill', _record(f), f.ts, f.client_id)
+        return self.append('fill', record(f), f.ts, f.client_id)
 
     def snapshot(self, state: RiskState,  # the engine's risk state
                  ts: Any = None,  # when (None: now)
@@ -218,12 +225,14 @@ class Journal:
         return f
 
     def orders(self) -> pd.DataFrame:
-        "Every order intent (the `Order` fields) with its last event: status, filled, remaining, reason."
+        "Every order intent (the `Order` fields) with its outcome: status, filled, remaining, reason (its first terminal event stands: later events change nothing)."
         import dataclasses
         f = self._frame('intent', [x.name for x in dataclasses.fields(Order)])
         f['bar_time'] = pd.to_datetime(f.bar_time, utc=True)
         e = self._frame('event', ['client_id', 'kind', 'filled', 'remaining', 'reason'])
-        last = e.drop(columns='seq').groupby('client_id').last().rename(columns={'kind': 'status'})
+        end = e[e.kind.isin([str(k) for k in EventKind if OrderEvent(k, '', pd.Timestamp(0, tz='UTC')).terminal])].drop(columns='seq').groupby('client_id').first()   # an order's first terminal event stands
+        last = e.drop(columns='seq').groupby('client_id').last()
+        last = end.combine_first(last).assign(filled=e.groupby('client_id').filled.max()).rename(columns={'kind': 'status'})
         return f.join(last, on='client_id').fillna({'status': 'sent', 'filled': 0, 'remaining': f.qty, 'reason': ''}).astype({'filled': 'int64', 'remaining': 'int64'})
 
     def decision_frame(self) -> pd.DataFrame:
@@ -231,15 +240,43 @@ class Journal:
         return self._frame('decision', ['time', 'symbol', 'side', 'intent', 'requested', 'approved', 'action', 'reasons', 'price',
                                         'limit', 'stop', 'target', 'at_bar', 'extended_hours']).assign(time=lambda f: pd.to_datetime(f.time, utc=True))
 
+    def known(self) -> set[str]:
+        "Client ids of the orders of this journal: those with an intent, and those a reconcile adopted."
+        q = "SELECT DISTINCT client_id FROM events WHERE kind = 'intent' OR (kind = 'answer' AND json_extract(payload, '$.op') = 'adopt')"
+        return {c for (c,) in self.con.execute(q)}
+
+    def counted(self, upto: int | None = None,  # only records up to this seq (None: all)
+               ) -> dict[str, int]:
+        "Shares filled per client id as the fills are counted: the most any fill event said was filled (a repeated or late event adds nothing)."
+        q = ("SELECT client_id, max(json_extract(payload, '$.filled')) FROM events WHERE kind = 'event' AND json_extract(payload, '$.fill') IS NOT NULL"
+             + ('' if upto is None else ' AND seq <= ?') + ' GROUP BY client_id')
+        return {c: int(n) for c, n in self.con.execute(q, () if upto is None else (upto,))}
+
+    def _unique_fills(self, after: int) -> list[Fill]:
+        "The fills written after seq `after`, each counted once as `OrderManager.on_event` counts them: by its event's cumulative shares per order."
+        import dataclasses
+        known, done, out = self.known(), self.counted(after), []
+        q = ("SELECT f.payload, e.payload FROM events f LEFT JOIN events e ON e.seq = f.seq - 1 AND e.kind = 'event' AND e.client_id = f.client_id "
+             "WHERE f.kind = 'fill' AND f.seq > ? ORDER BY f.seq")
+        for fp, ep in self.con.execute(q, (after,)):
+            f = fill_of(json.loads(fp))
+            if ep is not None:                                      # written with its order event: counted by the cumulative shares
+                cid, n = f.client_id, int(json.loads(ep)['filled'])
+                if cid not in known or n <= done.get(cid, 0): continue   # not ours (the loop ignored it), or a repeat / an older partial
+                if n - done.get(cid, 0) != f.qty: f = dataclasses.replace(f, qty=n - done.get(cid, 0))
+                done[cid] = n
+            out.append(f)                                           # a fill learnt outside an event counts as written
+        return out
+
     def rebuild_state(self, symbols: Sequence[str],  # the symbol universe (symbols of fills are added)
                       start_cash: float,  # cash before the first fill (used when there is no snapshot)
                       day_start_equity: float | None = None,  # without a snapshot: equity at the start of today (None: `start_cash`)
                       date: Any = None,  # without a snapshot: the current trading date (None: the last fill's New York date)
                      ) -> RiskState:
-        "The risk state from the journal: the latest snapshot with the fills written after it, or every fill from the start."
+        "The risk state from the journal: the latest snapshot with the fills written after it, or every fill from the start (each counted once)."
         row = self.con.execute("SELECT seq, payload FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
         after = 0 if row is None else row[0]
-        fills = [fill_of(json.loads(p)) for (p,) in self.con.execute("SELECT payload FROM events WHERE kind = 'fill' AND seq > ? ORDER BY seq", (after,))]
+        fills = self._unique_fills(after)
         if row is None:
             if date is None: date = fills[-1].ts.tz_convert('America/New_York').date() if fills else pd.Timestamp.now(tz='America/New_York').date()
             s = RiskState.from_fills(fills, symbols, start_cash, start_cash if day_start_equity is None else day_start_equity, date)
@@ -248,6 +285,12 @@ class Journal:
             s.apply_fills(fills)
         if list(symbols) != s.symbols.tolist(): s.reindex(list(dict.fromkeys([*symbols, *s.symbols[(s.qty != 0) | (s.pending != 0)].tolist()])))
         return s
+
+    def resume_time(self) -> pd.Timestamp | None:
+        "Time of the latest snapshot: the end of the last minute an engine decided, where a restart resumes (None: no snapshot yet)."
+        row = self.con.execute("SELECT ts FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else pd.Timestamp(row[0], tz='UTC')
+
 
 # %% ../../nbs/71_live.journal.ipynb #04fe7443
 class _IntentFirst:
