@@ -22,7 +22,7 @@ __all__ = ['SCHEMA', 'APP', 'KINDS', 'record', 'order_of', 'fill_of', 'event_of'
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
 APP: str = 'smallcap-journal'  # what the meta table says a journal is
-KINDS: tuple[str, ...] = ('decision', 'intent', 'answer', 'event', 'fill', 'snapshot', 'start', 'stop', 'reconcile')  # the record kinds
+KINDS: tuple[str, ...] = ('decision', 'intent', 'answer', 'event', 'fill', 'snapshot', 'start', 'stop', 'reconcile', 'scan')  # the record kinds
 _SECRET_WORDS = ('secret', 'token', 'password', 'passwd', 'api_key', 'key_id', 'credential')
 
 _DDL = ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -180,12 +180,12 @@ class Journal:
         "A position and equity snapshot: the whole risk state, and its equity."
         return self.append('snapshot', {'state': state.to_dict(), 'equity': float(state.equity)}, ts)
 
-    def note(self, kind: str,  # 'start', 'stop' or 'reconcile'
+    def note(self, kind: str,  # 'start', 'stop', 'reconcile' or 'scan'
              ts: Any = None,  # when (None: now)
              **info: Any,  # what to remember (never a credential)
             ) -> int:
-        "An engine start, stop or reconcile record."
-        if kind not in ('start', 'stop', 'reconcile'): raise ConfigError(f"journal.note: kind must be 'start', 'stop' or 'reconcile', got {kind!r}")
+        "An engine start, stop, reconcile or universe scan record."
+        if kind not in ('start', 'stop', 'reconcile', 'scan'): raise ConfigError(f"journal.note: kind must be 'start', 'stop', 'reconcile' or 'scan', got {kind!r}")
         return self.append(kind, info, ts)
 
     def __call__(self, kind: str,  # what `TradingLoop` tells: 'decisions' or 'event' (also 'intent', 'fill', 'snapshot')
