@@ -358,6 +358,12 @@ class TradingLoop:
         self.orders = OrderManager(broker, state, strategy, risk.config, protect, day_entries)
         if hasattr(broker, 'listener'): broker.listener = self.on_event          # a push broker tells us as things happen
 
+    def configure(self, config: RiskConfig,  # the new limits
+                 ) -> None:
+        "Trade under new risk limits from the next step (the risk engine and the order manager read the same config)."
+        self.risk = RiskEngine(config)
+        self.orders.c = config
+
     def resume(self, known: dict[str, OrderRecord] | None = None,  # the journal's records of the orders sent
               ) -> int:
         "After a restart (a state rebuilt from its snapshot, the same broker): adopt the broker's working orders; how many."

@@ -362,7 +362,7 @@ def _close(self: LiveEngine) -> None:
     if self.keep: self.kept.append((t, bar, sig))
     if again: self.stats.resumed += 1; return
     late = self.stale_after is not None and self.clock is not None and self.clock() - end.value / 1e9 > self.stale_after
-    halted = ~traded | self.status.flags(self.symbols, end)[0] if self.status.halted and self.status_halts else ~traded
+    halted = ~traded | self.status.flags(self.symbols, end, self._col)[0] if self.status.halted and self.status_halts else ~traded
     if late: self.stats.stale += 1; return
     if self.paused:
         self.stats.paused += 1
@@ -407,7 +407,7 @@ def _controls(cls: type) -> None:
         if mode not in ('flatten', 'freeze'): raise ConfigError(f"kill mode must be 'flatten' or 'freeze', got {mode!r}")
         if mode != self.risk.kill_switch_mode:
             self.risk = self.risk.update(kill_switch_mode=mode)
-            self.loop.risk = RiskEngine(self.risk); self.loop.orders.c = self.risk
+            self.loop.configure(self.risk)
         self.state.kill_switch = True
     def stop(self) -> None:
         "Finish the minute in hand and stop (what SIGINT and SIGTERM ask)."

@@ -313,5 +313,13 @@ class _IntentFirst:
 
     def cancel(self, client_id: str) -> Any: return self._ask('cancel', client_id, lambda: self._broker.cancel(client_id))
     def replace(self, client_id: str, **changes: Any) -> Any: return self._ask('replace', client_id, lambda: self._broker.replace(client_id, **changes))
+
+    def move_stop(self, client_id: str, stop: float) -> None:
+        "A trailing stop's trigger moved: journalled as a replace answer (the paper broker's fast path, or `replace` at a broker without one)."
+        b = self._broker
+        if not hasattr(b, 'move_stop'): self.replace(client_id, stop_price=stop); return
+        b.move_stop(client_id, stop)
+        self._journal.append('answer', {'op': 'replace', 'status': None, 'stop_price': float(stop)}, getattr(b, 'time', None), client_id)
+
     def __getattr__(self, name: str) -> Any: return getattr(self._broker, name)
     def __setattr__(self, name: str, v: Any) -> None: setattr(self._broker, name, v)
