@@ -494,6 +494,7 @@ def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
     live = {f: np.vstack([k[2][f] for k in engine.kept]) for f in SIGNAL_BOOLS}
     if n := int(sum((live[f] != plan.sig[f]).sum() for f in SIGNAL_BOOLS)): notes.append(f"live engine: {n} signal cells differed from the full-history computation (a strategy whose warmup is understated)")
     s = engine.stats
+    if s.resumed: notes.append(f"live engine: resumed after a restart ({s.resumed} minutes were decided before it): this result holds only the orders and fills since the restart; the journal holds the whole session")
     if s.stale or s.paused or s.late_bars: notes.append(f"live engine: {s.stale} minutes not decided (late data), {s.paused} paused, {s.late_bars} late bars dropped")
     res = assemble(plan, fills_frame(plan, om.fills), 'live', orders_frame(rows, om.rejected), notes)
     res.inputs['live'] = {'minutes': s.bars, 'stale': s.stale, 'paused': s.paused, 'late_bars': s.late_bars, 'events': s.events, 'seconds': round(s.seconds, 3),

@@ -5,7 +5,7 @@
 # %% ../../nbs/71_live.journal.ipynb #6b84e6a7
 from __future__ import annotations
 
-import json, os, sqlite3
+import json, os, signal, sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,7 +17,7 @@ from ..execution.broker import EventKind, OrderEvent
 from ..risk import Decisions, RiskState, reasons_of
 
 # %% auto #0
-__all__ = ['SCHEMA', 'APP', 'KINDS', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
+__all__ = ['SCHEMA', 'APP', 'KINDS', 'FAILPOINTS', 'failpoint', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
 
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
@@ -30,6 +30,31 @@ _DDL = ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "CREATE INDEX events_kind ON events (kind, seq)",
         *(f"CREATE TRIGGER {t}_no_{op} BEFORE {op.upper()} ON {t} BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END"
           for t in ('events', 'meta') for op in ('update', 'delete')))
+
+# %% ../../nbs/71_live.journal.ipynb #dbaf87df
+_FAILPOINTS: dict[str, int] | None = None   # point -> passes left before it fires (None: not read from the environment yet)
+
+def failpoint(name: str,  # the point: 'intent', 'sent', 'journal', 'reconcile' (see the table below)
+             ) -> None:
+    "Fault injection for crash tests: with SMALLCAP_FAILPOINTS='intent:3' in the environment, the 3rd pass of `intent` kills this process at once (SIGKILL, as kill -9 does); one dict lookup otherwise."
+    global _FAILPOINTS
+    if _FAILPOINTS is None:
+        _FAILPOINTS = {}
+        for part in filter(None, (p.strip() for p in os.environ.get('SMALLCAP_FAILPOINTS', '').split(','))):
+            k, _, n = part.partition(':')
+            if k not in FAILPOINTS or not (n or '1').isdigit() or int(n or 1) < 1:
+                raise ConfigError(f"SMALLCAP_FAILPOINTS: {part!r} is not POINT[:N] with POINT one of {list(FAILPOINTS)} and N >= 1")
+            _FAILPOINTS[k] = int(n or 1)
+    if name not in _FAILPOINTS: return
+    _FAILPOINTS[name] -= 1
+    if _FAILPOINTS[name] == 0: os.kill(os.getpid(), signal.SIGKILL)
+
+FAILPOINTS: dict[str, str] = {  # where a crash test can kill the engine
+    'intent': "an order's intent is journalled, the order not yet sent",
+    'sent': "the broker took the order, its answer not yet journalled",
+    'journal': "inside a journal write: the records inserted, the transaction not committed",
+    'reconcile': "inside reconciliation on a restart: the broker asked, nothing journalled yet",
+}
 
 # %% ../../nbs/71_live.journal.ipynb #5d8f9bd7
 def _plain(v: Any) -> Any:
@@ -148,7 +173,9 @@ class Journal:
             if kind not in KINDS: raise ConfigError(f"journal: unknown record kind {kind!r}; kinds are {KINDS}")
             _check_secrets(payload, kind)
             out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=_plain)))
-        with self: self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
+        with self:
+            self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
+            failpoint('journal')
         return int(self.con.execute('SELECT max(seq) FROM events').fetchone()[0] or 0)
 
     def decisions(self, batch: Decisions | tuple[Decisions, ...],  # one batch, or the loop's (entries, exits)
@@ -300,7 +327,7 @@ class _IntentFirst:
 
     def _ask(self, op: str, cid: str, call: Any) -> Any:
         "Call the broker and journal its answer: the order's status, shares filled and average price, or the error."
-        try: st = call()
+        try: st = call(); failpoint('sent')
         except Exception as e:
             self._journal.append('answer', {'op': op, 'error': f"{type(e).__name__}: {e}"}, None, cid); raise
         ans = {'op': op, 'status': None} if st is None else {'op': op, 'status': str(st.status), 'filled': int(st.filled), 'avg_price': float(st.avg_price)}
@@ -309,6 +336,7 @@ class _IntentFirst:
 
     def submit(self, order: Order) -> Any:
         self._journal.intent(order)
+        failpoint('intent')
         return self._ask('submit', order.client_id, lambda: self._broker.submit(order))
 
     def cancel(self, client_id: str) -> Any: return self._ask('cancel', client_id, lambda: self._broker.cancel(client_id))
