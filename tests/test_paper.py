@@ -251,3 +251,19 @@ def test_503_retried_and_slow_replies(server):
     assert r.status_code == 400 and 'action must be one of' in r.json()['message']
     r = requests.post(s.url + '/call', json={'op': 'on_bar', 'args': {'time': T0.value + 10**11, 'day': 1, 'open': [1.0]}}, timeout=5)
     assert r.status_code == 400 and "'open' has shape (1,)" in r.json()['message']
+
+
+def test_die_after_commit_flag(server):
+    "Started with --fault: the server dies (exit 137) right after committing the second submit; restarted from the book, submit_once finds the order: one order, not two."
+    import json
+    s = server('--symbols', *SYMS, '--fault', json.dumps({'op': 'submit', 'action': 'die', 'skip': 1}))
+    pb = PaperBroker(s.url, timeout=2, retries=0)
+    a = Order('s1', 'ABC', Side.BUY, 100, T0, Intent.ENTER_LONG, tif=TimeInForce.GTC)
+    b = Order('s1', 'XYZ', Side.BUY, 100, T0, Intent.ENTER_LONG, tif=TimeInForce.GTC)
+    pb.submit(a)
+    with pytest.raises(UnknownOutcome): pb.submit(b)
+    assert s.proc.wait(10) == 137
+    s.args = s.args[:-2]; s.start()                          # restarted without the fault
+    assert submit_once(pb, b).client_id == b.client_id       # committed before the death: found, not sent again
+    assert no_duplicates(s.book) == 2
+    assert [x.client_id for x in pb.open_orders()] == [a.client_id, b.client_id]
