@@ -137,12 +137,16 @@ def no_duplicates(book: Path) -> int:
     return len(subs)
 
 
+def reference_and_server(server, seed: int):
+    "A stream, its run on an in-process SimBroker (the reference, its events), and a server process of the same configuration."
+    ops = stream(40, seed=seed)
+    ref = SimBroker(SYMS, 50_000.0, participation=0.2)
+    return ops, ref, play(ref, ops), server('--symbols', *SYMS, '--cash', '50000', '--participation', '0.2')
+
+
 def test_identity_with_simbroker(server):
     "The same orders and bars through a server process and an in-process SimBroker: the same events, fills, positions, cash."
-    ops = stream(40, seed=1)
-    ref = SimBroker(SYMS, 50_000.0, participation=0.2)
-    want = play(ref, ops)
-    s = server('--symbols', *SYMS, '--cash', '50000', '--participation', '0.2')
+    ops, ref, want, s = reference_and_server(server, 1)
     pb = PaperBroker(s.url, timeout=5)
     assert play(pb, ops) == want
     assert sum(e['fill'] is not None for e in want) > 10                 # the session trades
@@ -167,10 +171,7 @@ def test_restart_and_bad_config(server, tmp_path):
 
 def test_kill9_at_random_points(server):
     "SIGKILL at random instants (a timer) and die-after-commit at random requests; restart from the book and re-send what was unanswered."
-    ops = stream(40, seed=3)
-    ref = SimBroker(SYMS, 50_000.0, participation=0.2)
-    want = play(ref, ops)
-    s = server('--symbols', *SYMS, '--cash', '50000', '--participation', '0.2')
+    ops, ref, want, s = reference_and_server(server, 3)
     pb = PaperBroker(s.url, timeout=2, retries=1)
     rng = random.Random(7)
     crashes = {'kill': 0, 'die': 0}
