@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from smallcap.core import Intent, Order, OrderType, Side, TimeInForce
 from smallcap.execution.broker import BrokerError, OrderRejected, RetryableError, UnknownOutcome, submit_once
@@ -268,3 +269,17 @@ def test_die_after_commit_flag(server):
     assert submit_once(pb, b).client_id == b.client_id       # committed before the death: found, not sent again
     assert no_duplicates(s.book) == 2
     assert [x.client_id for x in pb.open_orders()] == [a.client_id, b.client_id]
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2**31), participation=st.sampled_from([None, 0.05, 0.5]))
+def test_identity_property(tmp_path_factory, seed, participation):
+    "Any stream of orders and bars gives the same events, fills, positions and cash through the server (in a thread) as in process."
+    from smallcap.live.paper import PaperServer
+    ops = stream(25, seed=seed)
+    ref = SimBroker(SYMS, 50_000.0, participation=participation)
+    want = play(ref, ops)
+    with PaperServer(tmp_path_factory.mktemp('prop') / 'b.sqlite', SYMS, 50_000.0, participation=participation) as srv:
+        pb = PaperBroker(srv.url, timeout=5)
+        assert play(pb, ops) == want
+        same_book(pb, ref, ops)
