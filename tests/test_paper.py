@@ -283,3 +283,17 @@ def test_identity_property(tmp_path_factory, seed, participation):
         pb = PaperBroker(srv.url, timeout=5)
         assert play(pb, ops) == want
         same_book(pb, ref, ops)
+
+
+def test_port_file_follows_a_restart_on_another_port(server):
+    "A client given the port file finds a server restarted on another port (kill -9, then a new free port)."
+    s = server('--symbols', *SYMS)
+    pb = PaperBroker(port_file=s.book.with_suffix('.port'), timeout=2, retries=1)
+    o = Order('s1', 'ABC', Side.BUY, 100, T0, Intent.ENTER_LONG, tif=TimeInForce.GTC)
+    pb.submit(o)
+    old = s.port
+    s.kill(); s.port = 0; s.start()
+    assert s.port != old
+    assert [x.client_id for x in pb.open_orders()] == [o.client_id]   # the lost connection: the port file read again, the retry answered
+    assert pb.url == s.url
+    with pytest.raises(Exception, match='a url or a port_file'): PaperBroker()
