@@ -71,15 +71,17 @@ def run(rounds: int = 3, n: int = 200, symbols: int = 300) -> Iterator[dict]:
     finally:
         p.send_signal(signal.SIGTERM); p.wait(30)
     # restart: a day (390 1-minute bars over `symbols` symbols, with working orders) replayed from the book
-    book = tmp / 'day.sqlite'
-    srv = PaperServer(book, syms, 1e7).start()
-    try:
-        day = PaperBroker(srv.url, timeout=30)
-        for o in orders(0): day.submit(o)
-        for i in range(390): day.on_bar(*bar(i))
-    finally: srv.stop()
-    def restart():
-        s = PaperServer(book); s.stop()
+    books = {every: tmp / f'day{every}.sqlite' for every in (0, 100)}          # no snapshot; a snapshot every 100 commands
+    for every, book in books.items():
+        srv = PaperServer(book, syms, 1e7, snapshot_every=every).start()
+        try:
+            day = PaperBroker(srv.url, timeout=30)
+            for o in orders(0): day.submit(o)
+            for i in range(390): day.on_bar(*bar(i))
+        finally: srv.stop()
+    book = books[0]
+    def restart(book=book):
+        s = PaperServer(book, snapshot_every=0); s.stop()
     def floor():
         s = SimBroker(syms, 1e7)
         for o in orders(0): s.submit(o)
@@ -89,3 +91,8 @@ def run(rounds: int = 3, n: int = 200, symbols: int = 300) -> Iterator[dict]:
            'seconds': round(m['restart'], 3), 'book_mb': round(os.path.getsize(book) / 2**20, 1),
            'reference': 'the same orders and bars through an in-process SimBroker', 'reference_seconds': round(m['floor'], 3),
            'ratio': round(m['restart'] / m['floor'], 2), 'rounds': rounds}
+    m = medians(rounds, True, snap=lambda: restart(books[100]), full=restart)
+    yield {'figure': f'paper broker restart from a snapshot: the same book with a snapshot every 100 commands (the newest loaded, the rest replayed)',
+           'seconds': round(m['snap'], 3), 'book_mb': round(os.path.getsize(books[100]) / 2**20, 1),
+           'reference': 'the whole command log replayed (no snapshot)', 'reference_seconds': round(m['full'], 3),
+           'ratio': round(m['snap'] / m['full'], 2), 'rounds': rounds}

@@ -138,11 +138,11 @@ def no_duplicates(book: Path) -> int:
     return len(subs)
 
 
-def reference_and_server(server, seed: int):
+def reference_and_server(server, seed: int, *extra: str):
     "A stream, its run on an in-process SimBroker (the reference, its events), and a server process of the same configuration."
     ops = stream(40, seed=seed)
     ref = SimBroker(SYMS, 50_000.0, participation=0.2)
-    return ops, ref, play(ref, ops), server('--symbols', *SYMS, '--cash', '50000', '--participation', '0.2')
+    return ops, ref, play(ref, ops), server('--symbols', *SYMS, '--cash', '50000', '--participation', '0.2', *extra)
 
 
 def test_identity_with_simbroker(server):
@@ -172,7 +172,7 @@ def test_restart_and_bad_config(server, tmp_path):
 
 def test_kill9_at_random_points(server):
     "SIGKILL at random instants (a timer) and die-after-commit at random requests; restart from the book and re-send what was unanswered."
-    ops, ref, want, s = reference_and_server(server, 3)
+    ops, ref, want, s = reference_and_server(server, 3, '--snapshot-every', '10')   # restarts from snapshots and from the log after them
     pb = PaperBroker(s.url, timeout=2, retries=1)
     rng = random.Random(7)
     crashes = {'kill': 0, 'restarts': 0}                       # the die-after-commit crashes: restarts - kill
@@ -207,7 +207,9 @@ def test_kill9_at_random_points(server):
     n = no_duplicates(s.book)
     assert n == sum(op[0] == 'submit' for op in ops)
     s.kill(); s.start()                                       # a last restart from the book: the same book
-    same_book(PaperBroker(s.url, timeout=5), ref, ops)
+    pb = PaperBroker(s.url, timeout=5)
+    assert pb.info()['snapshot'] > 0
+    same_book(pb, ref, ops)
 
 
 def test_dropped_replies_resolved_by_lookup(server):
