@@ -17,7 +17,7 @@ from ..execution.broker import EventKind, OrderEvent
 from ..risk import Decisions, RiskState, reasons_of
 
 # %% auto #0
-__all__ = ['SCHEMA', 'APP', 'KINDS', 'FAILPOINTS', 'failpoint', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
+__all__ = ['SCHEMA', 'APP', 'KINDS', 'FAILPOINTS', 'failpoint', 'plain', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
 
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
@@ -57,7 +57,7 @@ FAILPOINTS: dict[str, str] = {  # where a crash test can kill the engine
 }
 
 # %% ../../nbs/71_live.journal.ipynb #5d8f9bd7
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     "A JSON-safe value: timestamps as ISO text, numpy scalars as Python, enums as their value."
     if isinstance(v, pd.Timestamp): return v.isoformat()
     if isinstance(v, np.generic): return v.item()
@@ -172,7 +172,7 @@ class Journal:
         for kind, payload, ts, cid in rows:
             if kind not in KINDS: raise ConfigError(f"journal: unknown record kind {kind!r}; kinds are {KINDS}")
             _check_secrets(payload, kind)
-            out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=_plain)))
+            out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=plain)))
         with self:
             self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
             failpoint('journal')
