@@ -135,7 +135,8 @@ class OrderManager:
             cid = self._send(j, d.time, buy, int(d.approved[i]), 'entry', d.intent[i], self._oid(d, i), reason_text(int(d.reasons[i])),
                              limit=lim if np.isfinite(lim) else None, stop=float(d.stop[i]), target=float(d.target[i]),
                              requested=int(d.requested[i]), ext=d.extended_hours)
-            self.entry[j].append(cid); self.with_entries.add(j)
+            if cid not in self.entry[j]: self.entry[j].append(cid)            # the same entry decided again (a restart) is the one working
+            self.with_entries.add(j)
 
     def _keep_pending(self) -> None:
         "Working entries stay pending in the risk state until they fill, expire or are cancelled."
