@@ -69,12 +69,12 @@ def event_of(d: Mapping[str, Any]) -> OrderEvent:
     return OrderEvent(**{**d, 'kind': EventKind(d['kind']), 'ts': to_utc(d['ts']), 'fill': None if d.get('fill') is None else fill_of(d['fill'])})
 
 def _decision_rows(d: Decisions) -> list[dict[str, Any]]:
-    "One payload per decision row, reason codes spelled out as a list."
-    f = d.to_frame()
-    f['reasons'] = [list(reasons_of(m)) for m in d.reasons]
-    f['time'] = d.time
-    f['extended_hours'] = d.extended_hours
-    return f.to_dict('records')
+    "One payload per decision row, reason codes spelled out as a list (built from the batch's arrays: no frame per bar)."
+    cols = dict(symbol=[str(s) for s in d.symbols], side=np.where(d.side > 0, 'buy', 'sell').tolist(), intent=[str(i) for i in d.intent],
+                requested=d.requested.tolist(), approved=d.approved.tolist(), action=d.action.tolist(), reasons=[list(reasons_of(m)) for m in d.reasons],
+                price=d.price.tolist(), limit=d.limit.tolist(), stop=d.stop.tolist(), target=d.target.tolist(), at_bar=d.at_bar.tolist())
+    return [{'time': d.time, **dict(zip(cols, row)), 'extended_hours': d.extended_hours} for row in zip(*cols.values())]
+
 
 # %% ../../nbs/71_live.journal.ipynb #982cc04e
 class Journal:
