@@ -134,19 +134,21 @@ def _latency(n_symbols: int = 5000, measured: int = 12) -> Iterator[dict]:
         del eng
 
 
-def _restart(tmp: Path, n: int = 100_000) -> dict:
+def _restart(tmp: Path, n: int = 100_000, snapshots: bool = True) -> dict:
     import pandas as pd
     from smallcap.core import Fill, Intent, Order, OrderType, Side
     from smallcap.execution.broker import EventKind, OrderEvent
     from smallcap.execution.sim import SimBroker
     from smallcap.live.engine import LiveEngine
     from smallcap.live.journal import Journal, record
+    from smallcap.risk import RiskState
     from smallcap.strategy.base import get_strategy
     s = get_strategy('sma_cross')
-    syms = [f"S{i:03d}" for i in range(200)]
-    j = Journal(tmp / 'big.sqlite', 'bench', s.id)
+    syms = [f"S{i:03d}" for i in range(250)]                           # 100 blocks of 250 orders for 100,000 records: buys, then sells (flat at the end)
+    path = tmp / f"big{int(snapshots)}.sqlite"
+    j = Journal(path, 'bench', s.id)
     t = pd.Timestamp('2026-03-03 15:00', tz='UTC')
-    rows = []
+    state, rows, fills, every = RiskState.new(syms, 100_000.0), [], [], 1800          # one order a second: a snapshot every 30 minutes, as the engine writes them
     for k in range(n // 4):                                            # each order: intent, answer, fill event and its fill (round trips: flat at the end)
         sym, buy = syms[k % len(syms)], (k // len(syms)) % 2 == 0
         ts = t + pd.Timedelta(seconds=k)
@@ -154,16 +156,21 @@ def _restart(tmp: Path, n: int = 100_000) -> dict:
         f = Fill(o.client_id, sym, o.side, 100, 2.0, ts)
         rows += [('intent', record(o), ts, o.client_id), ('answer', {'op': 'submit', 'status': 'filled', 'filled': 100, 'avg_price': 2.0}, ts, o.client_id),
                  ('event', record(OrderEvent(EventKind.FILLED, o.client_id, ts, f, 100, 0)), ts, o.client_id), ('fill', record(f), ts, o.client_id)]
+        fills.append(f)
+        if snapshots and (k + 1) % every == 0:                         # the last one up to 30 minutes before the end (a kill -9, not a clean stop)
+            j.write(rows); state.apply_fills(fills); j.snapshot(state, ts); rows, fills = [], []
     j.write(rows)
     j.close()
     def ready():
-        jj = Journal(tmp / 'big.sqlite', 'bench', s.id)
+        jj = Journal(path, 'bench', s.id)
         eng = LiveEngine(s, syms, SimBroker(syms), journal=jj, keep=False)
-        assert eng.reconciliation is not None
+        assert eng.reconciliation is not None and not eng.reconciliation.halted
         jj.close()
     t1 = time.perf_counter(); ready(); sec = time.perf_counter() - t1
-    return {'figure': f"restart to ready on a journal of {n:,} records ({n // 4:,} orders): state rebuilt from the journal, journal and broker reconciled", 'seconds': round(sec, 3),
-            'target_seconds': 2.0}
+    how = (f"a snapshot every 30 minutes as the engine writes them, the fills after the last one ({(n // 4) % every:,}) replayed" if snapshots
+           else "no snapshot: every fill replayed (worst case)")
+    return {'figure': f"restart to ready on a journal of {n:,} records ({n // 4:,} orders; {how}): state rebuilt from the journal, journal and broker reconciled",
+            'seconds': round(sec, 3), **({'target_seconds': 2.0} if snapshots else {})}
 
 
 def run(rounds: int = 3) -> Iterator[dict]:
@@ -173,4 +180,5 @@ def run(rounds: int = 3) -> Iterator[dict]:
         tmp = Path(d)
         yield _throughput(rounds, tmp)
         yield _restart(tmp)
+        yield _restart(tmp, snapshots=False)
     yield from _latency()
