@@ -29,18 +29,22 @@ def _k() -> Any:
     from smallcap.indicators_nb import kernels
     return kernels()
 
+def _rows(a: np.ndarray) -> np.ndarray:
+    "A `(symbols, bars)` array as it is when each symbol's row is contiguous (a view, e.g. of a live window's wider blocks), else a C-contiguous copy."
+    return a if a.ndim == 2 and a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize else np.ascontiguousarray(a)
+
 def _arr(x: Any, name: str) -> np.ndarray:
-    "A `(symbols, bars)` float64 C-contiguous array (a view when possible)."
+    "A `(symbols, bars)` float64 array with contiguous rows (a view when possible)."
     if isinstance(x, pd.DataFrame):
         a = x.to_numpy()                                 # a free view of a float64 frame
         if a.dtype != np.float64: a = x.to_numpy(dtype=np.float64, na_value=np.nan)
-        return np.ascontiguousarray(a.T)
+        return _rows(a.T)
     if isinstance(x, pd.Series):
         a = x.to_numpy() if x.dtype == np.float64 else x.to_numpy(dtype=np.float64, na_value=np.nan)
         return np.ascontiguousarray(a).reshape(1, -1)
     if isinstance(x, np.ndarray) and x.ndim in (1, 2):
         a = x.astype(np.float64, copy=False)
-        return np.ascontiguousarray(a.reshape(1, -1) if a.ndim == 1 else a.T)
+        return np.ascontiguousarray(a.reshape(1, -1)) if a.ndim == 1 else _rows(a.T)
     raise DataError(f"{name}: expected a pandas Series, a DataFrame (a panel) or a 1-/2-D array, got {type(x).__name__}")
 
 def _kind(x: Any) -> str:
