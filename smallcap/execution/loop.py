@@ -154,26 +154,32 @@ class OrderManager:
             self.move(self.stop[j], float(lvl[j])); self.live[self.stop[j]].trail = bool(trail[j]); self.level[j] = lvl[j]
         for j in np.flatnonzero(held & ~self.has_stop & ~self.has_target & ~self.has_exit & (np.isfinite(lvl) | np.isfinite(st.target))):
             self._protect(int(j), atr)
+        for j in np.flatnonzero(held & (self.has_stop ^ self.has_target) & ~self.has_exit & ~self.trig
+                                & np.where(self.has_stop, np.isfinite(st.target), np.isfinite(lvl) & (lvl > 0))):
+            self._protect(int(j), atr, missing=True)                        # half of the pair rests: a restart came between the two sends
 
-    def _protect(self, j: int, atr: np.ndarray | None) -> None:
+    def _protect(self, j: int, atr: np.ndarray | None,
+                 missing: bool = False,  # only the one of the pair not resting (the other was sent before a restart)
+                ) -> None:
         "Place the position's stop and target (one-cancels-other), sized to the position."
-        self._cancel_protection(j)
+        if not missing: self._cancel_protection(j)
         st = self.state
         q = int(st.qty[j])
         if q == 0: return
         a = np.full(1, np.nan) if atr is None else atr[j:j + 1]
         lvl, trail = protective_level(self.c, st.qty[j:j + 1], st.stop[j:j + 1], st.high[j:j + 1], st.low[j:j + 1], a)
-        n = int(st.protections[j]); st.protections[j] += 1
+        if missing: n = int(st.protections[j]) - 1                      # the pair's attempt is the resting half's (`adopt` set the counter from it)
+        else: n = int(st.protections[j]); st.protections[j] += 1
         t, sym, buy = self.time, self.upper[j], q < 0
-        if np.isfinite(lvl[0]) and lvl[0] > 0:
+        if np.isfinite(lvl[0]) and lvl[0] > 0 and not (missing and self.has_stop[j]):
             cid = self._send(j, t, buy, abs(q), 'stop', Intent.STOP_LOSS, client_order_id(self.sid, sym, t, Intent.STOP_LOSS, n + 1),
-                             'exit_trailing' if trail[0] else 'exit_stop', stop_price=float(lvl[0]))
+                             'exit_trailing' if trail[0] else 'exit_stop', stop_price=float(lvl[0]), attempt=n + 1)
             self.live[cid].trail = bool(trail[0])
             self._set('stop', j, cid); self.level[j] = lvl[0]
         tg = float(st.target[j])
-        if np.isfinite(tg):
+        if np.isfinite(tg) and not (missing and self.has_target[j]):
             self._set('target', j, self._send(j, t, buy, abs(q), 'target', Intent.TAKE_PROFIT, client_order_id(self.sid, sym, t, Intent.TAKE_PROFIT, n + 1),
-                                              'exit_target', limit=tg))
+                                              'exit_target', limit=tg, attempt=n + 1))
 
     # ---- orders ----------------------------------------------------------------------------------------
     def _set(self, role: str, j: int, cid: str | None) -> None:
@@ -182,7 +188,7 @@ class OrderManager:
         if role == 'stop': self.trig[j] = False
 
     def _send(self, j: int, t: pd.Timestamp, buy: bool, qty: int, role: str, intent: Any, cid: str, reason: str, limit: float | None = None,
-              stop: float = np.nan, target: float = np.nan, requested: int | None = None, stop_price: float | None = None, ext: bool = False) -> str:
+              stop: float = np.nan, target: float = np.nan, requested: int | None = None, stop_price: float | None = None, ext: bool = False, attempt: int = 0) -> str:
         "Send one order (idempotently) and record it; the same order again (a minute decided again after a restart) is the one already working."
         if (was := self.live.get(cid) or self.closing.get(cid)) is not None:     # a client id names one order: never two under it
             if (was.j, was.role, was.buy, was.remaining + was.filled) == (j, role, buy, qty): return cid
@@ -191,7 +197,7 @@ class OrderManager:
         typ = OrderType.STOP if stop_price is not None else OrderType.LIMIT if limit is not None else OrderType.MARKET
         tif = TimeInForce.DAY if role == 'entry' and self.day_entries else TimeInForce.GTC
         o = Order(self.sid, self.upper[j], Side.BUY if buy else Side.SELL, qty, t, intent, type=typ, tif=tif, limit_price=limit,
-                  stop_price=stop_price, extended_hours=bool(ext and typ is OrderType.LIMIT), client_id=cid)
+                  stop_price=stop_price, extended_hours=bool(ext and typ is OrderType.LIMIT), attempt=attempt, client_id=cid)
         self.live[cid] = OrderRecord(cid, j, role, buy, str(intent), reason, qty)
         name = 'trailing_stop' if typ is OrderType.STOP and self.trailing else str(typ)
         self.sent.append((dict(ts=t, symbol=self.state.symbols[j], side='buy' if buy else 'sell', type=name, intent=str(intent),
@@ -256,6 +262,7 @@ class OrderManager:
             else:
                 self._set(role, j, o.client_id)
                 if role == 'stop': self.level[j], self.trig[j] = o.stop_price, st.filled > 0
+                if role in ('stop', 'target'): self.state.protections[j] = max(int(self.state.protections[j]), o.attempt)   # sent after the snapshot the state came from
             n += 1
         return n
 

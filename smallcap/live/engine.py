@@ -23,7 +23,7 @@ from .feed import Bar, BarBuilder, MarketStatus, Quote, Status, Trade
 
 # %% auto #0
 __all__ = ['WINDOW_FIELDS', 'BarWindow', 'newest_signals', 'SessionClock', 'QuoteSpreads', 'Rescan', 'EngineStats', 'LiveEngine',
-           'kept_bars', 'live_result', 'Replay', 'replay']
+           'kept_bars', 'journal_fills', 'live_result', 'Replay', 'replay']
 
 # %% ../../nbs/72_live.engine.ipynb #8f2a07c4
 WINDOW_FIELDS: tuple[str, ...] = ('open', 'high', 'low', 'close', 'volume', 'vwap', 'trades')  # the bar fields a window keeps
@@ -473,6 +473,19 @@ def kept_bars(engine: LiveEngine,  # an engine that ran with `keep=True`
     frame = lambda a: pd.DataFrame(a, index=idx, columns=cols, copy=False)
     return Panel(**{f: frame(np.vstack([k[1][f] for k in engine.kept])) for f in WINDOW_FIELDS})
 
+def journal_fills(engine: LiveEngine,  # an engine with a journal (a restarted one)
+                  symbols: Sequence[str],  # the result's columns
+                 ) -> list[tuple]:
+    "The session's fills from the engine's journal, each counted once, as the loop records them (time, column, buy, qty, price, slippage, intent, client id, reason)."
+    j = engine.journal
+    o = j.orders()
+    intent = dict(zip(o.client_id, o.intent.astype(str)))
+    why = {r[7]: r[8] for r in engine.loop.orders.fills}                  # reason codes the loop knows (orders since the restart)
+    default = {'stop_loss': 'exit_stop', 'take_profit': 'exit_target'}
+    col = {s: k for k, s in enumerate(symbols)}
+    return [(f.ts, col[f.symbol], str(f.side) == 'buy', f.qty, f.price, 0.0, intent.get(f.client_id, ''), f.client_id,
+             why.get(f.client_id) or default.get(intent.get(f.client_id, ''), intent.get(f.client_id, ''))) for f in j.unique_fills() if f.symbol in col]
+
 def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
                 store: Any = None,  # the store its bars came from (quoted spreads, SSR days, data description)
                 meta: dict[str, Any] | None = None,  # data description (source, session, ...)
@@ -494,9 +507,10 @@ def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
     live = {f: np.vstack([k[2][f] for k in engine.kept]) for f in SIGNAL_BOOLS}
     if n := int(sum((live[f] != plan.sig[f]).sum() for f in SIGNAL_BOOLS)): notes.append(f"live engine: {n} signal cells differed from the full-history computation (a strategy whose warmup is understated)")
     s = engine.stats
-    if s.resumed: notes.append(f"live engine: resumed after a restart ({s.resumed} minutes were decided before it): this result holds only the orders and fills since the restart; the journal holds the whole session")
+    if s.resumed: notes.append(f"live engine: resumed after a restart ({s.resumed} minutes were decided before it): fills and equity are the whole session's (from the journal), the orders table holds the orders sent since the restart")
     if s.stale or s.paused or s.late_bars: notes.append(f"live engine: {s.stale} minutes not decided (late data), {s.paused} paused, {s.late_bars} late bars dropped")
-    res = assemble(plan, fills_frame(plan, om.fills), 'live', orders_frame(rows, om.rejected), notes)
+    fills = om.fills if not (s.resumed and engine.journal is not None) else journal_fills(engine, plan.symbols)
+    res = assemble(plan, fills_frame(plan, fills), 'live', orders_frame(rows, om.rejected), notes)
     res.inputs['live'] = {'minutes': s.bars, 'stale': s.stale, 'paused': s.paused, 'late_bars': s.late_bars, 'events': s.events, 'seconds': round(s.seconds, 3),
                           'scans': s.scans, 'resumed': s.resumed}
     if engine.universe is not None: res.inputs['live']['universe'] = {'scan': engine.universe.scan.to_dict(compact=True), 'first': engine.universe.first, 'every': engine.universe.every}

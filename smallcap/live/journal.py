@@ -94,12 +94,12 @@ def event_of(d: Mapping[str, Any]) -> OrderEvent:
     return OrderEvent(**{**d, 'kind': EventKind(d['kind']), 'ts': to_utc(d['ts']), 'fill': None if d.get('fill') is None else fill_of(d['fill'])})
 
 def _decision_rows(d: Decisions) -> list[dict[str, Any]]:
-    "One payload per decision row, reason codes spelled out as a list."
-    f = d.to_frame()
-    f['reasons'] = [list(reasons_of(m)) for m in d.reasons]
-    f['time'] = d.time
-    f['extended_hours'] = d.extended_hours
-    return f.to_dict('records')
+    "One payload per decision row, reason codes spelled out as a list (built from the batch's arrays: no frame per bar)."
+    cols = dict(symbol=[str(s) for s in d.symbols], side=np.where(d.side > 0, 'buy', 'sell').tolist(), intent=[str(i) for i in d.intent],
+                requested=d.requested.tolist(), approved=d.approved.tolist(), action=d.action.tolist(), reasons=[list(reasons_of(m)) for m in d.reasons],
+                price=d.price.tolist(), limit=d.limit.tolist(), stop=d.stop.tolist(), target=d.target.tolist(), at_bar=d.at_bar.tolist())
+    return [{'time': d.time, **dict(zip(cols, row)), 'extended_hours': d.extended_hours} for row in zip(*cols.values())]
+
 
 # %% ../../nbs/71_live.journal.ipynb #982cc04e
 class Journal:
@@ -279,7 +279,7 @@ class Journal:
              + ('' if upto is None else ' AND seq <= ?') + ' GROUP BY client_id')
         return {c: int(n) for c, n in self.con.execute(q, () if upto is None else (upto,))}
 
-    def _unique_fills(self, after: int) -> list[Fill]:
+    def unique_fills(self, after: int = 0) -> list[Fill]:
         "The fills written after seq `after`, each counted once as `OrderManager.on_event` counts them: by its event's cumulative shares per order."
         import dataclasses
         known, done, out = self.known(), self.counted(after), []
@@ -303,7 +303,7 @@ class Journal:
         "The risk state from the journal: the latest snapshot with the fills written after it, or every fill from the start (each counted once)."
         row = self.con.execute("SELECT seq, payload FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
         after = 0 if row is None else row[0]
-        fills = self._unique_fills(after)
+        fills = self.unique_fills(after)
         if row is None:
             if date is None: date = fills[-1].ts.tz_convert('America/New_York').date() if fills else pd.Timestamp.now(tz='America/New_York').date()
             s = RiskState.from_fills(fills, symbols, start_cash, start_cash if day_start_equity is None else day_start_equity, date)

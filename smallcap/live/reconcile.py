@@ -65,24 +65,27 @@ class Reconciliation:
 _DONE = frozenset({'filled', 'canceled', 'expired', 'rejected'})
 
 def _journal_view(journal: Journal) -> tuple[dict[str, Any], set[str], set[str]]:
-    "The journal's orders by client id (intents, and orders a reconcile adopted), those answered, and those done."
-    orders = {r.client_id: order_of(r.payload) for r in journal.events('intent').itertuples()}
+    "The journal's orders by client id (intents, and orders a reconcile adopted), those answered, and those done (answers and events read in SQL: only their fields)."
+    import json
+    q = lambda sql: journal.con.execute(sql).fetchall()
+    orders = {c: order_of(json.loads(p)) for c, p in q("SELECT client_id, payload FROM events WHERE kind = 'intent' ORDER BY seq")}
     answered, done = set(), set()
-    for r in journal.events('answer').itertuples():
-        p = r.payload
-        if p.get('op') == 'adopt': orders.setdefault(r.client_id, order_of(p['order']))
-        if 'error' not in p and p.get('status') is not None: answered.add(r.client_id)
-        if p.get('status') in _DONE: done.add(r.client_id)
-    for r in journal.events('event').itertuples():
-        answered.add(r.client_id)
-        if r.payload['kind'] in _DONE: done.add(r.client_id)
+    for cid, op, status, err, order in q("SELECT client_id, json_extract(payload, '$.op'), json_extract(payload, '$.status'), json_type(payload, '$.error') IS NOT NULL, "
+                                         "CASE WHEN json_extract(payload, '$.op') = 'adopt' THEN json_extract(payload, '$.order') END FROM events WHERE kind = 'answer' ORDER BY seq"):
+        if op == 'adopt': orders.setdefault(cid, order_of(json.loads(order)))
+        if not err and status is not None: answered.add(cid)
+        if status in _DONE: done.add(cid)
+    for cid, kind in q("SELECT client_id, json_extract(payload, '$.kind') FROM events WHERE kind = 'event'"):
+        answered.add(cid)
+        if kind in _DONE: done.add(cid)
     return orders, answered, done
 
 def known_records(journal: Journal,  # the journal
                   loop: TradingLoop,  # the loop whose state columns the records use
+                  orders: dict[str, Any] | None = None,  # the journal's orders by client id, if already read (None: read them)
                  ) -> dict[str, OrderRecord]:
     "The journal's orders as `OrderRecord`s for `TradingLoop.resume`: role from intent and type, reason codes from the decisions, shares counted."
-    orders, _, _ = _journal_view(journal)
+    if orders is None: orders = _journal_view(journal)[0]
     counted, st, trailing = journal.counted(), loop.state, loop.orders.trailing
     d = journal.decision_frame()
     why = {(t, s, i): ','.join(r) for t, s, i, r in zip(d.time, d.symbol, d.intent, d.reasons)} if len(d) else {}
@@ -179,5 +182,6 @@ def reconcile(journal: Journal,  # the session's journal
     # 4. the loop takes the state and the broker's working orders over, with the journal's records
     loop.state.apply_fills(rec.fills)
     loop.state.entries_halted = state.entries_halted
-    rec.resumed = loop.resume(known_records(journal, loop))
+    for cid in rec.adopted: orders.setdefault(cid, states[cid].order)               # the journal's view now, without reading it again
+    rec.resumed = loop.resume(known_records(journal, loop, orders))
     return rec
