@@ -182,6 +182,8 @@ def run(rounds: int = 3) -> Iterator[dict]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         yield _throughput(rounds, tmp)
+        (tmp / 'wide').mkdir()
+        yield _throughput(1, tmp / 'wide', n_symbols=400, n_sessions=1)      # a scanner's universe: the engine's cost per minute is shared by many symbols
         yield _restart(tmp)
         yield _restart(tmp, snapshots=False)
     yield from _latency()
