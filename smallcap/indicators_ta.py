@@ -21,10 +21,10 @@ from .core import ConfigError, DataError
 from .indicators import Outputs
 
 # %% auto #0
-__all__ = ['SERIES_INPUTS', 'VERDICT_BARS', 'BURN_IN_PER_BAR', 'MIN_BURN_IN', 'TOL', 'TAIL_CUTS', 'HEAD_CUTS', 'REGIMES',
-           'STACK_GAPS', 'VERDICTS', 'TABLE_COLUMNS', 'ENGINES', 'signature', 'field_names', 'sample_bars', 'measure',
-           'burn_in', 'stack_gap', 'table_row', 'generate_table', 'table_source', 'verdict_table', 'Verdict', 'verdict',
-           'list_indicators', 'recording', 'ta']
+__all__ = ['SERIES_INPUTS', 'NUMBA_WINDOWS', 'VERDICT_BARS', 'BURN_IN_PER_BAR', 'MIN_BURN_IN', 'TOL', 'TAIL_CUTS', 'HEAD_CUTS',
+           'REGIMES', 'STACK_GAPS', 'VERDICTS', 'TABLE_COLUMNS', 'ENGINES', 'signature', 'field_names', 'sample_bars',
+           'measure', 'burn_in', 'stack_gap', 'table_row', 'generate_table', 'table_source', 'verdict_table', 'Verdict',
+           'verdict', 'list_indicators', 'recording', 'ta']
 
 # %% ../nbs/22_indicators.ta.ipynb #00000005
 SERIES_INPUTS: dict[str, str] = {'open_': 'open', 'high': 'high', 'low': 'low', 'close': 'close', 'volume': 'volume', 'fast': 'fast', 'slow': 'slow'}
@@ -125,9 +125,13 @@ def _inputs(name: str, data: Any, given: dict[str, Any]) -> tuple[dict[str, pd.D
     return {k: v.astype('float64', copy=False) for k, v in out.items()}, like
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000d
+NUMBA_WINDOWS: frozenset[str] = frozenset({'aroon', 'cci', 'mad'})  # indicators whose rolling windows pandas runs with its numba engine (a module-level window function, compiled once; tests/test_indicators_ta.py checks the values)
+
 def _raw(name: str, series: dict[str, pd.Series], params: dict[str, Any]) -> tuple[list[str], np.ndarray] | None:
     "pandas-ta on one symbol (warnings already silenced): its column names and a `(bars, outputs)` float array, or None when it returned nothing."
-    r = _fn(name)(**series, **params)
+    if name in NUMBA_WINDOWS:
+        with pd.option_context('compute.use_numba', True): r = _fn(name)(**series, **params)
+    else: r = _fn(name)(**series, **params)
     if isinstance(r, tuple): r = r[0]                                          # ichimoku: (values, future spans): the spans lie past the data
     if r is None or len(r) == 0: return None
     idx = next(iter(series.values())).index
@@ -152,15 +156,17 @@ def _per_symbol(name: str, frames: dict[str, pd.DataFrame], params: dict[str, An
     like = next(iter(frames.values()))
     T, m = like.shape
     cols, out = None, None
-    each = {k: [s for _, s in f.items()] for k, f in frames.items()}           # every symbol's column, once (items() is pandas' fast path)
+    idx = like.index
+    each = {k: np.array(f.to_numpy(dtype=np.float64).T, order='C') for k, f in frames.items()}    # (symbols, bars): each symbol's history contiguous, a private copy
+    new = lambda k, j: pd.Series(each[k][j], index=idx, name=SERIES_INPUTS[k], copy=False)       # a view of that copy
     with _quiet():
         for j in range(m):                                                     # the fallback: pandas-ta has no panel support
-            r = _raw(name, {k: v[j] for k, v in each.items()}, params)
+            r = _raw(name, {k: new(k, j) for k in each}, params)
             if r is None: continue
-            if cols is None: cols, out = r[0], np.full((len(r[0]), T, m), np.nan)
+            if cols is None: cols, out = r[0], np.full((len(r[0]), m, T), np.nan)
             if len(r[0]) != len(cols): raise DataError(f"{name} returned {len(r[0])} outputs for {like.columns[j]!r} but {len(cols)} for earlier symbols")
-            out[:, :, j] = r[1].T
-    return cols, (out if out is not None else np.full((1, T, m), np.nan))
+            out[:, j, :] = r[1].T
+    return cols, (out.transpose(0, 2, 1) if out is not None else np.full((1, T, m), np.nan))   # (outputs, bars, symbols), laid out as pandas stores a frame
 
 _STACK_EPOCH = pd.Timestamp('2000-01-03 14:30', tz='UTC')
 
@@ -177,7 +183,7 @@ def _stacked(name: str, frames: dict[str, pd.DataFrame], params: dict[str, Any],
     with _quiet(): r = _raw(name, series, params)
     if r is None: return None, np.full((1, T, m), np.nan)
     v = r[1].reshape(m, L, len(r[0]))[:, gap:, :]                            # (symbols, bars, outputs)
-    return r[0], np.ascontiguousarray(v.transpose(2, 1, 0))
+    return r[0], np.ascontiguousarray(v.transpose(2, 0, 1)).transpose(0, 2, 1)   # (outputs, bars, symbols), laid out as pandas stores a frame
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000f
 VERDICT_BARS: int = 1000  # bars of the synthetic history every verdict is measured on
@@ -338,6 +344,17 @@ def _kc(I: Any, x: dict, p: dict) -> dict | None:
     m = p['mamode'][0]
     return {f'kcl{m}': ch.lower, f'kcb{m}': ch.mid, f'kcu{m}': ch.upper}
 
+def _st(I: Any, x: dict, p: dict) -> dict | None:
+    "pandas-ta's supertrend (without TA-Lib): its own ATR (per symbol, bit for bit: a tie of close and band must break as it does), then its recurrence on every symbol at once."
+    n = I._n(p['length'], 'length'); na = n if p['atr_length'] is None else I._n(p['atr_length'], 'atr_length')
+    if len(x['close']) < n + 1 or not float(p['multiplier']) > 0: return None          # pandas-ta returns nothing there
+    _, atr = _per_symbol('atr', {k: x[k] for k in ('high', 'low', 'close')}, dict(length=na, mamode=p['atr_mamode'] or 'rma', talib=False))
+    h, l, c = (np.ascontiguousarray(x[k].to_numpy(dtype=np.float64).T) for k in ('high', 'low', 'close'))
+    hl2 = 0.5 * (h + l); matr = float(p['multiplier']) * np.ascontiguousarray(atr[0].T)
+    like = x['close']
+    return dict(zip(('supert', 'supertd', 'supertl', 'superts'),
+                    (pd.DataFrame(o.T, index=like.index, columns=like.columns) for o in I._k().supertrend_nb(c, hl2 - matr, hl2 + matr, n))))
+
 _NATIVE: dict[str, tuple[dict[str, Any], Any]] = {
     'sma': (dict(length=10), lambda I, x, p: {'sma': I.sma(x['close'], p['length'])}),
     'ema': (dict(length=10, presma=True), lambda I, x, p: {'ema': I.ema(x['close'], p['length'], 'sma' if p['presma'] else 'first')}),
@@ -361,6 +378,7 @@ _NATIVE: dict[str, tuple[dict[str, Any], Any]] = {
                  lambda I, x, p: dict(zip(('dcl', 'dcm', 'dcu'), I.donchian(x['high'], x['low'], p['lower_length']))) if p['lower_length'] == p['upper_length'] else None),
     'kc': (dict(length=20, scalar=2, tr=True, mamode='ema'), _kc),
     'obv': (dict(), lambda I, x, p: {'obv': I.obv(x['close'], x['volume'])}),
+    'supertrend': (dict(length=7, atr_length=None, multiplier=3.0, atr_mamode='rma'), _st),
 }
 
 # %% ../nbs/22_indicators.ta.ipynb #00000018
