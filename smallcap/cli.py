@@ -620,7 +620,7 @@ def strategies(as_json: bool) -> None:
 @click.command()
 @click.argument('name', required=False)
 @click.option('--category', default=None, help="Only this pandas-ta category (momentum, overlap, trend, volatility, volume, statistics, cycle, candle, performance).")
-@click.option('--verdict', 'verdict_', type=click.Choice(['causal', 'history-dependent', 'look-ahead', 'unmeasured']), default=None, help='Only indicators with this verdict.')
+@click.option('--verdict', 'verdict_', type=click.Choice(['causal', 'causal-offset', 'history-dependent', 'look-ahead', 'unmeasured']), default=None, help='Only indicators with this verdict.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
 def indicators(name: str | None, category: str | None, verdict_: str | None, as_json: bool) -> None:
     "List every pandas-ta indicator: inputs, parameters, outputs, engine (native or pandas-ta) and its measured causality verdict."

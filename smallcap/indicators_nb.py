@@ -546,6 +546,7 @@ def adx_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
            close: np.ndarray,  # closes
            n: int,  # length of the DI smoothing
            n_adx: int,  # length of the ADX smoothing
+           rel_tie: float = 1e-10,  # up and down moves closer than this x the price are a tie (neither counts); 0: float comparison (pandas-ta)
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Wilder's ADX, +DI and -DI: RMAs seeded with simple means (first DI at bar n, first ADX at bar n + n_adx - 1)."
     m, T = close.shape
@@ -565,7 +566,7 @@ def adx_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
                 continue
             tr = max(h - l, abs(h - pc), abs(l - pc))
             up = h - ph; dn = pl - l
-            tie = 1e-10 * (abs(h) + abs(pl))                 # equal moves on a price grid differ by float noise only
+            tie = rel_tie * (abs(h) + abs(pl))               # equal moves on a price grid differ by float noise only
             pdm = up if (up - dn > tie and up > 0) else 0.0
             mdm = dn if (dn - up > tie and dn > 0) else 0.0
             ph = h; pl = l; pc = c
