@@ -598,7 +598,7 @@ def strategy_table() -> list[dict[str, Any]]:
     for n in list_strategies():
         if n.startswith('_'): continue                                   # examples of the docs
         cls = STRATEGIES[n]
-        try: w = _jsonish(cls().warmup)
+        try: w = _jsonish(cls().warmup_spec())
         except Exception: w = None                                        # needs parameters (an ensemble needs members)
         ps = [{'name': f.name, 'type': str(f.type), 'default': _jsonish(f.default), 'grid': [_jsonish(x) for x in f.metadata.get('grid', ())],
                'low': f.metadata.get('low'), 'high': f.metadata.get('high'), 'doc': f.metadata.get('doc', '')} for f in fields(cls)]
