@@ -125,11 +125,11 @@ def _inputs(name: str, data: Any, given: dict[str, Any]) -> tuple[dict[str, pd.D
     return {k: v.astype('float64', copy=False) for k, v in out.items()}, like
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000d
-NUMBA_WINDOWS: frozenset[str] = frozenset({'aroon', 'cci', 'mad'})  # indicators whose rolling windows pandas runs with its numba engine (a module-level window function, compiled once; tests/test_indicators_ta.py checks the values)
+NUMBA_WINDOWS: frozenset[str] = frozenset({'aroon', 'cci', 'mad'})  # stacked, their rolling windows run on pandas' numba engine (a module-level window function, compiled once; tests/test_indicators_ta.py checks the values)
 
-def _raw(name: str, series: dict[str, pd.Series], params: dict[str, Any]) -> tuple[list[str], np.ndarray] | None:
+def _raw(name: str, series: dict[str, pd.Series], params: dict[str, Any], numba: bool = False) -> tuple[list[str], np.ndarray] | None:
     "pandas-ta on one symbol (warnings already silenced): its column names and a `(bars, outputs)` float array, or None when it returned nothing."
-    if name in NUMBA_WINDOWS:
+    if numba:
         with pd.option_context('compute.use_numba', True): r = _fn(name)(**series, **params)
     else: r = _fn(name)(**series, **params)
     if isinstance(r, tuple): r = r[0]                                          # ichimoku: (values, future spans): the spans lie past the data
@@ -180,7 +180,7 @@ def _stacked(name: str, frames: dict[str, pd.DataFrame], params: dict[str, Any],
     for k, f in frames.items():
         a = np.full((m, L), np.nan); a[:, gap:] = f.to_numpy().T
         series[k] = pd.Series(a.ravel(), index=idx, name=SERIES_INPUTS[k])
-    with _quiet(): r = _raw(name, series, params)
+    with _quiet(): r = _raw(name, series, params, numba=name in NUMBA_WINDOWS)          # one long call: the compilation pays off
     if r is None: return None, np.full((1, T, m), np.nan)
     v = r[1].reshape(m, L, len(r[0]))[:, gap:, :]                            # (symbols, bars, outputs)
     return r[0], np.ascontiguousarray(v.transpose(2, 0, 1)).transpose(0, 2, 1)   # (outputs, bars, symbols), laid out as pandas stores a frame
