@@ -365,25 +365,33 @@ def _kc(I: Any, x: dict, p: dict) -> dict | None:
     m = p['mamode'][0]
     return {f'kcl{m}': ch.lower, f'kcb{m}': ch.mid, f'kcu{m}': ch.upper}
 
+def _lengths(*vs: Any) -> bool:
+    "Are these window lengths whole numbers of at least 1 (what our kernels take)?"
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in vs)
+
 def _st(I: Any, x: dict, p: dict) -> dict | None:
     "pandas-ta's supertrend (without TA-Lib): its own ATR (per symbol, bit for bit: a tie of close and band must break as it does), then its recurrence on every symbol at once."
-    n = I._n(p['length'], 'length'); na = n if p['atr_length'] is None else I._n(p['atr_length'], 'atr_length')
+    from smallcap.indicators_nb import kernels
+    n, na = p['length'], p['length'] if p['atr_length'] is None else p['atr_length']
+    if not _lengths(n, na): return None                                              # other lengths: pandas-ta's own handling
     if len(x['close']) < n + 1 or not float(p['multiplier']) > 0: return None          # pandas-ta returns nothing there
     _, atr = _per_symbol('atr', {k: x[k] for k in ('high', 'low', 'close')}, dict(length=na, mamode=p['atr_mamode'] or 'rma', talib=False))
     h, l, c = (np.ascontiguousarray(x[k].to_numpy(dtype=np.float64).T) for k in ('high', 'low', 'close'))
     hl2 = 0.5 * (h + l); matr = float(p['multiplier']) * np.ascontiguousarray(atr[0].T)
     like = x['close']
     return dict(zip(('supert', 'supertd', 'supertl', 'superts'),
-                    (pd.DataFrame(o.T, index=like.index, columns=like.columns) for o in I._k().supertrend_nb(c, hl2 - matr, hl2 + matr, n))))
+                    (pd.DataFrame(o.T, index=like.index, columns=like.columns) for o in kernels().supertrend_nb(c, hl2 - matr, hl2 + matr, int(n)))))
 
 def _adx(I: Any, x: dict, p: dict) -> dict | None:
     "pandas-ta's adx (rma, drift 1, not tvmode): our Wilder kernel with ties split by float comparison as pandas-ta does; ADXR from it."
     if (p['mamode'] or 'rma') != 'rma' or int(p['drift']) != 1 or p['tvmode']: return None
-    n = I._n(p['length'], 'length'); na = n if p['signal_length'] is None else I._n(p['signal_length'], 'signal_length')
-    (h, l, c), like = I._inputs(high=x['high'], low=x['low'], close=x['close'])
-    s = float(p['scalar']) / 100
-    a, dp, dm = (I._out(v * s, like) for v in I._k().adx_nb(h, l, c, n, na, 0.0))
-    return {'adx': a, 'adxr': 0.5 * (a + a.shift(I._n(p['adxr_length'], 'adxr_length'))), 'dmp': dp, 'dmn': dm}
+    from smallcap.indicators_nb import kernels
+    n, na, nr = p['length'], p['length'] if p['signal_length'] is None else p['signal_length'], p['adxr_length']
+    if not _lengths(n, na, nr): return None                                          # other lengths: pandas-ta's own handling
+    h, l, c = (np.ascontiguousarray(x[k].to_numpy(dtype=np.float64, na_value=np.nan).T) for k in ('high', 'low', 'close'))
+    s, like = float(p['scalar']) / 100, x['close']
+    a, dp, dm = (pd.DataFrame(v.T * s, index=like.index, columns=like.columns) for v in kernels().adx_nb(h, l, c, int(n), int(na), 0.0))
+    return {'adx': a, 'adxr': 0.5 * (a + a.shift(int(nr))), 'dmp': dp, 'dmn': dm}
 
 _NATIVE: dict[str, tuple[dict[str, Any], Any]] = {
     'sma': (dict(length=10), lambda I, x, p: {'sma': I.sma(x['close'], p['length'])}),
