@@ -24,17 +24,25 @@ import numpy as np
 from benchmarks import medians
 
 
-def plan(n_symbols: int = 20, n_sessions: int = 13, seed: int = 5):
-    "A simple-fill plan of sma_cross (shorts on) on a synthetic regular-session minute market (~390 bars a session)."
+def market(n_symbols: int = 20, n_sessions: int = 13, seed: int = 5):
+    "The synthetic market of the plan (also written to a store by the live benchmark, so both read the same bars)."
+    from smallcap.data.synth import SynthConfig
+    return SynthConfig(seed=seed, n_symbols=n_symbols, n_sessions=n_sessions, gap_prob=0.3)
+
+
+def plan(n_symbols: int = 20, n_sessions: int = 13, seed: int = 5, bars=None):
+    "A simple-fill plan of sma_cross (shorts on) on a synthetic regular-session minute market (~390 bars a session), or on `bars` (a Panel)."
     import pandas as pd
     from smallcap.backtest.plan import prepare
     from smallcap.data.calendar import session_of
     from smallcap.data.panel import Panel
-    from smallcap.data.synth import SynthConfig, generate
+    from smallcap.data.synth import generate
     from smallcap.risk import RiskConfig
     from smallcap.strategy.base import get_strategy
-    mk = generate(SynthConfig(seed=seed, n_symbols=n_symbols, n_sessions=n_sessions, gap_prob=0.3))
-    bars = Panel.from_bars(mk.bars[session_of(mk.bars.ts).to_numpy() == 'regular'])
+    if bars is None:
+        mk = generate(market(n_symbols, n_sessions, seed))
+        bars = Panel.from_bars(mk.bars[session_of(mk.bars.ts).to_numpy() == 'regular'])
+    n_symbols = bars.close.shape[1]
     risk = RiskConfig(sizing='fixed_notional', notional=10_000, max_position_pct=1.0, max_adv_pct=None, min_avg_volume=0, min_avg_dollar_volume=0,
                       max_positions=n_symbols, max_gross_pct=5.0, leverage=4.0, max_daily_loss_pct=None, cooldown_minutes=0, min_price=0.5, max_price=100.0)
     return prepare(get_strategy('sma_cross', short=True), bars, risk=risk, fill='simple')

@@ -16,10 +16,10 @@ import pandas as pd
 from .core import ConfigError, DataError
 
 # %% auto #0
-__all__ = ['Frame', 'SETTLE_TOL', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow', 'sma', 'ema',
-           'rma', 'wma', 'settle_bars', 'rsi', 'stoch', 'stochrsi_k', 'stochrsi', 'macd', 'roc', 'bbands', 'true_range',
-           'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct', 'premarket_range',
-           'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
+__all__ = ['Frame', 'SETTLE_TOL', 'row_array', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow',
+           'sma', 'ema', 'rma', 'wma', 'settle_bars', 'rsi', 'stoch', 'stochrsi_k', 'stochrsi', 'macd', 'roc', 'bbands',
+           'true_range', 'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct',
+           'premarket_range', 'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
 
 # %% ../nbs/20_indicators.ipynb #85a529fd
 Frame: TypeAlias = pd.Series | pd.DataFrame | np.ndarray
@@ -29,18 +29,22 @@ def _k() -> Any:
     from smallcap.indicators_nb import kernels
     return kernels()
 
-def _arr(x: Any, name: str) -> np.ndarray:
-    "A `(symbols, bars)` float64 C-contiguous array (a view when possible)."
+def _rows(a: np.ndarray) -> np.ndarray:
+    "A `(symbols, bars)` array as it is when each symbol's row is contiguous (a view, e.g. of a live window's wider blocks), else a C-contiguous copy."
+    return a if a.ndim == 2 and a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize else np.ascontiguousarray(a)
+
+def row_array(x: Any, name: str) -> np.ndarray:
+    "A `(symbols, bars)` float64 array with contiguous rows (a view when possible)."
     if isinstance(x, pd.DataFrame):
         a = x.to_numpy()                                 # a free view of a float64 frame
         if a.dtype != np.float64: a = x.to_numpy(dtype=np.float64, na_value=np.nan)
-        return np.ascontiguousarray(a.T)
+        return _rows(a.T)
     if isinstance(x, pd.Series):
         a = x.to_numpy() if x.dtype == np.float64 else x.to_numpy(dtype=np.float64, na_value=np.nan)
         return np.ascontiguousarray(a).reshape(1, -1)
     if isinstance(x, np.ndarray) and x.ndim in (1, 2):
         a = x.astype(np.float64, copy=False)
-        return np.ascontiguousarray(a.reshape(1, -1) if a.ndim == 1 else a.T)
+        return np.ascontiguousarray(a.reshape(1, -1)) if a.ndim == 1 else _rows(a.T)
     raise DataError(f"{name}: expected a pandas Series, a DataFrame (a panel) or a 1-/2-D array, got {type(x).__name__}")
 
 def _kind(x: Any) -> str:
@@ -57,7 +61,7 @@ def _inputs(joint: bool = False, **named: Any) -> tuple[list[np.ndarray], Any]:
             raise DataError(f"{k} and {k0} have different indexes: align them first (e.g. take both from one Panel)")
         if isinstance(v, pd.DataFrame) and not v.columns.equals(like.columns):
             raise DataError(f"{k} and {k0} have different columns: align them first")
-    arrs = [_arr(v, k) for k, v in items]
+    arrs = [row_array(v, k) for k, v in items]
     if joint and len(arrs) > 1 and any(a.size and np.isnan(a.min()) for a in arrs):   # min is NaN iff a NaN is there
         bad = np.isnan(arrs[0])                          # a bar counts only when every input is present
         for a in arrs[1:]: bad |= np.isnan(a)

@@ -69,11 +69,13 @@ class Reason(StrEnum):
     EXIT_REVERSE = 'exit_reverse'
     EXIT_DAILY_LOSS = 'exit_daily_loss'
     EXIT_KILL_SWITCH = 'exit_kill_switch'
+    REJECTED_ENTRIES_HALTED = 'rejected_entries_halted'  # entries halted until an operator clears it (a reconcile found the books disagree)
 
 _REASONS = tuple(Reason)
 REASON_BITS: SimpleNamespace = SimpleNamespace(**{r.name: np.int64(1) << np.int64(i) for i, r in enumerate(_REASONS)})   # the bit of each code in a reason mask
 _B = REASON_BITS
 _EXIT_BITS = np.int64(sum(int(getattr(_B, r.name)) for r in _REASONS if r.name.startswith('EXIT_')))
+_GRANTED = np.int64(sum(int(getattr(_B, r.name)) for r in _REASONS if r.name == 'APPROVED' or r.name.startswith('REDUCED_')))  # the codes of an approved entry
 
 def reason_mask(*reasons: Reason | str,  # reason codes
                ) -> int:
@@ -357,6 +359,7 @@ class RiskState:
     mark_time: pd.Timestamp | None = None  # when the marks were taken (the end of that bar): older fills do not move them
     bars_seen: int = 0  # bars decided so far
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # per-symbol arrays (see the table above)
+    entries_halted: str = ''  # why entries are halted until an operator clears it ('': they are not), e.g. a reconcile's position mismatch
 
     def __post_init__(self) -> None:
         self.symbols = np.asarray([str(s) for s in self.symbols], dtype=object) if not (isinstance(self.symbols, np.ndarray) and self.symbols.dtype == object) else self.symbols
@@ -514,7 +517,7 @@ class RiskState:
                     pending={sym[i]: row(i, _PENDING_FIELDS) for i in np.flatnonzero(a['pending'])},
                     realized={sym[i]: float(a['realized'][i]) for i in np.flatnonzero((a['realized'] != 0) & (a['qty'] == 0))},
                     last_exit={sym[i]: _iso(a['last_exit'][i]) for i in np.flatnonzero(a['last_exit'] != _NAT)},
-                    protections={sym[i]: int(a['protections'][i]) for i in np.flatnonzero(a['protections'])})
+                    protections={sym[i]: int(a['protections'][i]) for i in np.flatnonzero(a['protections'])}, entries_halted=self.entries_halted)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any],  # what `to_dict` produced
@@ -533,6 +536,7 @@ class RiskState:
             for sym, v in (d.get('realized') or {}).items(): s.realized[s.index_of(sym)] = v
             for sym, v in (d.get('last_exit') or {}).items(): s.last_exit[s.index_of(sym)] = _ns(v)
             for sym, v in (d.get('protections') or {}).items(): s.protections[s.index_of(sym)] = int(v)
+            s.entries_halted = str(d.get('entries_halted') or '')
         except (KeyError, TypeError, ValueError) as e: raise DataError(f"not a RiskState dict: {type(e).__name__}: {e}") from None
         return s
 
@@ -1127,6 +1131,8 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
                    bar.avg_volume, bar.atr, bar.stop, bar.size, bar.limit, bar.qty, q_post, pend, s.last_exit, exiting,
                    float(gross_left), float(margin_left), float(loss_left), bool(c.loss_budget), side, requested, q, bits, price, stop, target, dist)
     requested, q = requested.astype(np.int64), q.astype(np.int64)
+    if s.entries_halted:                                                 # the books disagreed (a reconcile): nothing new until an operator clears it
+        q[:] = 0; bits = (bits & ~_GRANTED) | _B.REJECTED_ENTRIES_HALTED
     ok = q != 0
     # orders outside regular hours are limits through the close
     ext = bar.session is not None and bar.session != 'regular'

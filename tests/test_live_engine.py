@@ -180,8 +180,95 @@ def test_the_journal_of_a_replay_rebuilds_the_engines_state(store, tmp_path):
     assert kinds['fill'] == len(live.result.fills)
 
 
+def test_a_restart_reconciles_before_it_trades(store, tmp_path):
+    "A second engine on the same journal and broker rebuilds the state from the journal and reconciles first: nothing to fix, same positions."
+    s = strategy('sma_cross')
+    j = Journal(tmp_path / 'j.sqlite', 'replay', s.id)
+    first = replay(s, store, START, '2025-11-26', risk=RISKS['binding'], journal=j).engine
+    again = LiveEngine(s, first.symbols, first.sim, RISKS['binding'], journal=j)
+    rec = again.reconciliation
+    assert rec is not None and not rec.halted, str(rec)
+    np.testing.assert_array_equal(again.state.qty, first.state.qty)
+    assert abs(again.state.cash - first.state.cash) < 1e-6
+    assert j.events('reconcile').shape[0] == 1
+    assert len(again.loop.orders.live) == len(first.sim.open_orders())         # the working orders adopted with the journal's records
+
+
 def test_bad_input_is_refused(store):
     with pytest.raises(ConfigError, match='unknown strategy|not registered|no strategy'): replay('no_such_strategy', store, START, END)
     with pytest.raises(DataError, match='nothing to replay'): replay('sma_cross', store, START, END, symbols=['NOPE'])
     with pytest.raises(DataError, match='nothing to replay'): replay('sma_cross', store, '2024-01-02', '2024-01-05')
     with pytest.raises(ConfigError, match='duplicate symbols'): LiveEngine(get_strategy('sma_cross'), ['AAA', 'aaa'])
+
+
+class _Crash(Exception):
+    "The engine process dying between two feed events."
+
+
+async def _cut(feed, n: int):
+    "The feed's first `n` events, then a crash."
+    k = 0
+    async for e in feed:
+        if k == n: raise _Crash
+        k += 1
+        yield e
+
+
+def _book(b):
+    "A broker's orders (client id and content), fills, positions and cash."
+    orders = sorted((s.client_id, s.order.symbol, str(s.order.side), s.order.qty, str(s.order.intent), str(s.order.type), str(s.order.bar_time))
+                    for s in (b.order(c) for c in b._orders))
+    fills = sorted((f.client_id, f.qty, round(f.price, 9), str(f.ts)) for f in b.fills_since(pd.Timestamp(0, tz='UTC')))
+    return orders, fills, b.qty.tolist(), round(b.account().cash, 6)
+
+
+@pytest.mark.parametrize('case', ['sma_cross', 'orb'])
+def test_a_restart_resumes_where_the_journal_stopped(store, tmp_path, case):
+    "Crashed between feed events at three instants and restarted each time on the same journal and broker: the broker ends with an uninterrupted run's orders, fills, positions and cash, no order twice, and the journal's positions are the broker's."
+    import asyncio
+    from smallcap.live.feed import ReplayFeed
+    s, risk = strategy(case), RISKS['binding']
+    clean = replay(s, store, START, END, risk=risk, status_halts=False).engine
+    syms, total = clean.symbols, clean.stats.events
+    kinds = ('bars', 'status') + (('quotes',) if clean.costs.slippage == 'spread' else ())     # what `replay` reads
+    feed = lambda: ReplayFeed(store, syms, START, END, kinds=kinds, chunk='1D')
+    j = Journal(tmp_path / 'j.sqlite', 'replay', s.id)
+    broker, resumed = None, []
+    for n in (total // 5, total // 2, 4 * total // 5, None):
+        eng = LiveEngine(s, syms, broker, risk, journal=j, status_halts=False)
+        broker = eng.sim
+        if n is None: asyncio.run(eng.run(feed(), signals=False)); break
+        with pytest.raises(_Crash): asyncio.run(eng.run(_cut(feed(), n), signals=False))
+        resumed.append(eng.stats.resumed)
+    assert resumed[0] == 0 and resumed[1] > 0 and resumed[2] > resumed[1], resumed       # each restart resumed later
+    assert eng.reconciliation is not None and not eng.reconciliation.halted, str(eng.reconciliation)
+    a, b = _book(broker), _book(clean.sim)
+    assert len(a[0]) == len({o[1:] for o in a[0]}), "two orders with the same content at the broker"
+    assert a == b
+    assert j.rebuild_state(syms, 100_000.0).qty.tolist() == broker.qty.tolist()
+    assert j.events('reconcile').shape[0] == 3
+
+
+def test_a_scan_universe_enters_only_what_the_latest_scan_kept(store, bars, tmp_path):
+    "With a universe from a scan re-run every 30 minutes, the replay equals the event backtest of the strategy's signals with each entry outside the latest run's symbols removed; the runs are made here independently, by `run_scan` at each minute's latest scheduled time."
+    import dataclasses
+    from smallcap.live.engine import Rescan
+    from smallcap.scan import run_scan
+    s, risk = strategy('sma_cross'), RISKS['binding']
+    spec = {'gap_min': 0.0, 'rank_by': 'gap', 'top': 2}
+    j = Journal(tmp_path / 'j.sqlite', 'replay', s.id)
+    got = replay(s, store, START, END, risk=risk, status_halts=False, journal=j, universe=Rescan(spec, store, first='09:25', every='30min'))
+    ends = (bars.index + pd.Timedelta('1min')).tz_convert('America/New_York')
+    first = ends.normalize() + pd.Timedelta('9h25min')
+    at = first + (ends - first) // pd.Timedelta('30min') * pd.Timedelta('30min')
+    kept = {a: set(run_scan(store, spec, at=a).symbol) for a in at.unique()}
+    allowed = pd.DataFrame([bars.close.columns.isin(kept[a]) for a in at], index=bars.index, columns=bars.close.columns)
+    assert 0 < allowed.to_numpy().mean() < 1, 'the scan keeps some symbols and not others'
+    sig = s.signals(bars)
+    ref = backtest(dataclasses.replace(sig, entries_long=sig.entries_long & allowed), bars, engine='event', store=store, risk=risk)
+    assert sig.entries_short is None or not sig.entries_short.to_numpy().any()
+    key = ['ts', 'symbol', 'side', 'qty', 'price']
+    pd.testing.assert_frame_equal(got.result.fills[key].reset_index(drop=True), ref.fills[key].reset_index(drop=True), check_exact=False, rtol=1e-9)
+    assert len(ref.fills) > 5 and len(ref.fills) < len(backtest(s, bars, engine='event', store=store, risk=risk).fills)
+    runs = j.events('scan')
+    assert len(runs) == got.engine.stats.scans == len(kept) and got.engine.stats.scans == len(got.engine.universe.runs)

@@ -5,23 +5,24 @@
 # %% ../../nbs/47_execution.loop.ipynb #571bf2ad
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from ..core import Intent, Order, OrderStatus, OrderType, Side, TimeInForce, client_order_id
+from ..core import Intent, Order, OrderError, OrderStatus, OrderType, Side, TimeInForce, client_order_id
 from .broker import Broker, EventKind, OrderEvent, submit_once
 from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
 # %% auto #0
-__all__ = ['OrderRecord', 'reason_text', 'halts_entries', 'OrderManager', 'TradingLoop']
+__all__ = ['OrderRecord', 'reason_text', 'order_role', 'halts_entries', 'OrderManager', 'TradingLoop']
 
 # %% ../../nbs/47_execution.loop.ipynb #49014f5a
 @dataclass(eq=False, slots=True)
 class OrderRecord:
-    "The order manager's record of one working order."
+    "The order manager's record of one order it sent or adopted."
     client_id: str  # client order id
     j: int  # column of its symbol
     role: str  # 'entry', 'exit', 'stop' or 'target'
@@ -30,6 +31,7 @@ class OrderRecord:
     reason: str  # reason codes (carried into the fills)
     remaining: int  # shares still working
     trail: bool = False  # a stop whose level is the trailing level
+    filled: int = 0  # shares of it folded into the risk state (the broker's cumulative count): an event that does not advance it adds nothing
 
 def reason_text(bits: int,  # a bit mask of reason codes
                 _cache: dict[int, str] = {},  # masks already spelled out (few distinct ones occur)
@@ -39,11 +41,18 @@ def reason_text(bits: int,  # a bit mask of reason codes
     if r is None: r = _cache[bits] = ','.join(reasons_of(bits))
     return r
 
+def order_role(o: Order,  # an order of this loop's strategy
+              ) -> str:
+    "The role an order plays for the order manager, read from its intent and type: 'entry', 'stop', 'target' or 'exit'."
+    it = str(o.intent)
+    return ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
+            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
+
 _PROTECTIVE_BITS = reason_mask(Reason.EXIT_STOP, Reason.EXIT_TRAILING, Reason.EXIT_TARGET)
 
 def halts_entries(state: RiskState, config: RiskConfig) -> bool:
-    "Working entries must go: the day is halted for its loss, or the kill switch flattens (a frozen switch sends nothing)."
-    return state.day_halted or (state.kill_switch and config.kill_switch_mode == 'flatten')
+    "Working entries must go: the day is halted for its loss, entries are halted (a reconcile's mismatch), or the kill switch flattens (a frozen switch sends nothing)."
+    return state.day_halted or bool(state.entries_halted) or (state.kill_switch and config.kill_switch_mode == 'flatten')
 
 # %% ../../nbs/47_execution.loop.ipynb #0ec4dbd7
 class OrderManager:
@@ -68,6 +77,8 @@ class OrderManager:
         self.level = np.full(N, np.nan)                         # each resting stop's level
         self.has_stop, self.has_target, self.has_exit, self.trig = (np.zeros(N, bool) for _ in range(4))
         self.live: dict[str, OrderRecord] = {}                  # working orders of ours
+        self.closing: dict[str, OrderRecord] = {}               # cancels asked for, not yet confirmed: fills meanwhile still count
+        self.done: dict[str, OrderRecord] = {}                  # orders past their terminal event: late fills count their missing shares
         self.sent: list[tuple[dict[str, Any], str]] = []         # every order sent: its record and client id
         self.fills: list[tuple] = []                            # (ts, column, buy, qty, price, slippage, intent, client id, reason)
         self.rejected: list[Decisions] = []                     # decisions with rejected rows
@@ -78,8 +89,8 @@ class OrderManager:
 
     @property
     def working(self) -> bool:
-        "Any order of ours is working."
-        return bool(self.live)
+        "Any order of ours is working (a cancel not yet confirmed included)."
+        return bool(self.live) or bool(self.closing)
 
     # ---- decisions -------------------------------------------------------------------------------------
     def apply(self, entries: Decisions,  # the bar's entry decisions
@@ -124,7 +135,8 @@ class OrderManager:
             cid = self._send(j, d.time, buy, int(d.approved[i]), 'entry', d.intent[i], self._oid(d, i), reason_text(int(d.reasons[i])),
                              limit=lim if np.isfinite(lim) else None, stop=float(d.stop[i]), target=float(d.target[i]),
                              requested=int(d.requested[i]), ext=d.extended_hours)
-            self.entry[j].append(cid); self.with_entries.add(j)
+            if cid not in self.entry[j]: self.entry[j].append(cid)            # the same entry decided again (a restart) is the one working
+            self.with_entries.add(j)
 
     def _keep_pending(self) -> None:
         "Working entries stay pending in the risk state until they fill, expire or are cancelled."
@@ -142,26 +154,32 @@ class OrderManager:
             self.move(self.stop[j], float(lvl[j])); self.live[self.stop[j]].trail = bool(trail[j]); self.level[j] = lvl[j]
         for j in np.flatnonzero(held & ~self.has_stop & ~self.has_target & ~self.has_exit & (np.isfinite(lvl) | np.isfinite(st.target))):
             self._protect(int(j), atr)
+        for j in np.flatnonzero(held & (self.has_stop ^ self.has_target) & ~self.has_exit & ~self.trig
+                                & np.where(self.has_stop, np.isfinite(st.target), np.isfinite(lvl) & (lvl > 0))):
+            self._protect(int(j), atr, missing=True)                        # half of the pair rests: a restart came between the two sends
 
-    def _protect(self, j: int, atr: np.ndarray | None) -> None:
+    def _protect(self, j: int, atr: np.ndarray | None,
+                 missing: bool = False,  # only the one of the pair not resting (the other was sent before a restart)
+                ) -> None:
         "Place the position's stop and target (one-cancels-other), sized to the position."
-        self._cancel_protection(j)
+        if not missing: self._cancel_protection(j)
         st = self.state
         q = int(st.qty[j])
         if q == 0: return
         a = np.full(1, np.nan) if atr is None else atr[j:j + 1]
         lvl, trail = protective_level(self.c, st.qty[j:j + 1], st.stop[j:j + 1], st.high[j:j + 1], st.low[j:j + 1], a)
-        n = int(st.protections[j]); st.protections[j] += 1
+        if missing: n = int(st.protections[j]) - 1                      # the pair's attempt is the resting half's (`adopt` set the counter from it)
+        else: n = int(st.protections[j]); st.protections[j] += 1
         t, sym, buy = self.time, self.upper[j], q < 0
-        if np.isfinite(lvl[0]) and lvl[0] > 0:
-            cid = self._send(j, t, buy, abs(q), 'stop', Intent.STOP_LOSS, client_order_id(self.sid, sym, t, Intent.STOP_LOSS, n),
-                             'exit_trailing' if trail[0] else 'exit_stop', stop_price=float(lvl[0]))
+        if np.isfinite(lvl[0]) and lvl[0] > 0 and not (missing and self.has_stop[j]):
+            cid = self._send(j, t, buy, abs(q), 'stop', Intent.STOP_LOSS, client_order_id(self.sid, sym, t, Intent.STOP_LOSS, n + 1),
+                             'exit_trailing' if trail[0] else 'exit_stop', stop_price=float(lvl[0]), attempt=n + 1)
             self.live[cid].trail = bool(trail[0])
             self._set('stop', j, cid); self.level[j] = lvl[0]
         tg = float(st.target[j])
-        if np.isfinite(tg):
-            self._set('target', j, self._send(j, t, buy, abs(q), 'target', Intent.TAKE_PROFIT, client_order_id(self.sid, sym, t, Intent.TAKE_PROFIT, n),
-                                              'exit_target', limit=tg))
+        if np.isfinite(tg) and not (missing and self.has_target[j]):
+            self._set('target', j, self._send(j, t, buy, abs(q), 'target', Intent.TAKE_PROFIT, client_order_id(self.sid, sym, t, Intent.TAKE_PROFIT, n + 1),
+                                              'exit_target', limit=tg, attempt=n + 1))
 
     # ---- orders ----------------------------------------------------------------------------------------
     def _set(self, role: str, j: int, cid: str | None) -> None:
@@ -170,12 +188,16 @@ class OrderManager:
         if role == 'stop': self.trig[j] = False
 
     def _send(self, j: int, t: pd.Timestamp, buy: bool, qty: int, role: str, intent: Any, cid: str, reason: str, limit: float | None = None,
-              stop: float = np.nan, target: float = np.nan, requested: int | None = None, stop_price: float | None = None, ext: bool = False) -> str:
-        "Send one order (idempotently) and record it."
+              stop: float = np.nan, target: float = np.nan, requested: int | None = None, stop_price: float | None = None, ext: bool = False, attempt: int = 0) -> str:
+        "Send one order (idempotently) and record it; the same order again (a minute decided again after a restart) is the one already working."
+        if (was := self.live.get(cid) or self.closing.get(cid)) is not None:     # a client id names one order: never two under it
+            if (was.j, was.role, was.buy, was.remaining + was.filled) == (j, role, buy, qty): return cid
+            raise OrderError(f"client id {cid} ({role} {intent} {'buy' if buy else 'sell'} {qty} {self.upper[j]} at {t}) already names a working "
+                             f"{was.role} {'buy' if was.buy else 'sell'} {was.remaining + was.filled}: a second order under it would be the first one")
         typ = OrderType.STOP if stop_price is not None else OrderType.LIMIT if limit is not None else OrderType.MARKET
         tif = TimeInForce.DAY if role == 'entry' and self.day_entries else TimeInForce.GTC
         o = Order(self.sid, self.upper[j], Side.BUY if buy else Side.SELL, qty, t, intent, type=typ, tif=tif, limit_price=limit,
-                  stop_price=stop_price, extended_hours=bool(ext and typ is OrderType.LIMIT), client_id=cid)
+                  stop_price=stop_price, extended_hours=bool(ext and typ is OrderType.LIMIT), attempt=attempt, client_id=cid)
         self.live[cid] = OrderRecord(cid, j, role, buy, str(intent), reason, qty)
         name = 'trailing_stop' if typ is OrderType.STOP and self.trailing else str(typ)
         self.sent.append((dict(ts=t, symbol=self.state.symbols[j], side='buy' if buy else 'sell', type=name, intent=str(intent),
@@ -186,13 +208,29 @@ class OrderManager:
         return cid
 
     def _cancel(self, cid: str) -> None:
-        self.live.pop(cid, None)                             # forgotten first: the broker's cancel event is ours, not news
-        self.broker.cancel(cid)
+        "Ask the broker to cancel: the order is provisional (`closing`) until the broker confirms; fills meanwhile are folded in."
+        r = self.live.pop(cid, None)
+        if r is None: return
+        self.closing[cid] = r
+        st = self.broker.cancel(cid)
+        if cid in self.closing and (st is None or not st.is_open): self._closed(r)   # done at the broker: its late events may still bring fills
+
+    def _closed(self, r: OrderRecord) -> None:
+        "A cancel is settled: the order joins the done ones; a cancelled entry stops counting as pending."
+        del self.closing[r.client_id]
+        self.done[r.client_id] = r
+        if r.role == 'entry': self._repend(r.j)
+
+    def _repend(self, j: int) -> None:
+        "The symbol's pending entry shares: its working entries and the cancels not yet confirmed (a racing fill stays inside the limits)."
+        rs = [self.live[c] for c in self.entry[j] if c in self.live] + [r for r in self.closing.values() if r.j == j and r.role == 'entry']
+        self.state.pending[j] = sum(r.remaining if r.buy else -r.remaining for r in rs)
 
     def _cancel_entries(self, j: int) -> None:
         for cid in self.entry[j]: self._cancel(cid)
         self.entry[j] = []; self.with_entries.discard(j)
-        self.state.pending[j] = 0
+        if self.closing: self._repend(j)
+        else: self.state.pending[j] = 0
 
     def _cancel_protection(self, j: int) -> None:
         for cid in (self.stop[j], self.target[j]):
@@ -209,31 +247,70 @@ class OrderManager:
              ) -> int:
         "After a restart: take over the broker's working orders (roles from intent and type; a stop with fills has triggered); how many."
         n, known = 0, known or {}
-        for st in self.broker.open_orders():
+        opened = {st.client_id: st for st in self.broker.open_orders()}
+        for cid, k in known.items():                                        # the journal's orders that are done: late events fold in once
+            if cid not in opened and cid not in self.live: self.done.setdefault(cid, k)
+        for st in opened.values():
             o = st.order
-            if o.client_id in self.live or o.symbol not in self.state: continue
-            j, it = self.state.index_of(o.symbol), str(o.intent)
-            role = ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
-                    else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
+            if o.client_id in self.live or o.symbol not in self.state or o.strategy != self.sid: continue   # another strategy's orders are not ours
+            j, it, role = self.state.index_of(o.symbol), str(o.intent), order_role(o)
             k = known.get(o.client_id)
-            self.live[o.client_id] = OrderRecord(o.client_id, j, role, o.side is Side.BUY, it, k.reason if k else 'adopted', st.remaining, k.trail if k else False)
+            self.live[o.client_id] = OrderRecord(o.client_id, j, role, o.side is Side.BUY, it, k.reason if k else 'adopted', st.remaining,
+                                                 k.trail if k else False, int(st.filled))
+            self.done.pop(o.client_id, None)
             if role == 'entry': self.entry[j].append(o.client_id); self.with_entries.add(j)
             else:
                 self._set(role, j, o.client_id)
                 if role == 'stop': self.level[j], self.trig[j] = o.stop_price, st.filled > 0
+                if role in ('stop', 'target'): self.state.protections[j] = max(int(self.state.protections[j]), o.attempt)   # sent after the snapshot the state came from
             n += 1
         return n
 
     # ---- broker events ---------------------------------------------------------------------------------
     def on_event(self, ev: OrderEvent,  # an event from the broker
                 ) -> None:
-        "Fold one broker event in: fills into the risk state, and the symbol's orders kept consistent."
+        "Fold one broker event in, once: fills into the risk state (by the cumulative shares filled), and the symbol's orders kept consistent."
         r = self.live.get(ev.client_id)
-        if r is None: return                                 # not ours, or already cancelled by us
+        if r is None: return self._off_book(ev)              # a cancel not yet confirmed, a done order, or not ours
         k = ev.kind
         if k is EventKind.TRIGGERED: self._on_trigger(r)
-        elif k is EventKind.FILLED or k is EventKind.PARTIALLY_FILLED: self._on_fill(r, ev)
+        elif k is EventKind.FILLED or k is EventKind.PARTIALLY_FILLED:
+            if ev.filled > r.filled: self._on_fill(r, ev)
+            elif ev.terminal: self._on_done(r, ev)           # its shares were counted already (a duplicate, or a reconcile): it is done
         elif k in (EventKind.CANCELED, EventKind.EXPIRED, EventKind.REJECTED): self._on_done(r, ev)
+
+    def _off_book(self, ev: OrderEvent) -> None:
+        "An event of an order that is not working: a fill that advances its count is folded in (racing our cancel, or late); the rest changes nothing."
+        cid = ev.client_id
+        r = self.closing.get(cid)
+        if r is None and (r := self.done.get(cid)) is None: return       # not ours: ignored (the journal still records it)
+        if ev.fill is not None and ev.filled > r.filled: self._late_fill(r, ev)
+        if ev.terminal and cid in self.closing: self._closed(r)
+
+    def _count(self, r: OrderRecord, ev: OrderEvent) -> Any:
+        "The shares this event adds to the order's count, as a fill (the event's own unless an earlier event was missed or counted)."
+        f, q = ev.fill, ev.filled - r.filled
+        r.filled = ev.filled
+        return f if f.qty == q else dataclasses.replace(f, qty=q)
+
+    def _late_fill(self, r: OrderRecord, ev: OrderEvent) -> None:
+        "A fill of an order no longer working: counted once, then the position is closed (it is exiting) or protected, as for any fill."
+        f, j, st = self._count(r, ev), r.j, self.state
+        self.fills.append((f.ts, j, r.buy, f.qty, f.price, ev.slippage, r.intent, r.client_id,
+                           ('exit_trailing' if r.trail else 'exit_stop') if r.role == 'stop' else r.reason))
+        st.apply_fill(f)
+        if r.role == 'entry' and (self.has_exit[j] or self.trig[j]):     # shares added to a position on its way out: they go too
+            q = int(st.qty[j]); buy = q < 0
+            t = self.time if self.time is not None else ev.ts
+            it = Intent.EXIT_SHORT if buy else Intent.EXIT_LONG
+            n = int(st.protections[j]); st.protections[j] += 1
+            x = self.live.get(self.exit[j] if self.has_exit[j] else self.stop[j])
+            why = x.reason if x is not None and x.role == 'exit' else 'exit_trailing' if x is not None and x.trail else 'exit_stop'
+            self._set('exit', j, self._send(j, t, buy, f.qty, 'exit', it, client_order_id(self.sid, self.upper[j], t, it, n + 1), why))
+        elif st.qty[j] == 0:
+            self._cancel_protection(j)
+            if self.exit[j] is not None: self._cancel(self.exit[j]); self._set('exit', j, None)
+        elif self.protect and not (self.has_exit[j] or self.trig[j]): self._protect(j, self.atr)   # protection sized to the new position
 
     def _on_trigger(self, r: OrderRecord) -> None:
         "A resting stop triggered: it works on as a market order; its target and the symbol's working entry go."
@@ -245,18 +322,20 @@ class OrderManager:
 
     def _on_fill(self, r: OrderRecord, ev: OrderEvent) -> None:
         f, j, role = ev.fill, r.j, r.role
+        if f.qty != ev.filled - r.filled: f = self._count(r, ev)             # an earlier partial was missed, or counted by a reconcile
+        else: r.filled = ev.filled
         reason = ('exit_trailing' if r.trail else 'exit_stop') if role == 'stop' else r.reason
         self.fills.append((f.ts, j, r.buy, f.qty, f.price, ev.slippage, r.intent, r.client_id, reason))
         st = self.state
         st.apply_fill(f)
         r.remaining = ev.remaining
         done = ev.terminal
-        if done: del self.live[r.client_id]
+        if done: del self.live[r.client_id]; self.done[r.client_id] = r
         if role == 'entry':
             if done: self._drop_entry(j, r.client_id)
             if self.protect: self._protect(j, self.atr)
         elif role != 'exit' and self.entry[j]: self._cancel_entries(j)       # a stop/target fill: the working entry goes
-        if role == 'exit' and done: self._set('exit', j, None)
+        if done and role != 'entry' and r.client_id == getattr(self, role)[j]: self._set(role, j, None)   # a done exit, stop or target leaves its slot
         if st.qty[j] == 0:
             self._cancel_protection(j)
             if self.exit[j] is not None: self._cancel(self.exit[j]); self._set('exit', j, None)
@@ -264,7 +343,7 @@ class OrderManager:
     def _on_done(self, r: OrderRecord, ev: OrderEvent) -> None:
         "An order left the book without (more) fills: expired, cancelled by the broker, or an exit with nothing left to close."
         j, cid = r.j, r.client_id
-        del self.live[cid]
+        del self.live[cid]; self.done[cid] = r
         if r.role == 'entry':
             self._drop_entry(j, cid)
             if ev.kind is EventKind.EXPIRED: self.count['expired'] += 1; self.count['expired_shares'] += r.remaining
@@ -286,6 +365,12 @@ class TradingLoop:
         self.risk, self.state, self.broker, self.journal = risk, state, broker, journal
         self.orders = OrderManager(broker, state, strategy, risk.config, protect, day_entries)
         if hasattr(broker, 'listener'): broker.listener = self.on_event          # a push broker tells us as things happen
+
+    def configure(self, config: RiskConfig,  # the new limits
+                 ) -> None:
+        "Trade under new risk limits from the next step (the risk engine and the order manager read the same config)."
+        self.risk = RiskEngine(config)
+        self.orders.c = config
 
     def resume(self, known: dict[str, OrderRecord] | None = None,  # the journal's records of the orders sent
               ) -> int:

@@ -5,7 +5,7 @@
 # %% ../../nbs/71_live.journal.ipynb #6b84e6a7
 from __future__ import annotations
 
-import json, os, sqlite3
+import json, os, signal, sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,12 +17,12 @@ from ..execution.broker import EventKind, OrderEvent
 from ..risk import Decisions, RiskState, reasons_of
 
 # %% auto #0
-__all__ = ['SCHEMA', 'APP', 'KINDS', 'order_of', 'fill_of', 'event_of', 'Journal']
+__all__ = ['SCHEMA', 'APP', 'KINDS', 'FAILPOINTS', 'failpoint', 'plain', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
 
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
 APP: str = 'smallcap-journal'  # what the meta table says a journal is
-KINDS: tuple[str, ...] = ('decision', 'intent', 'answer', 'event', 'fill', 'snapshot', 'start', 'stop', 'reconcile')  # the record kinds
+KINDS: tuple[str, ...] = ('decision', 'intent', 'answer', 'event', 'fill', 'snapshot', 'start', 'stop', 'reconcile', 'scan')  # the record kinds
 _SECRET_WORDS = ('secret', 'token', 'password', 'passwd', 'api_key', 'key_id', 'credential')
 
 _DDL = ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -31,8 +31,33 @@ _DDL = ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         *(f"CREATE TRIGGER {t}_no_{op} BEFORE {op.upper()} ON {t} BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END"
           for t in ('events', 'meta') for op in ('update', 'delete')))
 
+# %% ../../nbs/71_live.journal.ipynb #dbaf87df
+_FAILPOINTS: dict[str, int] | None = None   # point -> passes left before it fires (None: not read from the environment yet)
+
+def failpoint(name: str,  # the point: 'intent', 'sent', 'journal', 'reconcile' (see the table below)
+             ) -> None:
+    "Fault injection for crash tests: with SMALLCAP_FAILPOINTS='intent:3' in the environment, the 3rd pass of `intent` kills this process at once (SIGKILL, as kill -9 does); one dict lookup otherwise."
+    global _FAILPOINTS
+    if _FAILPOINTS is None:
+        _FAILPOINTS = {}
+        for part in filter(None, (p.strip() for p in os.environ.get('SMALLCAP_FAILPOINTS', '').split(','))):
+            k, _, n = part.partition(':')
+            if k not in FAILPOINTS or not (n or '1').isdigit() or int(n or 1) < 1:
+                raise ConfigError(f"SMALLCAP_FAILPOINTS: {part!r} is not POINT[:N] with POINT one of {list(FAILPOINTS)} and N >= 1")
+            _FAILPOINTS[k] = int(n or 1)
+    if name not in _FAILPOINTS: return
+    _FAILPOINTS[name] -= 1
+    if _FAILPOINTS[name] == 0: os.kill(os.getpid(), signal.SIGKILL)
+
+FAILPOINTS: dict[str, str] = {  # where a crash test can kill the engine
+    'intent': "an order's intent is journalled, the order not yet sent",
+    'sent': "the broker took the order, its answer not yet journalled",
+    'journal': "inside a journal write: the records inserted, the transaction not committed",
+    'reconcile': "inside reconciliation on a restart: the broker asked, nothing journalled yet",
+}
+
 # %% ../../nbs/71_live.journal.ipynb #5d8f9bd7
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     "A JSON-safe value: timestamps as ISO text, numpy scalars as Python, enums as their value."
     if isinstance(v, pd.Timestamp): return v.isoformat()
     if isinstance(v, np.generic): return v.item()
@@ -51,10 +76,10 @@ def _ts_ns(ts: Any) -> int:
     return pd.Timestamp.now(tz='UTC').value if ts is None else to_utc(ts).value
 
 # %% ../../nbs/71_live.journal.ipynb #775fa6ee
-def _record(obj: Any) -> dict[str, Any]:
+def record(obj: Any) -> dict[str, Any]:
     "The fields of an `Order`, `Fill` or `OrderEvent` as a JSON-safe dict (a fill inside an event nested)."
     import dataclasses
-    return {f.name: (_record(v) if dataclasses.is_dataclass(v) else v) for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}
+    return {f.name: (record(v) if dataclasses.is_dataclass(v) else v) for f in dataclasses.fields(obj) for v in [getattr(obj, f.name)]}
 
 def order_of(d: Mapping[str, Any]) -> Order:
     "An `Order` back from its journal payload."
@@ -69,12 +94,12 @@ def event_of(d: Mapping[str, Any]) -> OrderEvent:
     return OrderEvent(**{**d, 'kind': EventKind(d['kind']), 'ts': to_utc(d['ts']), 'fill': None if d.get('fill') is None else fill_of(d['fill'])})
 
 def _decision_rows(d: Decisions) -> list[dict[str, Any]]:
-    "One payload per decision row, reason codes spelled out as a list."
-    f = d.to_frame()
-    f['reasons'] = [list(reasons_of(m)) for m in d.reasons]
-    f['time'] = d.time
-    f['extended_hours'] = d.extended_hours
-    return f.to_dict('records')
+    "One payload per decision row, reason codes spelled out as a list (built from the batch's arrays: no frame per bar)."
+    cols = dict(symbol=[str(s) for s in d.symbols], side=np.where(d.side > 0, 'buy', 'sell').tolist(), intent=[str(i) for i in d.intent],
+                requested=d.requested.tolist(), approved=d.approved.tolist(), action=d.action.tolist(), reasons=[list(reasons_of(m)) for m in d.reasons],
+                price=d.price.tolist(), limit=d.limit.tolist(), stop=d.stop.tolist(), target=d.target.tolist(), at_bar=d.at_bar.tolist())
+    return [{'time': d.time, **dict(zip(cols, row)), 'extended_hours': d.extended_hours} for row in zip(*cols.values())]
+
 
 # %% ../../nbs/71_live.journal.ipynb #982cc04e
 class Journal:
@@ -134,14 +159,23 @@ class Journal:
         "Write one record durably (committed and synced before this returns); its sequence number."
         return self._write([(kind, payload, ts, client_id)])
 
+    def write(self, rows: Sequence[tuple[str, Any, Any, str | None]],  # (kind, payload, ts, client_id); an `Order`, `Fill` or `OrderEvent` payload (also one inside a dict) as its fields
+             ) -> int:
+        "Write several records in one transaction (all or none survive a crash); the last sequence number."
+        import dataclasses
+        rec = lambda v: record(v) if dataclasses.is_dataclass(v) else v
+        return self._write([(k, record(p) if dataclasses.is_dataclass(p) else {a: rec(v) for a, v in p.items()}, ts, c) for k, p, ts, c in rows])
+
     def _write(self, rows: Sequence[tuple[str, Mapping[str, Any], Any, str | None]]) -> int:
         "Write records in one transaction: all or none survive a crash."
         out = []
         for kind, payload, ts, cid in rows:
             if kind not in KINDS: raise ConfigError(f"journal: unknown record kind {kind!r}; kinds are {KINDS}")
             _check_secrets(payload, kind)
-            out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=_plain)))
-        with self: self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
+            out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=plain)))
+        with self:
+            self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
+            failpoint('journal')
         return int(self.con.execute('SELECT max(seq) FROM events').fetchone()[0] or 0)
 
     def decisions(self, batch: Decisions | tuple[Decisions, ...],  # one batch, or the loop's (entries, exits)
@@ -153,19 +187,19 @@ class Journal:
     def intent(self, order: Order,  # the order about to be sent
               ) -> int:
         "An order intent, written before the order is sent."
-        return self.append('intent', _record(order), None, order.client_id)
+        return self.append('intent', record(order), None, order.client_id)
 
     def event(self, ev: OrderEvent,  # a broker answer or order event
              ) -> int:
         "One order event; its fill, if any, in the same transaction."
-        rows = [('event', _record(ev), ev.ts, ev.client_id)]
-        if ev.fill is not None: rows.append(('fill', _record(ev.fill), ev.fill.ts, ev.fill.client_id))
+        rows = [('event', record(ev), ev.ts, ev.client_id)]
+        if ev.fill is not None: rows.append(('fill', record(ev.fill), ev.fill.ts, ev.fill.client_id))
         return self._write(rows)
 
     def fill(self, f: Fill,  # an execution learnt outside an order event (a reconcile)
             ) -> int:
         "One execution."
-        return self.append('fill', _record(f), f.ts, f.client_id)
+        return self.append('fill', record(f), f.ts, f.client_id)
 
     def snapshot(self, state: RiskState,  # the engine's risk state
                  ts: Any = None,  # when (None: now)
@@ -173,12 +207,12 @@ class Journal:
         "A position and equity snapshot: the whole risk state, and its equity."
         return self.append('snapshot', {'state': state.to_dict(), 'equity': float(state.equity)}, ts)
 
-    def note(self, kind: str,  # 'start', 'stop' or 'reconcile'
+    def note(self, kind: str,  # 'start', 'stop', 'reconcile' or 'scan'
              ts: Any = None,  # when (None: now)
              **info: Any,  # what to remember (never a credential)
             ) -> int:
-        "An engine start, stop or reconcile record."
-        if kind not in ('start', 'stop', 'reconcile'): raise ConfigError(f"journal.note: kind must be 'start', 'stop' or 'reconcile', got {kind!r}")
+        "An engine start, stop, reconcile or universe scan record."
+        if kind not in ('start', 'stop', 'reconcile', 'scan'): raise ConfigError(f"journal.note: kind must be 'start', 'stop', 'reconcile' or 'scan', got {kind!r}")
         return self.append(kind, info, ts)
 
     def __call__(self, kind: str,  # what `TradingLoop` tells: 'decisions' or 'event' (also 'intent', 'fill', 'snapshot')
@@ -218,12 +252,14 @@ class Journal:
         return f
 
     def orders(self) -> pd.DataFrame:
-        "Every order intent (the `Order` fields) with its last event: status, filled, remaining, reason."
+        "Every order intent (the `Order` fields) with its outcome: status, filled, remaining, reason (its first terminal event stands: later events change nothing)."
         import dataclasses
         f = self._frame('intent', [x.name for x in dataclasses.fields(Order)])
         f['bar_time'] = pd.to_datetime(f.bar_time, utc=True)
         e = self._frame('event', ['client_id', 'kind', 'filled', 'remaining', 'reason'])
-        last = e.drop(columns='seq').groupby('client_id').last().rename(columns={'kind': 'status'})
+        end = e[e.kind.isin([str(k) for k in EventKind if OrderEvent(k, '', pd.Timestamp(0, tz='UTC')).terminal])].drop(columns='seq').groupby('client_id').first()   # an order's first terminal event stands
+        last = e.drop(columns='seq').groupby('client_id').last()
+        last = end.combine_first(last).assign(filled=e.groupby('client_id').filled.max()).rename(columns={'kind': 'status'})
         return f.join(last, on='client_id').fillna({'status': 'sent', 'filled': 0, 'remaining': f.qty, 'reason': ''}).astype({'filled': 'int64', 'remaining': 'int64'})
 
     def decision_frame(self) -> pd.DataFrame:
@@ -231,15 +267,43 @@ class Journal:
         return self._frame('decision', ['time', 'symbol', 'side', 'intent', 'requested', 'approved', 'action', 'reasons', 'price',
                                         'limit', 'stop', 'target', 'at_bar', 'extended_hours']).assign(time=lambda f: pd.to_datetime(f.time, utc=True))
 
+    def known(self) -> set[str]:
+        "Client ids of the orders of this journal: those with an intent, and those a reconcile adopted."
+        q = "SELECT DISTINCT client_id FROM events WHERE kind = 'intent' OR (kind = 'answer' AND json_extract(payload, '$.op') = 'adopt')"
+        return {c for (c,) in self.con.execute(q)}
+
+    def counted(self, upto: int | None = None,  # only records up to this seq (None: all)
+               ) -> dict[str, int]:
+        "Shares filled per client id as the fills are counted: the most any fill event said was filled (a repeated or late event adds nothing)."
+        q = ("SELECT client_id, max(json_extract(payload, '$.filled')) FROM events WHERE kind = 'event' AND json_extract(payload, '$.fill') IS NOT NULL"
+             + ('' if upto is None else ' AND seq <= ?') + ' GROUP BY client_id')
+        return {c: int(n) for c, n in self.con.execute(q, () if upto is None else (upto,))}
+
+    def unique_fills(self, after: int = 0) -> list[Fill]:
+        "The fills written after seq `after`, each counted once as `OrderManager.on_event` counts them: by its event's cumulative shares per order."
+        import dataclasses
+        known, done, out = self.known(), self.counted(after), []
+        q = ("SELECT f.payload, e.payload FROM events f LEFT JOIN events e ON e.seq = f.seq - 1 AND e.kind = 'event' AND e.client_id = f.client_id "
+             "WHERE f.kind = 'fill' AND f.seq > ? ORDER BY f.seq")
+        for fp, ep in self.con.execute(q, (after,)):
+            f = fill_of(json.loads(fp))
+            if ep is not None:                                      # written with its order event: counted by the cumulative shares
+                cid, n = f.client_id, int(json.loads(ep)['filled'])
+                if cid not in known or n <= done.get(cid, 0): continue   # not ours (the loop ignored it), or a repeat / an older partial
+                if n - done.get(cid, 0) != f.qty: f = dataclasses.replace(f, qty=n - done.get(cid, 0))
+                done[cid] = n
+            out.append(f)                                           # a fill learnt outside an event counts as written
+        return out
+
     def rebuild_state(self, symbols: Sequence[str],  # the symbol universe (symbols of fills are added)
                       start_cash: float,  # cash before the first fill (used when there is no snapshot)
                       day_start_equity: float | None = None,  # without a snapshot: equity at the start of today (None: `start_cash`)
                       date: Any = None,  # without a snapshot: the current trading date (None: the last fill's New York date)
                      ) -> RiskState:
-        "The risk state from the journal: the latest snapshot with the fills written after it, or every fill from the start."
+        "The risk state from the journal: the latest snapshot with the fills written after it, or every fill from the start (each counted once)."
         row = self.con.execute("SELECT seq, payload FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
         after = 0 if row is None else row[0]
-        fills = [fill_of(json.loads(p)) for (p,) in self.con.execute("SELECT payload FROM events WHERE kind = 'fill' AND seq > ? ORDER BY seq", (after,))]
+        fills = self.unique_fills(after)
         if row is None:
             if date is None: date = fills[-1].ts.tz_convert('America/New_York').date() if fills else pd.Timestamp.now(tz='America/New_York').date()
             s = RiskState.from_fills(fills, symbols, start_cash, start_cash if day_start_equity is None else day_start_equity, date)
@@ -249,6 +313,12 @@ class Journal:
         if list(symbols) != s.symbols.tolist(): s.reindex(list(dict.fromkeys([*symbols, *s.symbols[(s.qty != 0) | (s.pending != 0)].tolist()])))
         return s
 
+    def resume_time(self) -> pd.Timestamp | None:
+        "Time of the latest snapshot: the end of the last minute an engine decided, where a restart resumes (None: no snapshot yet)."
+        row = self.con.execute("SELECT ts FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else pd.Timestamp(row[0], tz='UTC')
+
+
 # %% ../../nbs/71_live.journal.ipynb #04fe7443
 class _IntentFirst:
     "A broker proxy: each order's intent journalled before it is submitted, and the broker's answer (or error) after; the rest passes through."
@@ -257,7 +327,7 @@ class _IntentFirst:
 
     def _ask(self, op: str, cid: str, call: Any) -> Any:
         "Call the broker and journal its answer: the order's status, shares filled and average price, or the error."
-        try: st = call()
+        try: st = call(); failpoint('sent')
         except Exception as e:
             self._journal.append('answer', {'op': op, 'error': f"{type(e).__name__}: {e}"}, None, cid); raise
         ans = {'op': op, 'status': None} if st is None else {'op': op, 'status': str(st.status), 'filled': int(st.filled), 'avg_price': float(st.avg_price)}
@@ -266,9 +336,18 @@ class _IntentFirst:
 
     def submit(self, order: Order) -> Any:
         self._journal.intent(order)
+        failpoint('intent')
         return self._ask('submit', order.client_id, lambda: self._broker.submit(order))
 
     def cancel(self, client_id: str) -> Any: return self._ask('cancel', client_id, lambda: self._broker.cancel(client_id))
     def replace(self, client_id: str, **changes: Any) -> Any: return self._ask('replace', client_id, lambda: self._broker.replace(client_id, **changes))
+
+    def move_stop(self, client_id: str, stop: float) -> None:
+        "A trailing stop's trigger moved: journalled as a replace answer (the paper broker's fast path, or `replace` at a broker without one)."
+        b = self._broker
+        if not hasattr(b, 'move_stop'): self.replace(client_id, stop_price=stop); return
+        b.move_stop(client_id, stop)
+        self._journal.append('answer', {'op': 'replace', 'status': None, 'stop_price': float(stop)}, getattr(b, 'time', None), client_id)
+
     def __getattr__(self, name: str) -> Any: return getattr(self._broker, name)
     def __setattr__(self, name: str, v: Any) -> None: setattr(self._broker, name, v)

@@ -82,15 +82,13 @@ class Arbiter(_Combinator):
         provided = set()
         for m in reversed(self.members):                         # lowest priority first; higher ones overwrite
             s = m.signals(bars)
-            has = np.logical_or.reduce([getattr(s, f).to_numpy() for f in SIGNAL_BOOLS])
-            for f in SIGNAL_BOOLS:
-                new = getattr(s, f).to_numpy()
-                out[f] = new if out[f] is None else np.where(has, new, out[f])
-            for f in SIGNAL_FLOATS:
+            b = {f: getattr(s, f).to_numpy() for f in SIGNAL_BOOLS}
+            has = np.logical_or.reduce(list(b.values()))
+            for f in SIGNAL_BOOLS: out[f] = b[f] if out[f] is None else np.where(has, b[f], out[f])
+            for f in SIGNAL_FLOATS:                               # None: NaN everywhere (no array until a member provides the field)
                 v = getattr(s, f)
-                if v is not None: provided.add(f)
-                new = np.full(has.shape, np.nan) if v is None else v.to_numpy()
-                out[f] = np.where(has, new, np.full(has.shape, np.nan) if out[f] is None else out[f])
+                if v is not None: provided.add(f); out[f] = np.where(has, v.to_numpy(), np.nan if out[f] is None else out[f])
+                elif out[f] is not None: out[f] = np.where(has, np.nan, out[f])
         mk = lambda a: pd.DataFrame(a, index=bars.index, columns=bars.close.columns)
         floats = {f: mk(out[f]) for f in SIGNAL_FLOATS if f in provided}       # shape set by the members, not the data
         return Signals(**{f: mk(out[f].astype(bool)) for f in SIGNAL_BOOLS}, **floats)

@@ -14,6 +14,7 @@ import pandas as pd
 from ..core import ConfigError
 from ..data.calendar import SessionLabels, session_labels, window_start
 from ..data.panel import Panel
+from ..indicators import row_array
 from .base import Signals, Strategy, SIGNAL_BOOLS, param, register
 
 # %% auto #0
@@ -30,10 +31,8 @@ def _k() -> Any:
     return kernels()
 
 def _a(df: pd.DataFrame) -> np.ndarray:
-    "A frame's values as a `(symbols, bars)` float64 C-contiguous array (a free view of a float64 panel field)."
-    v = df.to_numpy()
-    if v.dtype != np.float64: v = df.to_numpy(dtype=np.float64, na_value=np.nan)
-    return np.ascontiguousarray(v.T)
+    "A frame's values as a `(symbols, bars)` float64 array with contiguous rows: a free view of a float64 panel field (or of a live window's blocks), else a copy."
+    return row_array(df, 'frame')
 
 def _frame(a: np.ndarray, like: pd.DataFrame) -> pd.DataFrame:
     "A `(symbols, bars)` array as a frame shaped like `like` (no copy)."
