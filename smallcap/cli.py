@@ -599,7 +599,7 @@ def strategy_table() -> list[dict[str, Any]]:
     for n in list_strategies():
         if n.startswith('_'): continue                                   # examples of the docs
         cls = STRATEGIES[n]
-        try: w = _jsonish(cls().warmup)
+        try: w = _jsonish(cls().warmup_spec())
         except Exception: w = None                                        # needs parameters (an ensemble needs members)
         ps = [{'name': f.name, 'type': str(f.type), 'default': _jsonish(f.default), 'grid': [_jsonish(x) for x in f.metadata.get('grid', ())],
                'low': f.metadata.get('low'), 'high': f.metadata.get('high'), 'doc': f.metadata.get('doc', '')} for f in fields(cls)]
@@ -621,7 +621,7 @@ def strategies(as_json: bool) -> None:
 @click.command()
 @click.argument('name', required=False)
 @click.option('--category', default=None, help="Only this pandas-ta category (momentum, overlap, trend, volatility, volume, statistics, cycle, candle, performance).")
-@click.option('--verdict', 'verdict_', type=click.Choice(['causal', 'history-dependent', 'look-ahead', 'unmeasured']), default=None, help='Only indicators with this verdict.')
+@click.option('--verdict', 'verdict_', type=click.Choice(['causal', 'causal-offset', 'history-dependent', 'look-ahead', 'unmeasured']), default=None, help='Only indicators with this verdict.')
 @click.option('--json', 'as_json', is_flag=True, help='Print JSON.')
 def indicators(name: str | None, category: str | None, verdict_: str | None, as_json: bool) -> None:
     "List every pandas-ta indicator: inputs, parameters, outputs, engine (native or pandas-ta) and its measured causality verdict."

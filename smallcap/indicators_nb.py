@@ -13,8 +13,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['kernels', 'sma_nb', 'ewm_nb', 'wma_nb', 'meanstd_nb', 'rolling_max_nb', 'rolling_min_nb', 'channel_nb',
            'stoch_self_nb', 'roc_nb', 'rsi_nb', 'true_range_nb', 'atr_nb', 'adx_nb', 'macd_nb', 'bbands_nb', 'bands_nb',
-           'obv_nb', 'streak_nb', 'day_cumsum_nb', 'vwap_nb', 'day_extreme_nb', 'day_extreme_at_nb', 'gap_nb',
-           'rvol_nb', 'ffill_nb', 'ffill_return_nb', 'top_k_nb', 'cross_nb', 'cross_level_nb', 'breakout_nb',
+           'supertrend_nb', 'obv_nb', 'streak_nb', 'day_cumsum_nb', 'vwap_nb', 'day_extreme_nb', 'day_extreme_at_nb',
+           'gap_nb', 'rvol_nb', 'ffill_nb', 'ffill_return_nb', 'top_k_nb', 'cross_nb', 'cross_level_nb', 'breakout_nb',
            'reclaim_nb', 'stoch_raw_nb', 'prior_run_nb', 'run_length_nb', 'first_per_day_nb', 'day_carry_nb']
 
 # %% ../nbs/21_indicators_nb.ipynb #a81745be
@@ -546,6 +546,7 @@ def adx_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
            close: np.ndarray,  # closes
            n: int,  # length of the DI smoothing
            n_adx: int,  # length of the ADX smoothing
+           rel_tie: float = 1e-10,  # up and down moves closer than this x the price are a tie (neither counts); 0: float comparison (pandas-ta)
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Wilder's ADX, +DI and -DI: RMAs seeded with simple means (first DI at bar n, first ADX at bar n + n_adx - 1)."
     m, T = close.shape
@@ -565,7 +566,7 @@ def adx_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing
                 continue
             tr = max(h - l, abs(h - pc), abs(l - pc))
             up = h - ph; dn = pl - l
-            tie = 1e-10 * (abs(h) + abs(pl))                 # equal moves on a price grid differ by float noise only
+            tie = rel_tie * (abs(h) + abs(pl))               # equal moves on a price grid differ by float noise only
             pdm = up if (up - dn > tie and up > 0) else 0.0
             mdm = dn if (dn - up > tie and dn > 0) else 0.0
             ph = h; pl = l; pc = c
@@ -674,6 +675,31 @@ def bands_nb(x: np.ndarray,  # (symbols, bars) closes; NaN = missing
             mu = mid[r, t]; sd = lo[r, t]
             lo[r, t] = mu - k * sd; up[r, t] = mu + k * sd
     return lo, mid, up
+
+# %% ../nbs/21_indicators_nb.ipynb #2e3c19e6
+@_kernel
+def supertrend_nb(close: np.ndarray,  # (symbols, bars) closes; NaN = missing
+                  lower: np.ndarray,  # hl2 - multiplier x ATR
+                  upper: np.ndarray,  # hl2 + multiplier x ATR
+                  n: int,  # length: the direction is NaN on the first `n` bars
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Supertrend: (trend, direction, long band, short band), pandas-ta's recurrence."
+    m, T = close.shape
+    trend = np.full((m, T), np.nan); dirn = np.full((m, T), np.nan)
+    long_ = np.full((m, T), np.nan); short = np.full((m, T), np.nan)
+    for r in range(m):
+        lb = lower[r].copy(); ub = upper[r].copy(); c = close[r]
+        d = 1.0
+        for t in range(1, T):
+            if c[t] > ub[t - 1]: d = 1.0
+            elif c[t] < lb[t - 1]: d = -1.0
+            else:
+                if d > 0 and lb[t] < lb[t - 1]: lb[t] = lb[t - 1]
+                if d < 0 and ub[t] > ub[t - 1]: ub[t] = ub[t - 1]
+            if d > 0: trend[r, t] = lb[t]; long_[r, t] = lb[t]
+            else: trend[r, t] = ub[t]; short[r, t] = ub[t]
+            if t >= n: dirn[r, t] = d
+    return trend, dirn, long_, short
 
 # %% ../nbs/21_indicators_nb.ipynb #9aa8ade8
 @_kernel

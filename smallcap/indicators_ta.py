@@ -21,10 +21,10 @@ from .core import ConfigError, DataError
 from .indicators import Outputs
 
 # %% auto #0
-__all__ = ['SERIES_INPUTS', 'VERDICT_BARS', 'BURN_IN_PER_BAR', 'MIN_BURN_IN', 'TOL', 'TAIL_CUTS', 'HEAD_CUTS', 'REGIMES',
-           'STACK_GAPS', 'VERDICTS', 'TABLE_COLUMNS', 'ENGINES', 'signature', 'field_names', 'sample_bars', 'measure',
-           'burn_in', 'stack_gap', 'table_row', 'generate_table', 'table_source', 'verdict_table', 'Verdict', 'verdict',
-           'list_indicators', 'recording', 'ta']
+__all__ = ['SERIES_INPUTS', 'NUMBA_WINDOWS', 'VERDICT_BARS', 'BURN_IN_PER_BAR', 'MIN_BURN_IN', 'TOL', 'TAIL_CUTS', 'HEAD_CUTS',
+           'REGIMES', 'STACK_GAPS', 'VERDICTS', 'OFFSET_NOTE', 'TABLE_COLUMNS', 'ENGINES', 'signature', 'field_names',
+           'sample_bars', 'measure', 'burn_in', 'stack_gap', 'table_row', 'generate_table', 'table_source',
+           'verdict_table', 'Verdict', 'verdict', 'list_indicators', 'recording', 'ta']
 
 # %% ../nbs/22_indicators.ta.ipynb #00000005
 SERIES_INPUTS: dict[str, str] = {'open_': 'open', 'high': 'high', 'low': 'low', 'close': 'close', 'volume': 'volume', 'fast': 'fast', 'slow': 'slow'}
@@ -125,9 +125,13 @@ def _inputs(name: str, data: Any, given: dict[str, Any]) -> tuple[dict[str, pd.D
     return {k: v.astype('float64', copy=False) for k, v in out.items()}, like
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000d
-def _raw(name: str, series: dict[str, pd.Series], params: dict[str, Any]) -> tuple[list[str], np.ndarray] | None:
+NUMBA_WINDOWS: frozenset[str] = frozenset({'aroon', 'cci', 'mad'})  # stacked, their rolling windows run on pandas' numba engine (a module-level window function, compiled once; tests/test_indicators_ta.py checks the values)
+
+def _raw(name: str, series: dict[str, pd.Series], params: dict[str, Any], numba: bool = False) -> tuple[list[str], np.ndarray] | None:
     "pandas-ta on one symbol (warnings already silenced): its column names and a `(bars, outputs)` float array, or None when it returned nothing."
-    r = _fn(name)(**series, **params)
+    if numba:
+        with pd.option_context('compute.use_numba', True): r = _fn(name)(**series, **params)
+    else: r = _fn(name)(**series, **params)
     if isinstance(r, tuple): r = r[0]                                          # ichimoku: (values, future spans): the spans lie past the data
     if r is None or len(r) == 0: return None
     idx = next(iter(series.values())).index
@@ -152,15 +156,17 @@ def _per_symbol(name: str, frames: dict[str, pd.DataFrame], params: dict[str, An
     like = next(iter(frames.values()))
     T, m = like.shape
     cols, out = None, None
-    each = {k: [s for _, s in f.items()] for k, f in frames.items()}           # every symbol's column, once (items() is pandas' fast path)
+    idx = like.index
+    each = {k: np.array(f.to_numpy(dtype=np.float64).T, order='C') for k, f in frames.items()}    # (symbols, bars): each symbol's history contiguous, a private copy
+    new = lambda k, j: pd.Series(each[k][j], index=idx, name=SERIES_INPUTS[k], copy=False)       # a view of that copy
     with _quiet():
         for j in range(m):                                                     # the fallback: pandas-ta has no panel support
-            r = _raw(name, {k: v[j] for k, v in each.items()}, params)
+            r = _raw(name, {k: new(k, j) for k in each}, params)
             if r is None: continue
-            if cols is None: cols, out = r[0], np.full((len(r[0]), T, m), np.nan)
+            if cols is None: cols, out = r[0], np.full((len(r[0]), m, T), np.nan)
             if len(r[0]) != len(cols): raise DataError(f"{name} returned {len(r[0])} outputs for {like.columns[j]!r} but {len(cols)} for earlier symbols")
-            out[:, :, j] = r[1].T
-    return cols, (out if out is not None else np.full((1, T, m), np.nan))
+            out[:, j, :] = r[1].T
+    return cols, (out.transpose(0, 2, 1) if out is not None else np.full((1, T, m), np.nan))   # (outputs, bars, symbols), laid out as pandas stores a frame
 
 _STACK_EPOCH = pd.Timestamp('2000-01-03 14:30', tz='UTC')
 
@@ -174,10 +180,10 @@ def _stacked(name: str, frames: dict[str, pd.DataFrame], params: dict[str, Any],
     for k, f in frames.items():
         a = np.full((m, L), np.nan); a[:, gap:] = f.to_numpy().T
         series[k] = pd.Series(a.ravel(), index=idx, name=SERIES_INPUTS[k])
-    with _quiet(): r = _raw(name, series, params)
+    with _quiet(): r = _raw(name, series, params, numba=name in NUMBA_WINDOWS)          # one long call: the compilation pays off
     if r is None: return None, np.full((1, T, m), np.nan)
     v = r[1].reshape(m, L, len(r[0]))[:, gap:, :]                            # (symbols, bars, outputs)
-    return r[0], np.ascontiguousarray(v.transpose(2, 1, 0))
+    return r[0], np.ascontiguousarray(v.transpose(2, 0, 1)).transpose(0, 2, 1)   # (outputs, bars, symbols), laid out as pandas stores a frame
 
 # %% ../nbs/22_indicators.ta.ipynb #0000000f
 VERDICT_BARS: int = 1000  # bars of the synthetic history every verdict is measured on
@@ -224,7 +230,7 @@ def _scale(a: np.ndarray) -> np.ndarray:
     return np.maximum(f.max(axis=0) if len(f) else np.ones(a.shape[1]), 1e-12)
 
 # %% ../nbs/22_indicators.ta.ipynb #00000012
-VERDICTS: tuple[str, ...] = ('causal', 'history-dependent', 'look-ahead', 'unmeasured')
+VERDICTS: tuple[str, ...] = ('causal', 'causal-offset', 'history-dependent', 'look-ahead', 'unmeasured')
 
 def _series_of(bars: pd.DataFrame, name: str) -> dict[str, pd.Series]:
     "The required inputs of `name` from a bars frame (long_run/short_run get an SMA 5 and SMA 20 of the close)."
@@ -256,7 +262,7 @@ def measure(name: str,  # a pandas-ta indicator
              and part.shape == (c, F.shape[1]) and (d := _differs(F[:c], part.to_numpy(), sc)).any()]
     if ahead: return {**res, 'verdict': 'look-ahead', 'ahead': max(ahead)}
     burn = res['burn_in'] = burn_in(name, p)
-    settle = 0
+    settle, shifted = 0, False
     for regime in (REGIMES if bars is None else ('given',)):
         if regime not in ('walk', 'given'):
             b = sample_bars(regime=regime)
@@ -267,9 +273,30 @@ def measure(name: str,  # a pandas-ta indicator
             if part is None or part.shape != (n - h, F.shape[1]): continue
             d = np.flatnonzero(_differs(F[h:], part.to_numpy(), sc))
             if len(d) and d[-1] >= n - h - 50:
-                return {**res, 'verdict': 'history-dependent', 'note': f"{regime}: still differs at the end, {n - h} bars after a head cut"}
+                s = _offset_from(F[h:], part.to_numpy(), sc)
+                if s is None or s > burn:
+                    return {**res, 'verdict': 'history-dependent', 'note': f"{regime}: still differs at the end, {n - h} bars after a head cut"}
+                shifted = True; settle = max(settle, s)                           # a constant offset from bar s on: the changes agree
+                continue
             settle = max(settle, int(d[-1]) + 1 if len(d) else 0)
+    if shifted and settle <= burn: return {**res, 'verdict': 'causal-offset', 'settle': settle, 'note': OFFSET_NOTE}
     return {**res, 'verdict': 'causal' if settle <= burn else 'history-dependent', 'settle': settle}
+
+OFFSET_NOTE: str = "its level depends on where the history starts (a constant offset); its changes do not"
+
+def _offset_from(a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> int | None:
+    "First row from which `a - b` is one constant per output to the end (within TOL x scale, NaN only with NaN), or None."
+    with np.errstate(invalid='ignore'):
+        dd = a - b
+        ok = (np.abs(dd - dd[-1]) <= TOL * scale) | (np.isnan(a) & np.isnan(b))
+    bad = np.flatnonzero(~ok.all(axis=1))
+    s = int(bad[-1]) + 1 if len(bad) else 0
+    if s >= len(a) - 50: return None
+    with np.errstate(invalid='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        shift = np.abs(np.nan_to_num(dd[-1])) > TOL * scale
+        moves = np.nanmax(a[-50:], axis=0) - np.nanmin(a[-50:], axis=0) > TOL * scale
+    return s if (moves | ~shift).all() else None          # a shifted output must still move at the end: two stuck states at different levels are no offset
 
 def burn_in(name: str,  # a pandas-ta indicator
             params: dict[str, Any] | None = None,  # its parameters (the rest at their defaults)
@@ -338,6 +365,34 @@ def _kc(I: Any, x: dict, p: dict) -> dict | None:
     m = p['mamode'][0]
     return {f'kcl{m}': ch.lower, f'kcb{m}': ch.mid, f'kcu{m}': ch.upper}
 
+def _lengths(*vs: Any) -> bool:
+    "Are these window lengths whole numbers of at least 1 (what our kernels take)?"
+    return all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in vs)
+
+def _st(I: Any, x: dict, p: dict) -> dict | None:
+    "pandas-ta's supertrend (without TA-Lib): its own ATR (per symbol, bit for bit: a tie of close and band must break as it does), then its recurrence on every symbol at once."
+    from smallcap.indicators_nb import kernels
+    n, na = p['length'], p['length'] if p['atr_length'] is None else p['atr_length']
+    if not _lengths(n, na): return None                                              # other lengths: pandas-ta's own handling
+    if len(x['close']) < n + 1 or not float(p['multiplier']) > 0: return None          # pandas-ta returns nothing there
+    _, atr = _per_symbol('atr', {k: x[k] for k in ('high', 'low', 'close')}, dict(length=na, mamode=p['atr_mamode'] or 'rma', talib=False))
+    h, l, c = (np.ascontiguousarray(x[k].to_numpy(dtype=np.float64).T) for k in ('high', 'low', 'close'))
+    hl2 = 0.5 * (h + l); matr = float(p['multiplier']) * np.ascontiguousarray(atr[0].T)
+    like = x['close']
+    return dict(zip(('supert', 'supertd', 'supertl', 'superts'),
+                    (pd.DataFrame(o.T, index=like.index, columns=like.columns) for o in kernels().supertrend_nb(c, hl2 - matr, hl2 + matr, int(n)))))
+
+def _adx(I: Any, x: dict, p: dict) -> dict | None:
+    "pandas-ta's adx (rma, drift 1, not tvmode): our Wilder kernel with ties split by float comparison as pandas-ta does; ADXR from it."
+    if (p['mamode'] or 'rma') != 'rma' or int(p['drift']) != 1 or p['tvmode']: return None
+    from smallcap.indicators_nb import kernels
+    n, na, nr = p['length'], p['length'] if p['signal_length'] is None else p['signal_length'], p['adxr_length']
+    if not _lengths(n, na, nr): return None                                          # other lengths: pandas-ta's own handling
+    h, l, c = (np.ascontiguousarray(x[k].to_numpy(dtype=np.float64, na_value=np.nan).T) for k in ('high', 'low', 'close'))
+    s, like = float(p['scalar']) / 100, x['close']
+    a, dp, dm = (pd.DataFrame(v.T * s, index=like.index, columns=like.columns) for v in kernels().adx_nb(h, l, c, int(n), int(na), 0.0))
+    return {'adx': a, 'adxr': 0.5 * (a + a.shift(int(nr))), 'dmp': dp, 'dmn': dm}
+
 _NATIVE: dict[str, tuple[dict[str, Any], Any]] = {
     'sma': (dict(length=10), lambda I, x, p: {'sma': I.sma(x['close'], p['length'])}),
     'ema': (dict(length=10, presma=True), lambda I, x, p: {'ema': I.ema(x['close'], p['length'], 'sma' if p['presma'] else 'first')}),
@@ -361,6 +416,8 @@ _NATIVE: dict[str, tuple[dict[str, Any], Any]] = {
                  lambda I, x, p: dict(zip(('dcl', 'dcm', 'dcu'), I.donchian(x['high'], x['low'], p['lower_length']))) if p['lower_length'] == p['upper_length'] else None),
     'kc': (dict(length=20, scalar=2, tr=True, mamode='ema'), _kc),
     'obv': (dict(), lambda I, x, p: {'obv': I.obv(x['close'], x['volume'])}),
+    'supertrend': (dict(length=7, atr_length=None, multiplier=3.0, atr_mamode='rma'), _st),
+    'adx': (dict(length=14, signal_length=None, adxr_length=2, scalar=100, tvmode=False, mamode='rma', drift=1), _adx),
 }
 
 # %% ../nbs/22_indicators.ta.ipynb #00000018
@@ -474,7 +531,7 @@ sma,overlap,causal,9,-1,250,causal,9,16,sma,
 smma,overlap,causal,90,-1,250,,-1,0,smma,
 ssf,overlap,causal,70,-1,500,,-1,0,ssf,
 ssf3,overlap,causal,105,-1,500,,-1,0,ssf3,
-supertrend,overlap,history-dependent,-1,-1,175,,-1,0,supert supertd supertl superts,"chop: still differs at the end, 960 bars after a head cut"
+supertrend,overlap,history-dependent,-1,-1,175,history-dependent,-1,0,supert supertd supertl superts,"chop: still differs at the end, 960 bars after a head cut"
 swma,overlap,causal,9,-1,250,,-1,16,swma,
 t3,overlap,causal,104,-1,250,,-1,0,t3,
 tema,overlap,causal,92,-1,250,,-1,0,tema,
@@ -495,7 +552,7 @@ stdev,statistics,causal,29,-1,750,,-1,16,stdev,
 tos_stdevall,statistics,look-ahead,-1,999,-1,,-1,0,tos_stdevall_lr tos_stdevall_l_1 tos_stdevall_u_1 tos_stdevall_l_2 tos_stdevall_u_2 tos_stdevall_l_3 tos_stdevall_u_3,
 variance,statistics,causal,29,-1,750,,-1,16,var,
 zscore,statistics,causal,29,-1,750,causal,29,16,zs,
-adx,trend,causal,306,-1,350,,-1,0,adx adxr dmp dmn,
+adx,trend,causal,306,-1,350,causal,287,0,adx adxr dmp dmn,
 alphatrend,trend,causal,293,-1,350,,-1,0,alphat alphatl,
 amat,trend,causal,69,-1,525,,-1,0,amate_lr amate_sr,
 aroon,trend,causal,14,-1,350,,-1,16,aroond aroonu aroonosc,
@@ -531,21 +588,21 @@ rvi,volatility,causal,146,-1,350,,-1,0,rvi,
 thermo,volatility,causal,178,-1,500,,-1,0,thermo thermoma thermol thermos,
 true_range,volatility,causal,0,-1,25,causal,0,16,truerange,
 ui,volatility,causal,26,-1,350,,-1,16,ui,
-ad,volume,history-dependent,-1,-1,25,,-1,0,ad,"walk: still differs at the end, 999 bars after a head cut"
+ad,volume,causal-offset,0,-1,25,,-1,0,ad,its level depends on where the history starts (a constant offset); its changes do not
 adosc,volume,causal,96,-1,650,,-1,0,adosc,
-aobv,volume,history-dependent,-1,-1,300,,-1,0,obv obv_min obv_max obve_4 obve_12 aobv_lr aobv_sr,"walk: still differs at the end, 960 bars after a head cut"
+aobv,volume,causal-offset,94,-1,300,,-1,0,obv obv_min obv_max obve_4 obve_12 aobv_lr aobv_sr,its level depends on where the history starts (a constant offset); its changes do not
 cmf,volume,causal,19,-1,500,,-1,16,cmf,
 efi,volume,causal,124,-1,325,,-1,0,efi,
 eom,volume,causal,14,-1,350,,-1,16,eom,
 kvo,volume,causal,562,-1,1375,,-1,0,kvo kvos,
 mfi,volume,causal,14,-1,350,,-1,0,mfi,
-nvi,volume,history-dependent,-1,-1,325,,-1,0,nvi,"walk: still differs at the end, 960 bars after a head cut"
-obv,volume,history-dependent,-1,-1,25,history-dependent,-1,0,obv,"walk: still differs at the end, 960 bars after a head cut"
+nvi,volume,causal-offset,0,-1,325,,-1,0,nvi,its level depends on where the history starts (a constant offset); its changes do not
+obv,volume,causal-offset,1,-1,25,causal-offset,0,0,obv,its level depends on where the history starts (a constant offset); its changes do not
 pvi,volume,history-dependent,-1,-1,6375,,-1,0,pvi pvie,"walk: still differs at the end, 999 bars after a head cut"
 pvo,volume,causal,263,-1,650,,-1,0,pvo pvoh pvos,
 pvol,volume,causal,0,-1,25,,-1,16,pvol,
 pvr,volume,causal,1,-1,25,,-1,16,pvr,
-pvt,volume,history-dependent,-1,-1,25,,-1,0,pvt,"walk: still differs at the end, 960 bars after a head cut"
+pvt,volume,causal-offset,1,-1,25,,-1,0,pvt,its level depends on where the history starts (a constant offset); its changes do not
 tsv,volume,causal,27,-1,450,,-1,16,tsv tsvs tsvr,
 vhm,volume,look-ahead,-1,390,-1,,-1,0,vhm,
 vwap,volume,history-dependent,389,-1,25,,-1,0,vwap_d,
@@ -572,7 +629,7 @@ class Verdict:
     "How an indicator behaves when its history is cut: measured, never declared."
     name: str  # the pandas-ta indicator
     params: dict  # the parameters measured (beyond the defaults)
-    verdict: str  # 'causal', 'history-dependent', 'look-ahead' or 'unmeasured'
+    verdict: str  # 'causal', 'causal-offset', 'history-dependent', 'look-ahead' or 'unmeasured'
     warmup: int | None  # bars after the history's start until values no longer depend on it (None: not within the measured history)
     ahead: int | None  # look-ahead: how many bars ahead the values read, at least
     burn_in: int  # the burn-in a causal indicator is allowed
@@ -581,7 +638,7 @@ class Verdict:
 
     def __str__(self) -> str:
         p = f"({', '.join(f'{k}={v!r}' for k, v in self.params.items())})" if self.params else ''
-        what = {'causal': f"causal (settles within {self.warmup} bars)", 'look-ahead': f"LOOK-AHEAD (reads at least {self.ahead} bars ahead)",
+        what = {'causal': f"causal (settles within {self.warmup} bars)", 'causal-offset': f"causal up to a constant (settles within {self.warmup} bars; {OFFSET_NOTE})", 'look-ahead': f"LOOK-AHEAD (reads at least {self.ahead} bars ahead)",
                 'history-dependent': f"history-dependent (needs a warmup of {self.warmup} bars)" if self.warmup is not None else "history-dependent (does not settle: its values depend on where the history starts)",
                 'unmeasured': f"unmeasured ({self.note})"}[self.verdict]
         return f"{self.name}{p} [{self.engine}]: {what}"

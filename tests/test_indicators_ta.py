@@ -4,7 +4,8 @@ check_lookahead; and report.chart rendered in headless Chromium with the expecte
 
 Where a native kernel's definition differs from pandas-ta's in detail (tests/test_indicators.py documents each), the
 comparison says how: adx after a burn-in (seeding), bbands/zscore outside flat windows (pandas-ta: rounding noise),
-obv from the second bar (ours 0 at the first, pandas-ta NaN), rsi where there were gains or losses.
+obv from the second bar (ours 0 at the first, pandas-ta NaN; from there they are equal), rsi where there were gains or
+losses.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smallcap.indicators_ta import (_NATIVE, _catalog, generate_table, list_indicators, stack_gap, ta, table_source, sample_bars,
+from smallcap.indicators_ta import (_NATIVE, NUMBA_WINDOWS, _catalog, generate_table, list_indicators, stack_gap, ta, table_source, sample_bars,
                                     verdict, verdict_table)
 
 warnings.filterwarnings('ignore', module='pandas_ta')
@@ -122,6 +123,33 @@ def test_bad_inputs_get_clear_errors():
     with pytest.raises(DataError, match='expected a Panel'): ta('rsi', [1, 2, 3])
 
 
+def test_obv_equals_pandas_ta_and_a_head_cut_only_shifts_it():
+    "OBV's level is where its history starts: ours (0 at the first bar) and pandas-ta's (NaN there) agree from the second bar; a full and a cut history differ by one constant per symbol."
+    P = panel(800)
+    ours, theirs = ta('obv', P).to_numpy(), ta('obv', P, engine='per-symbol').to_numpy()
+    np.testing.assert_array_equal(ours[1:], theirs[1:])
+    cut = ta('obv', P.map(lambda df: df.iloc[300:]))
+    d2 = ours[300:] - cut.to_numpy()
+    np.testing.assert_array_equal(d2, np.broadcast_to(d2[0], d2.shape))
+    assert (np.abs(d2[0]) > 0).any()                                                                  # a real shift: the level is not causal
+
+
+@pytest.mark.parametrize('name', sorted(NUMBA_WINDOWS))
+def test_numba_windows_give_pandas_tas_values(name):
+    "Indicators whose rolling windows run on pandas' numba engine when stacked equal plain pandas-ta (another summation order: 1e-11 relative)."
+    import pandas_ta
+    from smallcap.indicators_ta import signature
+    P = panel(900, late=120)
+    got = ta(name, P, engine='stacked')
+    req = signature(name)[0]
+    for s in P.symbols:
+        ref = getattr(pandas_ta, name)(**{k: getattr(P, k)[s] for k in req}, talib=False)
+        ref = ref.to_frame() if isinstance(ref, pd.Series) else ref
+        for o, c in zip(outs(got), ref.columns):
+            scale = np.nanmax(np.abs(ref[c].to_numpy(float)))
+            np.testing.assert_allclose(o[s].to_numpy(), ref[c].to_numpy(float), rtol=1e-10, atol=1e-10 * scale, equal_nan=True, err_msg=f"{name} {s} {c}")
+
+
 def test_stacking_is_measured_not_assumed():
     assert stack_gap('sma') > 0 and stack_gap('cci') > 0
     assert stack_gap('ema') == 0 and stack_gap('obv') == 0 and stack_gap('tos_stdevall') == 0      # state crosses the gap / whole-sample
@@ -142,7 +170,11 @@ def test_table_finds_the_known_behaviours():
     for n in _NATIVE:
         v = verdict(n)
         assert v.engine == 'native'
-        assert v.verdict == ('history-dependent' if n == 'obv' else 'causal'), (n, v)   # obv is a running sum: its level is its start's
+        want = {'obv': 'causal-offset',                 # a running sum: its level is its start's, its changes are causal
+                'supertrend': 'history-dependent'}.get(n, 'causal')   # pandas-ta's definition bit for bit: its ratchet never forgets (chop)
+        assert v.verdict == want, (n, v)
+    assert t.at['supertrend', 'native_verdict'] == t.at['supertrend', 'verdict']
+    assert {'obv', 'ad', 'pvt'} <= set(t.index[t.verdict == 'causal-offset']) and t.at['pvi', 'verdict'] == 'history-dependent'
     assert (t.loc[list(_NATIVE), 'native_verdict'] != '').all()
     L = list_indicators()
     assert len(L) == len(_catalog()) and set(L.engine) == {'native', 'stacked', 'per-symbol'}

@@ -235,8 +235,7 @@ class Early(Strategy):
     name: ClassVar[str] = '_early'
     inner: object = None
     field_: str = 'entries_long'
-    @property
-    def warmup(self): return self.inner.warmup
+    def warmup_spec(self): return self.inner.warmup_spec()
     def signals(self, bars):
         s = self.inner.signals(bars)
         fr = {f: getattr(s, f) for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS) if getattr(s, f) is not None}

@@ -341,7 +341,7 @@ def _warn_warmup(strategy: Strategy, index: pd.DatetimeIndex, ind: tuple[tuple[s
         if v != 'history-dependent' or 0 <= w <= have: continue
         need = (f"it needs a warmup of {_n(w, 'bar')}" if w >= 0 else f"it did not settle within the {VERDICT_BARS:,} bars measured")
         warnings.warn(f"{strategy.id} computes {c}, whose values depend on where the history starts: {need}, but the strategy declares a warmup "
-                      f"of {strategy.warmup!r} ({_n(have, 'bar')} here)", WarmupWarning, stacklevel=3)
+                      f"of {strategy.warmup_spec()!r} ({_n(have, 'bar')} here)", WarmupWarning, stacklevel=3)
 
 def check_lookahead(strategy: Strategy,  # the strategy configuration
                     bars: Panel,  # the full history
@@ -358,7 +358,7 @@ def check_lookahead(strategy: Strategy,  # the strategy configuration
     with recording() as used: full = _full_signals(strategy, bars)
     ind = _indicators(used)
     _warn_warmup(strategy, idx, ind)
-    meta = dict(strategy=strategy.id, n_bars=n, symbols=tuple(map(str, bars.symbols)), start=idx[0], end=idx[-1], warmup=str(strategy.warmup), indicators=ind)
+    meta = dict(strategy=strategy.id, n_bars=n, symbols=tuple(map(str, bars.symbols)), start=idx[0], end=idx[-1], warmup=str(strategy.warmup_spec()), indicators=ind)
     if isinstance(full, str): return LookaheadReport(**meta, purity=full)
     if not (full.index.equals(idx) and full.entries_long.columns.equals(bars.close.columns)):
         raise ConfigError(f"{strategy.id} returned signals shaped {full.entries_long.shape} for bars shaped {bars.close.shape}")

@@ -790,7 +790,7 @@ def walk_forward(strategy: Strategy | type[Strategy] | str,  # a strategy (its p
                 o_ = _ordinals(idx, wu[1])
                 w0 = int(np.searchsorted(o_, o_[r.test_pos] - wu[0], 'left'))
             for c in combos:                                                # never shorter than any combination's declared warmup
-                key = (type(c), repr(c.warmup), repr(getattr(c, 'members', None)), int(r.test_pos))   # what warmup_start depends on
+                key = (type(c), repr(c.warmup_spec()), repr(getattr(c, 'members', None)), int(r.test_pos))   # what warmup_start depends on
                 if key not in need: need[key] = c.warmup_start(panel, int(r.test_pos), all_symbols=True)   # serves every later test bar
                 w0 = min(w0, need[key])
             w0 = max(0, w0)

@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, LookAheadError
-from ..data.calendar import window_start
+from ..data.calendar import parse_window, window_start
 from ..data.panel import Panel
 
 # %% auto #0
-__all__ = ['SIGNAL_BOOLS', 'SIGNAL_FLOATS', 'STRATEGIES', 'MODULES_ENV', 'ENTRY_POINTS', 'Signals', 'first_difference', 'param',
-           'Strategy', 'register', 'load_strategy_module', 'get_strategy', 'list_strategies', 'PurityError',
-           'pure_calls', 'CausalityReport', 'check_causal']
+__all__ = ['SIGNAL_BOOLS', 'SIGNAL_FLOATS', 'BARS_PER_SESSION', 'STRATEGIES', 'MODULES_ENV', 'ENTRY_POINTS', 'Signals',
+           'first_difference', 'param', 'spec_bars', 'Strategy', 'register', 'load_strategy_module', 'get_strategy',
+           'list_strategies', 'PurityError', 'pure_calls', 'CausalityReport', 'check_causal']
 
 # %% ../../nbs/30_strategy.base.ipynb #0e53cadc
 SIGNAL_BOOLS: tuple[str, ...] = ('entries_long', 'exits_long', 'entries_short', 'exits_short')
@@ -127,6 +127,18 @@ def param(default: Any,  # the default value
     "Declare a strategy parameter with its default, sweep grid and bounds."
     return field(default=default, metadata={'grid': tuple(grid) if grid is not None else (default,), 'low': low, 'high': high, 'doc': doc})
 
+BARS_PER_SESSION: int = 960  # one-minute bars from 04:00 to 20:00 New York: the most bars a session holds
+
+def spec_bars(spec: int | str | tuple | list,  # a window spec: bars, '<n>B', '<n>D' sessions, '<n>W', '<n>M', or several (the longest wins)
+              what: str = 'warmup',  # the field's name, for errors
+             ) -> int:
+    "The most one-minute bars a window of `spec` spans: bars as given; sessions at BARS_PER_SESSION (a week 5 sessions, a month 23)."
+    if isinstance(spec, (tuple, list)):
+        if not spec: raise ConfigError(f"{what} lists no window")
+        return max(spec_bars(s, what) for s in spec)
+    n, unit = parse_window(spec, what)
+    return max(n, 1) * {'bars': 1, 'sessions': BARS_PER_SESSION, 'weeks': 5 * BARS_PER_SESSION, 'months': 23 * BARS_PER_SESSION}[unit]
+
 @dataclass(frozen=True)
 class Strategy:
     "Base class: parameters are dataclass fields declared with `param`; `signals(bars)` is pure."
@@ -143,16 +155,24 @@ class Strategy:
             if (lo is not None and v < lo) or (hi is not None and v > hi): raise ConfigError(f"{self.name}.{f.name}={v!r} is outside [{lo}, {hi}]")
         self.check()
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        "Keep `warmup` and `warmup_spec` one declaration: whichever a class declares itself, the other follows it (not a parent's)."
+        super().__init_subclass__(**kw)
+        own = cls.__dict__
+        if 'warmup_spec' in own and 'warmup' not in own: cls.warmup = Strategy.warmup                  # sessions declared here: the bar count follows
+        if 'warmup' in own and 'warmup_spec' not in own: cls.warmup_spec = Strategy.warmup_spec        # bars declared here: the spec is that count
+
     def check(self) -> None:
         "Cross-parameter checks (override; raise ConfigError)."
 
     @property
-    def warmup(self) -> int | str | tuple:
-        "History the signals need, in the window grammar: bars (an int or '<n>B', counted per symbol), sessions ('<n>D'), or a tuple of specs (override)."
-        return 1
+    def warmup(self) -> int:
+        "Bars the signals need: a strategy declaring bars overrides this; one declaring sessions overrides `warmup_spec`, and this is its one-minute bar count (`spec_bars`)."
+        return spec_bars(self.warmup_spec(), f"{self.name}.warmup")
 
     def warmup_spec(self) -> int | str | tuple:
-        "The declared warmup as the window grammar reads it: a bar count (at least 1) or a spec such as '2 sessions'."
+        "The declared warmup in the window grammar: bars (an int or '<n>B', counted per symbol), sessions ('<n>D'), or a tuple of specs (override for sessions; default: the bars `warmup` declares)."
+        if type(self).warmup is Strategy.warmup: return 1
         w = self.warmup
         return max(int(w), 1) if isinstance(w, (int, np.integer)) and not isinstance(w, bool) else w
 

@@ -50,8 +50,7 @@ class _Combinator(Strategy):
         "Resolve and validate members."
         _members(self)
 
-    @property
-    def warmup(self) -> int | str | tuple:
+    def warmup_spec(self) -> int | str | tuple:
         "Every member's warmup (one spec when they all agree): a window must hold the longest of them."
         specs = []
         for m in self.members:

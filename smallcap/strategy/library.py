@@ -384,15 +384,14 @@ class OpeningRangeBreakout(_BlockStrategy):
     gap_min: float = param(0.0, grid=[0.0, 0.05], low=0, doc='minimum gap from the prior close (fraction), 0 for every day')
     exit_minute: int = param(120, grid=[60, 120, 385], low=1, high=390, doc='minutes after the open the trade ends')
 
-    @property
-    def warmup(self) -> str:
+    def warmup_spec(self) -> str:
         "The session from its first bar; with a gap filter, the session before it too (its regular close)."
         return '2D' if self.gap_min > 0 else '1D'
 
     def warmup_start(self, bars: Panel | pd.DatetimeIndex, end: int, all_symbols: bool = False) -> int:
         "As declared; with a gap filter, the prior session counted among those where the symbol had a regular bar."
         if not isinstance(bars, Panel) or self.gap_min <= 0: return super().warmup_start(bars, end, all_symbols)
-        return window_start(bars.index, end, self.warmup, self._counted(bars, end, all_symbols, _regular_bars(bars)), f"{self.name}.warmup")
+        return window_start(bars.index, end, self.warmup_spec(), self._counted(bars, end, all_symbols, _regular_bars(bars)), f"{self.name}.warmup")
 
     def _compute(self, b: _Block) -> dict[str, Any]:
         "First breakout close of the day enters (stop: range low); exit at exit_minute."
@@ -417,8 +416,7 @@ class GapAndGo(_BlockStrategy):
     hold: int = param(60, grid=[30, 60, 120], low=1, high=390, doc='minutes held after the open')
     rvol_days: int = param(5, grid=[5], low=1, doc='past sessions averaged for relative volume')
 
-    @property
-    def warmup(self) -> str:
+    def warmup_spec(self) -> str:
         "The session from its first bar and the rvol_days sessions before it (their premarket volume; the last one's close)."
         return f"{self.rvol_days + 1}D"
 
@@ -427,7 +425,7 @@ class GapAndGo(_BlockStrategy):
         if not isinstance(bars, Panel): return super().warmup_start(bars, end, all_symbols)
         pre = (session_labels(bars.index).code == 0)[:, None] & (bars.volume.to_numpy() > 0)
         w = f"{self.name}.warmup"
-        return min(window_start(bars.index, end, self.warmup, self._counted(bars, end, all_symbols, pre), w),
+        return min(window_start(bars.index, end, self.warmup_spec(), self._counted(bars, end, all_symbols, pre), w),
                    window_start(bars.index, end, '2D', self._counted(bars, end, all_symbols, _regular_bars(bars)), w))
 
     def _compute(self, b: _Block) -> dict[str, Any]:
@@ -451,8 +449,7 @@ class VwapReclaim(_BlockStrategy):
     below_bars: int = param(10, grid=[5, 10, 20], low=1, doc='consecutive bars below VWAP required first')
     exit_minute: int = param(385, grid=[385], low=1, high=390, doc='minutes after the open the trade ends at the latest')
 
-    @property
-    def warmup(self) -> str:
+    def warmup_spec(self) -> str:
         "The session from its first bar: the VWAP, the stretch below it and the stop are all of the day."
         return '1D'
 
