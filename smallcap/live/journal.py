@@ -5,7 +5,7 @@
 # %% ../../nbs/71_live.journal.ipynb #6b84e6a7
 from __future__ import annotations
 
-import json, os, signal, sqlite3
+import functools, json, os, signal, sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -64,10 +64,18 @@ def plain(v: Any) -> Any:
     if isinstance(v, np.ndarray): return v.tolist()
     raise TypeError(f"cannot journal a {type(v).__name__}: {v!r}")
 
+_PLAIN = frozenset({int, float, str, bool, type(None), list, dict})   # values that cannot hide a secret object
+
+@functools.lru_cache(maxsize=1 << 16)
+def _secret_name(k: str) -> bool:
+    "Whether a field name looks like a credential's (cached: the keys of snapshots and decisions repeat every minute)."
+    k = k.lower()
+    return any(w in k for w in _SECRET_WORDS)
+
 def _check_secrets(d: Mapping[str, Any], where: str) -> None:
     "Refuse payloads that carry a secret: a field named like one, or a value that hides one (pydantic SecretStr)."
     for k, v in d.items():
-        if any(w in str(k).lower() for w in _SECRET_WORDS) or hasattr(v, 'get_secret_value'):
+        if _secret_name(str(k)) or (type(v) not in _PLAIN and hasattr(v, 'get_secret_value')):
             raise ConfigError(f"journal {where}: field {k!r} looks like a secret; secrets never go into the journal")
         if isinstance(v, Mapping): _check_secrets(v, where)
 
