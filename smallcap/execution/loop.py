@@ -17,7 +17,7 @@ from .broker import Broker, EventKind, OrderEvent, submit_once
 from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
 # %% auto #0
-__all__ = ['OrderRecord', 'reason_text', 'order_role', 'halts_entries', 'OrderManager', 'TradingLoop']
+__all__ = ['OrderRecord', 'reason_text', 'order_role', 'halts_entries', 'OrderManager', 'exit_now', 'TradingLoop']
 
 # %% ../../nbs/47_execution.loop.ipynb #49014f5a
 @dataclass(eq=False, slots=True)
@@ -342,6 +342,26 @@ class OrderManager:
         elif cid == self.exit[j]: self._set('exit', j, None)
         elif cid == self.stop[j]: self._set('stop', j, None)
         elif cid == self.target[j]: self._set('target', j, None)
+
+# %% ../../nbs/47_execution.loop.ipynb #15c88f1d
+def exit_now(self: OrderManager,
+             j: int,  # column of the symbol
+             t: pd.Timestamp,  # when the exit was decided (a trade's or quote's time: part of the client id)
+             intent: Intent | str,  # stop_loss, take_profit, exit_long / exit_short (as `risk.exit_intent` names it)
+             reason: str,  # its reason codes (as the fills carry them)
+             limit: float | None = None,  # a marketable limit outside regular hours (None: a market order)
+            ) -> str | None:
+    "Exit symbol j's whole position now, once (a position monitor's trigger between bars): its entries and protection go; None when flat or an exit already works."
+    st = self.state
+    q = int(st.qty[j])
+    if q == 0 or self.has_exit[j] or self.trig[j]: return None           # already on its way out: never a second exit
+    self._cancel_entries(j); self._cancel_protection(j)
+    n = int(st.protections[j]); st.protections[j] += 1                  # an attempt of its own: never the id of a bar's decision or protection
+    cid = client_order_id(self.sid, self.upper[j], t, intent, n + 1)
+    self._set('exit', j, self._send(j, t, q < 0, abs(q), 'exit', intent, cid, reason, limit=limit, ext=limit is not None))
+    return cid
+
+OrderManager.exit_now = exit_now
 
 # %% ../../nbs/47_execution.loop.ipynb #ddcfcb97
 class TradingLoop:
