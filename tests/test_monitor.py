@@ -214,25 +214,24 @@ def _bar(sym, t, o, h, l, c, vol=100_000):
     return Bar(sym, t.to_pydatetime(), (t + pd.Timedelta(minutes=1)).to_pydatetime(), o, h, l, c, vol, c, 10)
 
 
-def _crash_run(protection):
+def _crash_run(protection, t0=T0, sessions=('regular',), px=(2.0, 1.99, 1.98, 1.97, 2.00, 2.04, 2.08, 2.10, 2.11, 2.12)):
     "A long entered on a cross up, then a trade through its stop in the middle of a minute."
-    risk = RiskConfig(eod_flatten=False, max_adv_pct=None, min_avg_volume=0, min_avg_dollar_volume=0, stop_pct=0.05, target_r=None)
+    risk = RiskConfig(eod_flatten=False, max_adv_pct=None, min_avg_volume=0, min_avg_dollar_volume=0, stop_pct=0.05, target_r=None, sessions=sessions)
     eng = LiveEngine(get_strategy('sma_cross', fast=2, slow=3), ['AAA'], risk=risk, protection=protection)
-    px = [2.0, 1.99, 1.98, 1.97, 2.00, 2.04, 2.08, 2.10, 2.11, 2.12]
-    ev = [_bar('AAA', T0 + pd.Timedelta(minutes=k), p, p + 0.005, p - 0.005, p) for k, p in enumerate(px)]
+    ev = [_bar('AAA', t0 + pd.Timedelta(minutes=k), p, p + 0.005, p - 0.005, p) for k, p in enumerate(px)]
     k = len(px)
-    at = lambda m, s: (T0 + pd.Timedelta(minutes=m, seconds=s)).to_pydatetime()
+    at = lambda m, s: (t0 + pd.Timedelta(minutes=m, seconds=s)).to_pydatetime()
     ev += [Trade('AAA', at(k, 10), 2.12, 100), Trade('AAA', at(k, 20), 1.80, 100), Trade('AAA', at(k, 40), 2.05, 100),
-           _bar('AAA', T0 + pd.Timedelta(minutes=k), 2.12, 2.12, 1.80, 2.05),
-           Trade('AAA', at(k + 1, 5), 2.06, 100), _bar('AAA', T0 + pd.Timedelta(minutes=k + 1), 2.06, 2.07, 2.05, 2.06),
-           _bar('AAA', T0 + pd.Timedelta(minutes=k + 2), 2.06, 2.07, 2.05, 2.06)]
+           _bar('AAA', t0 + pd.Timedelta(minutes=k), 2.12, 2.12, 1.80, 2.05),
+           Trade('AAA', at(k + 1, 5), 2.06, 100), _bar('AAA', t0 + pd.Timedelta(minutes=k + 1), 2.06, 2.07, 2.05, 2.06),
+           _bar('AAA', t0 + pd.Timedelta(minutes=k + 2), 2.06, 2.07, 2.05, 2.06)]
 
     class Feed:
         async def __aiter__(self):
             for e in ev: yield e
     asyncio.run(eng.run(Feed(), signals=False))
     fills = pd.DataFrame(eng.loop.orders.fills, columns=['ts', 'j', 'buy', 'qty', 'price', 'slip', 'intent', 'cid', 'reason'])
-    return eng, fills, T0 + pd.Timedelta(minutes=k)
+    return eng, fills, t0 + pd.Timedelta(minutes=k)
 
 
 def test_a_resting_stop_fills_in_the_bar_the_monitors_exit_at_the_next():
@@ -246,3 +245,21 @@ def test_a_resting_stop_fills_in_the_bar_the_monitors_exit_at_the_next():
     assert (ex.ts, ex.intent, ex.reason) == (crash + pd.Timedelta(minutes=1), 'stop_loss', 'exit_stop')   # a market exit: the next bar's open
     assert abs(ex.price - 2.06) < 0.01
     assert not b_eng.state.qty.any() and not e_eng.state.qty.any()
+    assert b_eng.monitor.frame().empty                                                              # 'broker' in regular hours: the stop rests
+
+
+def test_broker_protection_is_covered_by_the_monitor_after_hours():
+    "Outside regular hours a resting stop does not work at the broker: under 'broker' the monitor cancels it and exits by a marketable limit."
+    t0 = pd.Timestamp('2026-03-02 21:30', tz='UTC')                                                # 16:30 New York: after hours
+    eng, f, crash = _crash_run('broker', t0, ('regular', 'after-hours'), (2.0, 1.99, 1.98, 1.97, 2.00, 2.01, 2.02, 2.02, 2.02, 2.02))
+    om = eng.loop.orders
+    stops = [cid for r, cid in om.sent if r['type'] == 'stop']
+    assert stops, 'the loop rests a plain stop order after hours'
+    assert all(not eng.sim.order(c).order.extended_hours for c in stops)                          # which a broker does not work there
+    trig = eng.monitor.frame()
+    assert trig.ts.tolist() == [crash + pd.Timedelta(seconds=20)] and trig.reason.tolist() == ['exit_stop']
+    rec = next(r for r, cid in om.sent if cid == trig.order_id.iloc[0])
+    assert (rec['type'], rec['side'], rec['limit']) == ('limit', 'sell', 1.79)                     # 1.80 less extended_limit_pct, on the tick grid
+    assert eng.sim.order(trig.order_id.iloc[0]).order.extended_hours
+    assert str(eng.sim.order(stops[-1]).status) == 'canceled'                                     # the resting stop went
+    assert len(f) == 2 and f.iloc[1].ts == crash + pd.Timedelta(minutes=1) and f.iloc[1].reason == 'exit_stop' and not eng.state.qty.any()

@@ -5,6 +5,7 @@
 # %% ../../nbs/75_live.monitor.ipynb #6f8a905a
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Callable
 
 import numpy as np
@@ -18,6 +19,16 @@ from ..risk import NAT_NS, RiskConfig, exit_at_price, exit_intent, marketable_li
 __all__ = ['PROTECTION_MODES', 'PositionMonitor']
 
 # %% ../../nbs/75_live.monitor.ipynb #34f3bd94
+_EPOCH, _US = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), dt.timedelta(microseconds=1)
+
+def _ns(ts: Any) -> int:
+    "Epoch ns of an aware time (a feed's datetime, or a Timestamp), without building a Timestamp."
+    v = getattr(ts, 'value', None)
+    return v if v is not None else (ts - _EPOCH) // _US * 1000
+
+def _fmax(a: float, b: float) -> float: return b if a != a else a if b != b or a >= b else b   # NumPy's fmax on two floats
+def _fmin(a: float, b: float) -> float: return b if a != a else a if b != b or a <= b else b   # NumPy's fmin on two floats
+
 PROTECTION_MODES: tuple[str, ...] = ('broker', 'engine')  # where protection is held: resting at the broker (the monitor covers extended hours only), or by the engine's monitor
 
 class PositionMonitor:
@@ -73,26 +84,28 @@ class PositionMonitor:
         q = int(st.qty[j])
         if q == 0 or om.has_exit[j] or om.trig[j]: return None          # flat, or already on its way out
         if st.kill_switch and self.c.kill_switch_mode == 'freeze': return None
-        px = bid if q > 0 else ask
+        px = float(bid if q > 0 else ask)
         if not px > 0: return None                                      # a one-sided quote
-        t = pd.Timestamp(ts)
-        now = t.value
-        sess = self.session(now) if self.session is not None else 'regular'
-        if self.mode == 'broker' and sess == 'regular': return None     # the resting stop works in the regular session
-        if self.since[j] != st.entry_time[j]:                           # a new position: its marks start at the state's
-            self.since[j], self.high[j], self.low[j] = st.entry_time[j], st.high[j], st.low[j]
-        hi, lo = np.fmax(self.high[j], st.high[j]), np.fmin(self.low[j], st.low[j])
-        bits = exit_at_price(self.c, q, st.stop[j], st.target[j], hi, lo, st.bars_held[j], st.entry_time[j], px, self.atr[j], now)
-        self.high[j], self.low[j] = max(hi, px), min(lo, px)
+        now = _ns(ts)
+        sess = None
+        if self.mode == 'broker':
+            sess = self.session(now) if self.session is not None else 'regular'
+            if sess == 'regular': return None                           # the resting stop works in the regular session
+        e = int(st.entry_time[j])
+        if self.since[j] != e: self.since[j], self.high[j], self.low[j] = e, st.high[j], st.low[j]   # a new position: its marks start at the state's
+        hi, lo = _fmax(float(self.high[j]), float(st.high[j])), _fmin(float(self.low[j]), float(st.low[j]))
+        bits = exit_at_price(self.c, q, st.stop[j], st.target[j], hi, lo, st.bars_held[j], e, px, self.atr[j], now)
+        self.high[j], self.low[j] = _fmax(hi, px), _fmin(lo, px)
         if not bits: return None
+        if sess is None: sess = self.session(now) if self.session is not None else 'regular'
         side = -1 if q > 0 else 1
         lim = None if sess == 'regular' else float(marketable_limit(self.c, px, side))
-        intent = exit_intent(bits, q)
+        intent, why, t = exit_intent(bits, q), reason_text(bits), pd.Timestamp(now, tz='UTC')
         if self.stamp is not None: self.stamp(t)
-        cid = om.exit_now(j, t, intent, reason_text(bits), lim)
+        cid = om.exit_now(j, t, intent, why, lim)
         if cid is not None:
-            self.triggers.append(dict(ts=t, symbol=st.symbols[j], side='sell' if side < 0 else 'buy', price=float(px), reason=reason_text(bits),
-                                      intent=str(intent), limit=np.nan if lim is None else lim, order_id=cid))
+            self.triggers.append(dict(ts=t, symbol=st.symbols[j], side='sell' if side < 0 else 'buy', price=px, reason=why, intent=str(intent),
+                                      limit=np.nan if lim is None else lim, order_id=cid))
         return cid
 
     def frame(self) -> pd.DataFrame:
