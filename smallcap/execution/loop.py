@@ -43,10 +43,10 @@ def reason_text(bits: int,  # a bit mask of reason codes
 
 def order_role(o: Order,  # an order of this loop's strategy
               ) -> str:
-    "The role an order plays for the order manager, read from its intent and type: 'entry', 'stop', 'target' or 'exit'."
+    "The role an order plays for the order manager, read from its intent, type and session: 'entry', 'stop', 'target' or 'exit'."
     it = str(o.intent)
     return ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
-            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
+            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' and not o.extended_hours else 'exit')   # an extended-hours limit is an exit, not a resting target
 
 _PROTECTIVE_BITS = reason_mask(Reason.EXIT_STOP, Reason.EXIT_TRAILING, Reason.EXIT_TARGET)
 
