@@ -263,3 +263,49 @@ def test_broker_protection_is_covered_by_the_monitor_after_hours():
     assert eng.sim.order(trig.order_id.iloc[0]).order.extended_hours
     assert str(eng.sim.order(stops[-1]).status) == 'canceled'                                     # the resting stop went
     assert len(f) == 2 and f.iloc[1].ts == crash + pd.Timedelta(minutes=1) and f.iloc[1].reason == 'exit_stop' and not eng.state.qty.any()
+
+
+# ---- a restart between a trigger and the next bar -------------------------------------------------------------------
+
+class _Crash(Exception):
+    "The engine process dying between two feed events."
+
+
+async def _cut(feed, n: int):
+    "The feed's first `n` events, then a crash."
+    k = 0
+    async for e in feed:
+        if k == n: raise _Crash
+        k += 1
+        yield e
+
+
+def test_a_restart_after_a_trigger_sends_no_second_exit(store, tmp_path):
+    "Crashed just before the first mid-bar exit, right after it and right after the second, and restarted on the same journal and paper broker: the broker ends with an uninterrupted run's orders and fills, no exit twice."
+    s = get_strategy('sma_cross')
+    kinds = ('bars', 'status', 'quotes', 'trades')
+    clean = LiveEngine(s, _symbols(store), risk=RISK, protection='engine')
+    at = []
+    om = clean.loop.orders
+    send = om.exit_now
+    om.exit_now = lambda *a, **k: (at.append(clean.stats.events), send(*a, **k))[1]
+    feed = lambda: ReplayFeed(store, clean.symbols, START, END, kinds=kinds, chunk='1D')
+    asyncio.run(clean.run(feed(), signals=False))
+    assert len(at) >= 2
+    j = Journal(tmp_path / 'j.sqlite', 'replay', s.id)
+    broker = None
+    for n in (at[0] - 1, at[0], at[1], None):                         # just before the first trigger, just after it, just after the second
+        eng = LiveEngine(s, clean.symbols, broker, RISK, journal=j, protection='engine')
+        broker = eng.sim
+        if n is None: asyncio.run(eng.run(feed(), signals=False)); break
+        with pytest.raises(_Crash): asyncio.run(eng.run(_cut(feed(), n), signals=False))
+    orders = lambda b: sorted((c, w.order.symbol, str(w.order.side), w.order.qty, str(w.order.intent), str(w.order.type), str(w.order.bar_time)) for c, w in b._orders.items())
+    fills = lambda b: sorted((f.client_id, f.qty, round(f.price, 9), str(f.ts)) for f in b.fills_since(pd.Timestamp(0, tz='UTC')))
+    o = orders(broker)
+    assert len(o) == len({x[1:] for x in o}), 'two orders with the same content at the broker'
+    assert o == orders(clean.sim) and fills(broker) == fills(clean.sim)
+    assert broker.qty.tolist() == clean.sim.qty.tolist()
+
+
+def _symbols(store):
+    return sorted(set(store.bars(None, START, END, as_='arrow').column('symbol').to_pylist()))

@@ -356,8 +356,7 @@ def exit_now(self: OrderManager,
     q = int(st.qty[j])
     if q == 0 or self.has_exit[j] or self.trig[j]: return None           # already on its way out: never a second exit
     self._cancel_entries(j); self._cancel_protection(j)
-    n = int(st.protections[j]); st.protections[j] += 1                  # an attempt of its own: never the id of a bar's decision or protection
-    cid = client_order_id(self.sid, self.upper[j], t, intent, n + 1)
+    cid = client_order_id(self.sid, self.upper[j], t, intent)          # the trigger's own time: a restart that judges the same event again names the same order
     self._set('exit', j, self._send(j, t, q < 0, abs(q), 'exit', intent, cid, reason, limit=limit, ext=limit is not None))
     return cid
 

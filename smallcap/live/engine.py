@@ -233,6 +233,7 @@ class LiveEngine:
         self.protection = protection
         self.monitor = PositionMonitor(self.loop.orders, self.risk, protection, lambda ns: self.sessions.at(ns)[1],
                                        (lambda ts: setattr(self.sim, 'time', ts)) if self.market else None)   # a paper market dates the exit at its trigger
+        self.monitor.sync(None, None)                                     # a restart's positions are watched from its first event on
 
     def __repr__(self) -> str:
         return f"LiveEngine({self.strategy.id}, {len(self.symbols)} symbols, {self.stats.bars} minutes decided, paused={self.paused})"
@@ -254,14 +255,14 @@ def _take(self: LiveEngine, e: Any) -> None:
     if self._t is not None and at >= self._t + self.step: self._close()
     if isinstance(e, Quote):
         if self.costs.slippage == 'spread': self.spreads.add(e)
-        self.monitor.on_quote(e)
+        if self.resume_after is None or at >= self.resume_after: self.monitor.on_quote(e)   # events of minutes decided before a restart were judged then
     elif isinstance(e, Status):
         self.status.apply(e)
         if e.kind == 'ssr': self.inputs.add_ssr(pd.DataFrame({'symbol': [e.symbol], 'ts': [pd.Timestamp(e.ts)]}))
     elif isinstance(e, Trade):
         if not self._bars_seen:
             for b in self.builder.add(e): self._bar(b)
-        self.monitor.on_trade(e)
+        if self.resume_after is None or at >= self.resume_after: self.monitor.on_trade(e)
     else: raise DataError(f"the engine cannot take a {type(e).__name__} event: {e!r}")
 
 def _bar(self: LiveEngine, b: Bar) -> None:

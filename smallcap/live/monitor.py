@@ -63,7 +63,8 @@ class PositionMonitor:
         if self.mode == 'broker' and session == 'regular': self.watch = {}; return
         cols = np.flatnonzero(st.qty != 0)
         if om.with_entries: cols = np.union1d(cols, np.fromiter(om.with_entries, np.int64))
-        self.watch = dict(zip(st.symbols[cols].tolist(), cols.tolist()))
+        sym = st.symbols                                                  # an array, or the engine's list
+        self.watch = {sym[c]: c for c in cols.tolist()}
 
     def on_trade(self, e: Any,  # a `Trade`
                 ) -> str | None:
