@@ -74,7 +74,7 @@ def _position(config, long_, stop, target):
     st_.apply_fill(Fill('e', 'AAA', Side.BUY if long_ else Side.SELL, 100, 2.0, T0))
     st_.stop[0], st_.target[0] = stop, target
     om = OrderManager(SimBroker(['AAA', 'BBB'], 100_000.0), st_, 'demo', config, protect=False)
-    m = PositionMonitor(om, config)
+    m = PositionMonitor(om)
     m.sync()
     return m
 

@@ -231,7 +231,7 @@ class LiveEngine:
         self._stop = False
         self.kept: list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray | None]]] = []   # (time, bar, signals) per minute, if `keep`
         self.protection = protection
-        self.monitor = PositionMonitor(self.loop.orders, self.risk, protection, lambda ns: self.sessions.at(ns)[1],
+        self.monitor = PositionMonitor(self.loop.orders, protection, lambda ns: self.sessions.at(ns)[1],
                                        (lambda ts: setattr(self.sim, 'time', ts)) if self.market else None)   # a paper market dates the exit at its trigger
         self.monitor.sync(None, None)                                     # a restart's positions are watched from its first event on
 
@@ -347,7 +347,7 @@ def _controls(cls: type) -> None:
         if mode not in ('flatten', 'freeze'): raise ConfigError(f"kill mode must be 'flatten' or 'freeze', got {mode!r}")
         if mode != self.risk.kill_switch_mode:
             self.risk = self.risk.update(kill_switch_mode=mode)
-            self.loop.risk = RiskEngine(self.risk); self.loop.orders.c = self.monitor.c = self.risk
+            self.loop.risk = RiskEngine(self.risk); self.loop.orders.c = self.risk
         self.state.kill_switch = True
     def stop(self) -> None:
         "Finish the minute in hand and stop (what SIGINT and SIGTERM ask)."

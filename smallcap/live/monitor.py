@@ -33,17 +33,21 @@ PROTECTION_MODES: tuple[str, ...] = ('broker', 'engine')  # where protection is 
 
 class PositionMonitor:
     "Between bar closes, every trade and quote of a watched symbol is judged against its position's stop, trailing level, target and time stop; the first crossing sends one exit."
-    def __init__(self, orders: OrderManager,  # the loop's order manager (its state, broker and journal)
-                 config: RiskConfig,  # the risk limits (levels, time stops, `extended_limit_pct`)
+    def __init__(self, orders: OrderManager,  # the loop's order manager (its state, broker, journal and risk limits)
                  mode: str = 'engine',  # 'engine': every position; 'broker': only outside regular hours, where resting stops do not work
                  session: Callable[[int], str | None] | None = None,  # session label of a time (ns): 'premarket', 'regular', 'after-hours' or None
                  stamp: Callable[[pd.Timestamp], None] | None = None,  # called with the trigger's time before the exit is sent (a paper market's clock)
                 ) -> None:
         if mode not in PROTECTION_MODES: raise ConfigError(f"protection must be one of {PROTECTION_MODES}, got {mode!r}")
-        self.om, self.c, self.mode, self.session, self.stamp = orders, config, mode, session, stamp
+        self.om, self.mode, self.session, self.stamp = orders, mode, session, stamp
         self.watch: dict[str, int] = {}                          # symbols judged on their events -> column
         self.triggers: list[dict[str, Any]] = []                 # every exit sent: ts, symbol, side, price, reason, intent, order_id
         self._fit()
+
+    @property
+    def c(self) -> RiskConfig:
+        "The risk limits (levels, time stops, `extended_limit_pct`): the order manager's, so a change of limits reaches both."
+        return self.om.c
 
     def _fit(self) -> None:
         "Arrays sized to the state's universe (again after it changes)."
