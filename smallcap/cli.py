@@ -721,6 +721,13 @@ def walkforward(strategy: str, params: tuple[str, ...], grid: tuple[str, ...], t
     click.echo(_saved_line(dest, reused))
 
 # %% ../nbs/80_cli.ipynb #bcd4ecaa
+def _scan_spec(spec: str) -> Any:
+    "A --scan value: KEY=VALUE pairs separated by spaces, or what `Scan.parse` takes (YAML or JSON text, a file)."
+    from pathlib import Path
+    from smallcap.scan import Scan
+    if '=' in spec and not Path(spec).exists() and not any(c in spec for c in ':{'): return Scan.from_pairs(spec.split())
+    return Scan.parse(spec)
+
 @click.group()
 def live() -> None:
     "Run strategies on data as it arrives: replays of recorded sessions (paper and live trading build on the same engine)."
@@ -740,13 +747,18 @@ def live() -> None:
 @click.option('--pace', default=None, type=float, help='Seconds of market time per second of clock (default: as fast as possible).')
 @click.option('--journal', 'journal_path', default=None, type=click.Path(dir_okay=False), help='Record the session in this journal file (a new one).')
 @click.option('--account', default='replay', show_default=True, help='Account id the journal records (never a credential).')
+@click.option('--paper', 'paper', default=None, help="Trade at a paper broker server (python -m smallcap.live.paper): its URL, or its --port-file. It outlives the replay, so --resume can continue one.")
+@click.option('--resume', is_flag=True, help="Continue the --journal of an interrupted replay at its --paper broker: reconcile, then go on after its last decided minute.")
 @click.option('--status-halts/--bar-halts', default=True, show_default=True, help='Halts known from status events as they happen, or only from bars without trades (as a backtest).')
+@click.option('--scan', 'scan_spec', default=None, help='Enter only the symbols this scan keeps (KEY=VALUE,... YAML/JSON text or a file), re-run on a schedule.')
+@click.option('--scan-first', default='09:25', show_default=True, help="New York time of each day's first scan run.")
+@click.option('--scan-every', default='5min', show_default=True, help="Re-run the scan this often ('none': once a day).")
 @click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
 @click.option('--progress/--no-progress', default=True, show_default=True, help='Show a progress bar.')
 @click.option('--json', 'as_json', is_flag=True, help='Print the summary as JSON.')
 def live_replay(strategy: str, params: tuple[str, ...], store_path: str | None, symbols: str | None, start: str, end: str, timeframe: str, session: str,
                 cash: float, risk_spec: tuple[str, ...], cost_pairs: tuple[str, ...], pace: float | None, journal_path: str | None, account: str,
-                status_halts: bool, out: str | None, progress: bool, as_json: bool) -> None:
+                paper: str | None, resume: bool, status_halts: bool, scan_spec: str | None, scan_first: str, scan_every: str, out: str | None, progress: bool, as_json: bool) -> None:
     "Replay recorded sessions through the live engine and the paper broker; save the result (and the journal) for a report."
     import json
     from pathlib import Path
@@ -757,14 +769,23 @@ def live_replay(strategy: str, params: tuple[str, ...], store_path: str | None, 
         risk, costs = _risk(risk_spec), _costs(cost_pairs)
         st = _store(store_path, read_only=True)
         syms = [s.strip().upper() for s in symbols.split(',') if s.strip()] if symbols else None
-        j = None
+        universe = None
+        if scan_spec:
+            from smallcap.live.engine import Rescan
+            universe = Rescan(_scan_spec(scan_spec), st, first=scan_first, every=None if scan_every.lower() == 'none' else scan_every)
+        j = broker = None
+        if resume and not (journal_path and paper): raise ConfigError("--resume continues a --journal at its --paper broker: give both")
         if journal_path:
             from smallcap.live.journal import Journal
-            if Path(journal_path).exists() and Path(journal_path).stat().st_size: raise ConfigError(f"--journal {journal_path} exists: a replay starts a new journal (give a new file)")
+            if not resume and Path(journal_path).exists() and Path(journal_path).stat().st_size:
+                raise ConfigError(f"--journal {journal_path} exists: a replay starts a new journal (give a new file, or --resume to continue it)")
             j = Journal(journal_path, account, strat.id)
+        if paper:
+            from smallcap.live.paper import PaperBroker
+            broker = PaperBroker(paper) if paper.startswith(('http://', 'https://')) else PaperBroker(port_file=paper)
         try:
             rp = replay(strat, st, _bound(start, '--start'), _bound(end, '--end'), symbols=syms, risk=risk, costs=costs, cash=cash, timeframe=timeframe,
-                        session=session, pace=pace, journal=j, progress=progress and not as_json, status_halts=status_halts,
+                        session=session, pace=pace, journal=j, progress=progress and not as_json, status_halts=status_halts, universe=universe, broker=broker,
                         meta={'store': Path(store_path or _settings().store_path).name, 'session': session})
         finally:
             if j is not None: j.close()

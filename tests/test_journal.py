@@ -253,7 +253,7 @@ def test_bad_records_are_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(ConfigError, match="'alpaca_secret_key' looks like a secret"): j.note('start', alpaca_secret_key='abc')
     from pydantic import SecretStr
     with pytest.raises(ConfigError, match="'key' looks like a secret"): j.note('reconcile', broker={'key': SecretStr('abc')})
-    with pytest.raises(ConfigError, match="kind must be 'start', 'stop' or 'reconcile'"): j.note('fill', x=1)
+    with pytest.raises(ConfigError, match="kind must be 'start', 'stop', 'reconcile' or 'scan'"): j.note('fill', x=1)
     with pytest.raises(ConfigError, match="cannot record 'orders'"): j('orders', [])
     with pytest.raises(ConfigError, match='unknown record kind'): j.append('nonsense', {})
     with pytest.raises(TypeError, match='cannot journal a object'): j.note('stop', why=object())

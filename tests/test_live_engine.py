@@ -247,3 +247,28 @@ def test_a_restart_resumes_where_the_journal_stopped(store, tmp_path, case):
     assert a == b
     assert j.rebuild_state(syms, 100_000.0).qty.tolist() == broker.qty.tolist()
     assert j.events('reconcile').shape[0] == 3
+
+
+def test_a_scan_universe_enters_only_what_the_latest_scan_kept(store, bars, tmp_path):
+    "With a universe from a scan re-run every 30 minutes, the replay equals the event backtest of the strategy's signals with each entry outside the latest run's symbols removed; the runs are made here independently, by `run_scan` at each minute's latest scheduled time."
+    import dataclasses
+    from smallcap.live.engine import Rescan
+    from smallcap.scan import run_scan
+    s, risk = strategy('sma_cross'), RISKS['binding']
+    spec = {'gap_min': 0.0, 'rank_by': 'gap', 'top': 2}
+    j = Journal(tmp_path / 'j.sqlite', 'replay', s.id)
+    got = replay(s, store, START, END, risk=risk, status_halts=False, journal=j, universe=Rescan(spec, store, first='09:25', every='30min'))
+    ends = (bars.index + pd.Timedelta('1min')).tz_convert('America/New_York')
+    first = ends.normalize() + pd.Timedelta('9h25min')
+    at = first + (ends - first) // pd.Timedelta('30min') * pd.Timedelta('30min')
+    kept = {a: set(run_scan(store, spec, at=a).symbol) for a in at.unique()}
+    allowed = pd.DataFrame([bars.close.columns.isin(kept[a]) for a in at], index=bars.index, columns=bars.close.columns)
+    assert 0 < allowed.to_numpy().mean() < 1, 'the scan keeps some symbols and not others'
+    sig = s.signals(bars)
+    ref = backtest(dataclasses.replace(sig, entries_long=sig.entries_long & allowed), bars, engine='event', store=store, risk=risk)
+    assert sig.entries_short is None or not sig.entries_short.to_numpy().any()
+    key = ['ts', 'symbol', 'side', 'qty', 'price']
+    pd.testing.assert_frame_equal(got.result.fills[key].reset_index(drop=True), ref.fills[key].reset_index(drop=True), check_exact=False, rtol=1e-9)
+    assert len(ref.fills) > 5 and len(ref.fills) < len(backtest(s, bars, engine='event', store=store, risk=risk).fills)
+    runs = j.events('scan')
+    assert len(runs) == got.engine.stats.scans == len(kept) and got.engine.stats.scans == len(got.engine.universe.runs)

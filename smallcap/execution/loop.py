@@ -135,7 +135,8 @@ class OrderManager:
             cid = self._send(j, d.time, buy, int(d.approved[i]), 'entry', d.intent[i], self._oid(d, i), reason_text(int(d.reasons[i])),
                              limit=lim if np.isfinite(lim) else None, stop=float(d.stop[i]), target=float(d.target[i]),
                              requested=int(d.requested[i]), ext=d.extended_hours)
-            self.entry[j].append(cid); self.with_entries.add(j)
+            if cid not in self.entry[j]: self.entry[j].append(cid)            # the same entry decided again (a restart) is the one working
+            self.with_entries.add(j)
 
     def _keep_pending(self) -> None:
         "Working entries stay pending in the risk state until they fill, expire or are cancelled."
@@ -376,6 +377,12 @@ class TradingLoop:
         self.risk, self.state, self.broker, self.journal = risk, state, broker, journal
         self.orders = OrderManager(broker, state, strategy, risk.config, protect, day_entries)
         if hasattr(broker, 'listener'): broker.listener = self.on_event          # a push broker tells us as things happen
+
+    def configure(self, config: RiskConfig,  # the new limits
+                 ) -> None:
+        "Trade under new risk limits from the next step (the risk engine and the order manager read the same config)."
+        self.risk = RiskEngine(config)
+        self.orders.c = config
 
     def resume(self, known: dict[str, OrderRecord] | None = None,  # the journal's records of the orders sent
               ) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, to_utc
-from ..data.calendar import ny_day_numbers, trading_sessions
+from ..data.calendar import localize_ny, ny_day_numbers, trading_sessions
 from ..data.panel import Panel
 from ..execution.costs import Costs, paid_half_spread
 from ..execution.loop import TradingLoop
@@ -23,7 +23,7 @@ from .feed import Bar, BarBuilder, MarketStatus, Quote, Status, Trade
 from .monitor import PROTECTION_MODES, PositionMonitor
 
 # %% auto #0
-__all__ = ['WINDOW_FIELDS', 'BarWindow', 'newest_signals', 'SessionClock', 'QuoteSpreads', 'EngineStats', 'LiveEngine',
+__all__ = ['WINDOW_FIELDS', 'BarWindow', 'newest_signals', 'SessionClock', 'QuoteSpreads', 'Rescan', 'EngineStats', 'LiveEngine',
            'kept_bars', 'live_result', 'Replay', 'replay']
 
 # %% ../../nbs/72_live.engine.ipynb #8f2a07c4
@@ -113,7 +113,7 @@ class SessionClock:
         if not self._span[0] <= t < self._span[1]:
             day = int(ny_day_numbers(np.array([t], np.int64))[0])
             date = pd.Timestamp(day, unit='D').date()
-            mid = pd.Timestamp(date).tz_localize('America/New_York')
+            mid = localize_ny(date)
             s = trading_sessions(date, date)
             w = None if s.empty else tuple(int(pd.Timestamp(s[c].iloc[0]).value) for c in ('pre_open', 'open', 'close', 'post_close'))
             self._span, self._day = (mid.value, (mid + pd.Timedelta(days=1)).value), (day, w)
@@ -151,12 +151,65 @@ class QuoteSpreads:
         if acc is None: return np.full(self.n, np.nan)
         with np.errstate(invalid='ignore', divide='ignore'): return np.where(acc[1] > 0, acc[0] / np.maximum(acc[1], 1), np.nan)
 
+# %% ../../nbs/72_live.engine.ipynb #837906d3
+@dataclasses.dataclass(eq=False)
+class Rescan:
+    "A point-in-time `Scan` re-run on a schedule: each day at `first` New York time (a premarket scan), then every `every` until the after-hours close; the engine enters only the symbols its latest run kept."
+    scan: Any  # a `Scan`, or anything `Scan.parse` takes (dict, YAML or JSON text, a file path)
+    store: Any  # the store it reads (a live session's recording store): each run sees only data before its time
+    first: str = '09:25'  # New York time of each day's first run, 'HH:MM'
+    every: str | None = '5min'  # then this often (None: once a day)
+
+    def __post_init__(self) -> None:
+        from smallcap.scan import Scan
+        self.scan = Scan.parse(self.scan)
+        h, _, m = str(self.first).partition(':')
+        if not (h.isdigit() and m.isdigit() and int(h) < 24 and int(m) < 60 and len(m) == 2):
+            raise ConfigError(f"Rescan: first must be a New York time 'HH:MM', got {self.first!r}")
+        try: step = None if self.every is None else pd.Timedelta(self.every)
+        except ValueError: step = pd.Timedelta(0)
+        if step is not None and step < pd.Timedelta('1min'): raise ConfigError(f"Rescan: every must be a duration of a minute or more (e.g. '5min') or None, got {self.every!r}")
+        self._step = None if step is None else int(step.value)
+        self._day, self._times, self._done = None, np.empty(0, np.int64), -1
+        self.runs: list[tuple[pd.Timestamp, tuple[str, ...]]] = []     # (time, symbols kept) of each run
+
+    def __repr__(self) -> str: return f"Rescan({self.scan.describe()}, first {self.first}, every {self.every})"
+
+    def times(self, day: int,  # New York day number (days since 1970-01-01)
+              close: int,  # that day's last close (UTC ns; `NAT_NS` off trading days)
+             ) -> np.ndarray:
+        "The day's run times (UTC ns): `first`, then every `every` before `close`."
+        t0 = int(localize_ny(f"{pd.Timestamp(day, unit='D').date()} {self.first}").value)
+        if self._step is None or close == NAT_NS or close <= t0: return np.array([t0], np.int64)
+        return np.arange(t0, close, self._step, dtype=np.int64)
+
+    def due(self, day: int,  # the minute's New York day number
+            close: int,  # that day's last close (UTC ns)
+            end: int,  # the end of the minute being decided (UTC ns)
+           ) -> int | None:
+        "The latest run time at or before `end` not yet run (UTC ns), or None: runs missed while no minute was decided are not made up."
+        if day != self._day: self._day, self._times, self._done = day, self.times(day, close), -1
+        i = int(np.searchsorted(self._times, end, 'right')) - 1
+        if i <= self._done: return None
+        self._done = i
+        return int(self._times[i])
+
+    def run(self, at: int,  # the run's time (UTC ns)
+           ) -> tuple[str, ...]:
+        "The symbols the scan keeps at that time, seeing only data before it, in rank order."
+        from smallcap.scan import run_scan
+        t = pd.Timestamp(at, tz='UTC')
+        kept = tuple(run_scan(self.store, self.scan, at=t, as_='arrow').column('symbol').to_pylist())
+        self.runs.append((t, kept))
+        return kept
+
 # %% ../../nbs/72_live.engine.ipynb #d8d86952
 @dataclasses.dataclass
 class EngineStats:
     "What an engine run did: bars decided, skipped or late, events taken, and the time it took."
     bars: int = 0  # minutes of the universe decided
     paused: int = 0  # minutes not decided while paused (entries refused) or frozen
+    scans: int = 0  # runs of the universe's scan
     stale: int = 0  # minutes not decided because their data came late
     late_bars: int = 0  # bars that arrived after their minute was decided (dropped)
     events: int = 0  # feed events taken
@@ -184,6 +237,7 @@ class LiveEngine:
                  capacity: int = 1024,  # bars the window holds before it compacts
                  status_halts: bool = True,  # a status halt marks its symbol halted at the close of the bar it began in (False: halted only in bars without trades, as a backtest knows it)
                  policy: str = 'cancel',  # on a restart, broker orders the journal does not know: 'adopt' or 'cancel'
+                 universe: Rescan | None = None,  # entries only in the symbols a scheduled point-in-time scan keeps (None: every symbol)
                  protection: str = 'broker',  # 'broker': stops and targets rest at the broker (the monitor covers extended hours); 'engine': the monitor enforces them on trades and quotes
                 ) -> None:
         from smallcap.data.store import canonical_timeframe, timeframe_us
@@ -219,6 +273,9 @@ class LiveEngine:
         self.builder = BarBuilder(self.timeframe, session)
         self.stale_after, self.clock, self.snapshot_every, self.keep, self.status_halts = stale_after, clock, int(snapshot_every), keep, status_halts
         self.stats = EngineStats()
+        if universe is not None and not isinstance(universe, Rescan): raise ConfigError(f"universe must be a Rescan, got {type(universe).__name__}")
+        self.universe = universe
+        self.allowed = None if universe is None else np.zeros(len(syms), bool)   # symbols the latest scan kept (entries refused before the first)
         self.paused = False
         self._col = {s: j for j, s in enumerate(syms)}
         self._last = np.full(len(syms), np.nan)                # the last close of each symbol
@@ -315,11 +372,14 @@ def _close(self: LiveEngine) -> None:
     if self.keep: self.kept.append((t, bar, sig))
     if again: self.stats.resumed += 1; return
     late = self.stale_after is not None and self.clock is not None and self.clock() - end.value / 1e9 > self.stale_after
-    halted = ~traded | self.status.flags(self.symbols, end)[0] if self.status.halted and self.status_halts else ~traded
+    halted = ~traded | self.status.flags(self.symbols, end, self._col)[0] if self.status.halted and self.status_halts else ~traded
     if late: self.stats.stale += 1; return
     if self.paused:
         self.stats.paused += 1
         sig = {**sig, 'entries_long': np.zeros(len(c), bool), 'entries_short': np.zeros(len(c), bool)}
+    elif self.universe is not None:
+        if (at := self.universe.due(day, e_close, end.value)) is not None: self._rescan(at)
+        sig = {**sig, **{f: sig[f] & self.allowed for f in ('entries_long', 'entries_short') if sig.get(f) is not None}}
     ctx = BarContext(when, np.asarray(self.symbols, object), cl, open=op, high=hi, low=lo, atr=inp.atr, avg_volume=inp.avg_volume, halted=halted,
                      ssr=inp.ssr, tick=inp.tick, session=sess, session_close=None if s_close == NAT_NS else pd.Timestamp(s_close, tz='UTC'),
                      extended_close=None if e_close == NAT_NS else pd.Timestamp(e_close, tz='UTC'), bar_seconds=self.step / 1e9,
@@ -331,6 +391,17 @@ def _close(self: LiveEngine) -> None:
     if self.journal is not None and self.snapshot_every and self.stats.bars % self.snapshot_every == 0: self.journal.snapshot(self.state, end)
 
 LiveEngine._close = _close
+
+# %% ../../nbs/72_live.engine.ipynb #98273577
+def _rescan(self: LiveEngine, at: int) -> None:
+    "Run the universe's scan at `at`: the symbols it keeps may be entered until the next run; the run is journalled."
+    kept = self.universe.run(at)
+    self.allowed = np.isin(np.asarray(self.symbols, object), np.asarray(kept, object))
+    self.stats.scans += 1
+    if self.journal is not None:
+        self.journal.note('scan', _stamp(at), kept=list(kept), unwatched=[s for s in kept if s not in self._col], scan=self.universe.scan.to_dict(compact=True))
+
+LiveEngine._rescan = _rescan
 
 # %% ../../nbs/72_live.engine.ipynb #8b8a8ba1
 def _controls(cls: type) -> None:
@@ -347,7 +418,7 @@ def _controls(cls: type) -> None:
         if mode not in ('flatten', 'freeze'): raise ConfigError(f"kill mode must be 'flatten' or 'freeze', got {mode!r}")
         if mode != self.risk.kill_switch_mode:
             self.risk = self.risk.update(kill_switch_mode=mode)
-            self.loop.risk = RiskEngine(self.risk); self.loop.orders.c = self.risk
+            self.loop.configure(self.risk)
         self.state.kill_switch = True
     def stop(self) -> None:
         "Finish the minute in hand and stop (what SIGINT and SIGTERM ask)."
@@ -369,7 +440,8 @@ async def _run(self: LiveEngine,
     if self.journal is not None:
         self.journal.note('start', None, strategy=self.strategy.id, params=self.strategy.params(), symbols=len(self.symbols), timeframe=self.timeframe,
                           risk=self.risk.to_dict(), cash=self.cash,
-                          resume_after=None if self.resume_after is None else _stamp(self.resume_after).isoformat())
+                          resume_after=None if self.resume_after is None else _stamp(self.resume_after).isoformat(),
+                          universe=None if self.universe is None else repr(self.universe))
     loop = asyncio.get_running_loop()
     installed = []
     if signals:
@@ -433,9 +505,12 @@ def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
     live = {f: np.vstack([k[2][f] for k in engine.kept]) for f in SIGNAL_BOOLS}
     if n := int(sum((live[f] != plan.sig[f]).sum() for f in SIGNAL_BOOLS)): notes.append(f"live engine: {n} signal cells differed from the full-history computation (a strategy whose warmup is understated)")
     s = engine.stats
+    if s.resumed: notes.append(f"live engine: resumed after a restart ({s.resumed} minutes were decided before it): this result holds only the orders and fills since the restart; the journal holds the whole session")
     if s.stale or s.paused or s.late_bars: notes.append(f"live engine: {s.stale} minutes not decided (late data), {s.paused} paused, {s.late_bars} late bars dropped")
     res = assemble(plan, fills_frame(plan, om.fills), 'live', orders_frame(rows, om.rejected), notes)
-    res.inputs['live'] = {'minutes': s.bars, 'stale': s.stale, 'paused': s.paused, 'late_bars': s.late_bars, 'events': s.events, 'seconds': round(s.seconds, 3)}
+    res.inputs['live'] = {'minutes': s.bars, 'stale': s.stale, 'paused': s.paused, 'late_bars': s.late_bars, 'events': s.events, 'seconds': round(s.seconds, 3),
+                          'scans': s.scans, 'resumed': s.resumed}
+    if engine.universe is not None: res.inputs['live']['universe'] = {'scan': engine.universe.scan.to_dict(compact=True), 'first': engine.universe.first, 'every': engine.universe.every}
     return res
 
 # %% ../../nbs/72_live.engine.ipynb #55d10fa3
@@ -464,6 +539,7 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
            status_halts: bool = True,  # halts known from status events as they happen (False: only from bars without trades, as a backtest)
            broker: Any = None,  # a paper market that outlives the engine (e.g. `smallcap.live.paper.PaperBroker`; None: an in-process `SimBroker`)
            policy: str = 'cancel',  # a restart on the journal: broker orders the journal does not know are 'adopt'ed or 'cancel'led
+           universe: Rescan | None = None,  # entries only in the symbols a scheduled scan keeps (None: every symbol replayed)
            protection: str = 'broker',  # 'broker': stops and targets rest at the paper broker; 'engine': the position monitor enforces them on the recorded trades and quotes
           ) -> Replay:
     "Recorded sessions through the live engine and the paper broker: the result in the backtest schema, and the engine."
@@ -479,7 +555,7 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
     minutes = len(set(b.column('ts').cast('int64').to_pylist()))
     kinds = ('bars', 'status') + (('quotes',) if costs.slippage == 'spread' or protection == 'engine' else ()) + (('trades',) if protection == 'engine' else ())
     feed = ReplayFeed(store, syms, start, end, kinds=kinds, pace=pace, timeframe=timeframe, session=session, chunk='1D')   # a day per query
-    eng = LiveEngine(strategy, syms, broker, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts, policy=policy, protection=protection)
+    eng = LiveEngine(strategy, syms, broker, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts, policy=policy, universe=universe, protection=protection)
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -9,7 +9,7 @@ import asyncio
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -329,9 +329,13 @@ class MarketStatus:
 
     def flags(self, symbols: list[str] | tuple[str, ...],  # the symbols, in the engine's column order
               now: Any,  # the current time (aware)
+              index: Mapping[str, int] | None = None,  # symbol -> column (an engine keeps one; None: built from `symbols`)
              ) -> tuple[np.ndarray, np.ndarray]:
-        "Boolean arrays (halted, ssr) over `symbols` at `now`, the shape `BarContext` takes."
+        "Boolean arrays (halted, ssr) over `symbols` at `now`, the shape `BarContext` takes; the cost is in the halted and restricted symbols, not the universe."
         from smallcap.data.calendar import ny_date
-        today = ny_date(now)
-        return (np.fromiter((s in self.halted for s in symbols), bool, len(symbols)),
-                np.fromiter((self.ssr_day.get(s) == today for s in symbols), bool, len(symbols)))
+        today, n = ny_date(now), len(symbols)
+        col = index if index is not None else {s: j for j, s in enumerate(symbols)}
+        h, r = np.zeros(n, bool), np.zeros(n, bool)
+        h[[col[s] for s in self.halted if s in col]] = True
+        r[[col[s] for s, d in self.ssr_day.items() if d == today and s in col]] = True
+        return h, r

@@ -5,7 +5,7 @@
 # %% ../../nbs/71_live.journal.ipynb #6b84e6a7
 from __future__ import annotations
 
-import json, os, sqlite3
+import json, os, signal, sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,12 +17,12 @@ from ..execution.broker import EventKind, OrderEvent
 from ..risk import Decisions, RiskState, reasons_of
 
 # %% auto #0
-__all__ = ['SCHEMA', 'APP', 'KINDS', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
+__all__ = ['SCHEMA', 'APP', 'KINDS', 'FAILPOINTS', 'failpoint', 'plain', 'record', 'order_of', 'fill_of', 'event_of', 'Journal']
 
 # %% ../../nbs/71_live.journal.ipynb #3949ee2a
 SCHEMA: int = 1  # version of the journal's tables
 APP: str = 'smallcap-journal'  # what the meta table says a journal is
-KINDS: tuple[str, ...] = ('decision', 'intent', 'answer', 'event', 'fill', 'snapshot', 'start', 'stop', 'reconcile')  # the record kinds
+KINDS: tuple[str, ...] = ('decision', 'intent', 'answer', 'event', 'fill', 'snapshot', 'start', 'stop', 'reconcile', 'scan')  # the record kinds
 _SECRET_WORDS = ('secret', 'token', 'password', 'passwd', 'api_key', 'key_id', 'credential')
 
 _DDL = ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -31,8 +31,33 @@ _DDL = ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         *(f"CREATE TRIGGER {t}_no_{op} BEFORE {op.upper()} ON {t} BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END"
           for t in ('events', 'meta') for op in ('update', 'delete')))
 
+# %% ../../nbs/71_live.journal.ipynb #dbaf87df
+_FAILPOINTS: dict[str, int] | None = None   # point -> passes left before it fires (None: not read from the environment yet)
+
+def failpoint(name: str,  # the point: 'intent', 'sent', 'journal', 'reconcile' (see the table below)
+             ) -> None:
+    "Fault injection for crash tests: with SMALLCAP_FAILPOINTS='intent:3' in the environment, the 3rd pass of `intent` kills this process at once (SIGKILL, as kill -9 does); one dict lookup otherwise."
+    global _FAILPOINTS
+    if _FAILPOINTS is None:
+        _FAILPOINTS = {}
+        for part in filter(None, (p.strip() for p in os.environ.get('SMALLCAP_FAILPOINTS', '').split(','))):
+            k, _, n = part.partition(':')
+            if k not in FAILPOINTS or not (n or '1').isdigit() or int(n or 1) < 1:
+                raise ConfigError(f"SMALLCAP_FAILPOINTS: {part!r} is not POINT[:N] with POINT one of {list(FAILPOINTS)} and N >= 1")
+            _FAILPOINTS[k] = int(n or 1)
+    if name not in _FAILPOINTS: return
+    _FAILPOINTS[name] -= 1
+    if _FAILPOINTS[name] == 0: os.kill(os.getpid(), signal.SIGKILL)
+
+FAILPOINTS: dict[str, str] = {  # where a crash test can kill the engine
+    'intent': "an order's intent is journalled, the order not yet sent",
+    'sent': "the broker took the order, its answer not yet journalled",
+    'journal': "inside a journal write: the records inserted, the transaction not committed",
+    'reconcile': "inside reconciliation on a restart: the broker asked, nothing journalled yet",
+}
+
 # %% ../../nbs/71_live.journal.ipynb #5d8f9bd7
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     "A JSON-safe value: timestamps as ISO text, numpy scalars as Python, enums as their value."
     if isinstance(v, pd.Timestamp): return v.isoformat()
     if isinstance(v, np.generic): return v.item()
@@ -147,8 +172,10 @@ class Journal:
         for kind, payload, ts, cid in rows:
             if kind not in KINDS: raise ConfigError(f"journal: unknown record kind {kind!r}; kinds are {KINDS}")
             _check_secrets(payload, kind)
-            out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=_plain)))
-        with self: self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
+            out.append((_ts_ns(ts), kind, cid, json.dumps(payload, default=plain)))
+        with self:
+            self.con.executemany('INSERT INTO events (ts, kind, client_id, payload) VALUES (?, ?, ?, ?)', out)
+            failpoint('journal')
         return int(self.con.execute('SELECT max(seq) FROM events').fetchone()[0] or 0)
 
     def decisions(self, batch: Decisions | tuple[Decisions, ...],  # one batch, or the loop's (entries, exits)
@@ -180,12 +207,12 @@ class Journal:
         "A position and equity snapshot: the whole risk state, and its equity."
         return self.append('snapshot', {'state': state.to_dict(), 'equity': float(state.equity)}, ts)
 
-    def note(self, kind: str,  # 'start', 'stop' or 'reconcile'
+    def note(self, kind: str,  # 'start', 'stop', 'reconcile' or 'scan'
              ts: Any = None,  # when (None: now)
              **info: Any,  # what to remember (never a credential)
             ) -> int:
-        "An engine start, stop or reconcile record."
-        if kind not in ('start', 'stop', 'reconcile'): raise ConfigError(f"journal.note: kind must be 'start', 'stop' or 'reconcile', got {kind!r}")
+        "An engine start, stop, reconcile or universe scan record."
+        if kind not in ('start', 'stop', 'reconcile', 'scan'): raise ConfigError(f"journal.note: kind must be 'start', 'stop', 'reconcile' or 'scan', got {kind!r}")
         return self.append(kind, info, ts)
 
     def __call__(self, kind: str,  # what `TradingLoop` tells: 'decisions' or 'event' (also 'intent', 'fill', 'snapshot')
@@ -300,7 +327,7 @@ class _IntentFirst:
 
     def _ask(self, op: str, cid: str, call: Any) -> Any:
         "Call the broker and journal its answer: the order's status, shares filled and average price, or the error."
-        try: st = call()
+        try: st = call(); failpoint('sent')
         except Exception as e:
             self._journal.append('answer', {'op': op, 'error': f"{type(e).__name__}: {e}"}, None, cid); raise
         ans = {'op': op, 'status': None} if st is None else {'op': op, 'status': str(st.status), 'filled': int(st.filled), 'avg_price': float(st.avg_price)}
@@ -309,9 +336,18 @@ class _IntentFirst:
 
     def submit(self, order: Order) -> Any:
         self._journal.intent(order)
+        failpoint('intent')
         return self._ask('submit', order.client_id, lambda: self._broker.submit(order))
 
     def cancel(self, client_id: str) -> Any: return self._ask('cancel', client_id, lambda: self._broker.cancel(client_id))
     def replace(self, client_id: str, **changes: Any) -> Any: return self._ask('replace', client_id, lambda: self._broker.replace(client_id, **changes))
+
+    def move_stop(self, client_id: str, stop: float) -> None:
+        "A trailing stop's trigger moved: journalled as a replace answer (the paper broker's fast path, or `replace` at a broker without one)."
+        b = self._broker
+        if not hasattr(b, 'move_stop'): self.replace(client_id, stop_price=stop); return
+        b.move_stop(client_id, stop)
+        self._journal.append('answer', {'op': 'replace', 'status': None, 'stop_price': float(stop)}, getattr(b, 'time', None), client_id)
+
     def __getattr__(self, name: str) -> Any: return getattr(self._broker, name)
     def __setattr__(self, name: str, v: Any) -> None: setattr(self._broker, name, v)

@@ -13,7 +13,7 @@ import pandas as pd
 from ..core import BrokerError, ConfigError, Fill, Side, to_utc
 from ..execution.broker import EventKind, OrderEvent, OrderState
 from ..execution.loop import OrderRecord, TradingLoop, order_role
-from .journal import Journal, order_of
+from .journal import Journal, failpoint, order_of
 
 # %% auto #0
 __all__ = ['Reconciliation', 'known_records', 'reconcile']
@@ -174,6 +174,7 @@ def reconcile(journal: Journal,  # the session's journal
         if a != b: rec.mismatch[s] = (a, b)
     if rec.halted: state.entries_halted = 'reconcile: position mismatch ' + ', '.join(f"{s} state {a} != broker {b}" for s, (a, b) in rec.mismatch.items())
     rows.append(('reconcile', {**rec.to_dict(), 'resumed': len(working) - len(rec.cancelled)}, now, None))
+    failpoint('reconcile')
     journal.write(rows)                                                             # one transaction: all of it, or none
     # 4. the loop takes the state and the broker's working orders over, with the journal's records
     loop.state.apply_fills(rec.fills)
