@@ -23,6 +23,7 @@ from smallcap.live.journal import Journal
 from smallcap.live.monitor import PositionMonitor
 from smallcap.risk import RiskConfig, RiskState
 from smallcap.strategy.base import get_strategy
+from test_live_engine import _Crash, _cut             # a crash between two feed events
 
 T0 = pd.Timestamp('2026-03-02 15:00', tz='UTC')            # 10:00 New York
 
@@ -266,19 +267,6 @@ def test_broker_protection_is_covered_by_the_monitor_after_hours():
 
 
 # ---- a restart between a trigger and the next bar -------------------------------------------------------------------
-
-class _Crash(Exception):
-    "The engine process dying between two feed events."
-
-
-async def _cut(feed, n: int):
-    "The feed's first `n` events, then a crash."
-    k = 0
-    async for e in feed:
-        if k == n: raise _Crash
-        k += 1
-        yield e
-
 
 def test_a_restart_after_a_trigger_sends_no_second_exit(store, tmp_path):
     "Crashed just before the first mid-bar exit, right after it and right after the second, and restarted on the same journal and paper broker: the broker ends with an uninterrupted run's orders and fills, no exit twice."
