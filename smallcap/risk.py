@@ -24,7 +24,8 @@ from .data.calendar import ny_date, ny_day_numbers, to_ny
 __all__ = ['REASON_BITS', 'SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reason_mask', 'reasons_of', 'kelly_fraction',
            'RiskConfig', 'Decision', 'Decisions', 'RiskState', 'Sizing', 'size_shares', 'size_position', 'BarContext',
            'PanelBars', 'iter_bars', 'ssr_events', 'BarInputs', 'RiskInputs', 'RiskInputStream', 'protective_level',
-           'eod_window', 'entry_gates', 'Screened', 'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
+           'eod_window', 'entry_gates', 'exit_at_price', 'exit_intent', 'marketable_limit', 'Screened',
+           'screen_entries', 'settle_entries', 'RiskEngine', 'check_order']
 
 # %% ../nbs/40_risk.ipynb #9d1327d4
 class Reason(StrEnum):
@@ -1041,6 +1042,37 @@ def _arm(c: RiskConfig, s: RiskState, atr: np.ndarray) -> None:
 _EXIT_INTENT = [(_B.EXIT_STOP | _B.EXIT_TRAILING, Intent.STOP_LOSS), (_B.EXIT_TARGET, Intent.TAKE_PROFIT),
                 (_B.EXIT_KILL_SWITCH | _B.EXIT_DAILY_LOSS | _B.EXIT_EOD, Intent.FLATTEN)]
 
+# %% ../nbs/40_risk.ipynb #c46ea03f
+def exit_at_price(config: RiskConfig,  # the risk configuration
+                  qty: float,  # signed shares of the position (0: flat)
+                  stop: float,  # its fixed stop (NaN: none)
+                  target: float,  # its take-profit (NaN: none)
+                  high: float,  # highest price since entry (the long's trailing water mark)
+                  low: float,  # lowest price since entry (the short's)
+                  bars_held: int,  # bars marked since entry
+                  entry_time: int,  # when it was entered (ns, UTC)
+                  price: float,  # the one price it is judged at (a trade; the bid for a long, the ask for a short)
+                  atr: float,  # ATR (NaN: unknown)
+                  now: int,  # when (ns, UTC)
+                 ) -> int:
+    "Reason bits of one position's protective exits (stop, trailing stop, target, time stop) at one price between bars: the bar's rule `risk_nb.exit_one` on a bar that is that price."
+    from smallcap.risk_nb import exit_one
+    return int(exit_one(_cv(config), float(qty), float(stop), float(target), float(high), float(low), int(bars_held), int(entry_time),
+                        float(price), float(price), float(price), float(atr), False, False, False, False, True, int(now), False, False)[0])
+
+def exit_intent(bits: int,  # an exit's reason bits
+                qty: float,  # the position's signed shares
+               ) -> Intent:
+    "The intent an exit carries: stop_loss, take_profit or flatten by its reasons (the first that applies), else exit_long / exit_short (a time stop, a signal)."
+    return next((it for bit, it in _EXIT_INTENT if bits & bit), Intent.EXIT_LONG if qty > 0 else Intent.EXIT_SHORT)
+
+def marketable_limit(config: RiskConfig,  # the risk configuration (`extended_limit_pct`)
+                     ref: np.ndarray | float,  # the reference price (the close, or the price that triggered)
+                     side: np.ndarray | int,  # +1 buy, -1 sell
+                    ) -> np.ndarray:
+    "The limit of an order outside regular hours (where brokers take limits only): `extended_limit_pct` through the reference price, on the tick grid."
+    return _tick(np.asarray(ref, float) * (1 + np.asarray(side) * config.extended_limit_pct))
+
 # %% ../nbs/40_risk.ipynb #9cbcff4a
 @dataclass(frozen=True)
 class Screened:
@@ -1137,7 +1169,7 @@ def _entries(c: RiskConfig, s: RiskState, bar: BarContext, q_post: np.ndarray, m
     # orders outside regular hours are limits through the close
     ext = bar.session is not None and bar.session != 'regular'
     lim = bar.limit[idx]
-    if ext: lim = np.where(np.isfinite(lim), lim, _tick(bar.close[idx] * (1 + side * c.extended_limit_pct)))
+    if ext: lim = np.where(np.isfinite(lim), lim, marketable_limit(c, bar.close[idx], side))
     # approved entries become pending: they count until they fill or expire
     j = idx[ok]
     s.pending[j] += (side.astype(np.int64) * q)[ok]
@@ -1196,11 +1228,10 @@ class RiskEngine:
         if len(i) == 0: return Decisions.empty(bar.time)
         qi, bi = q[i], bits[i] | (_B.REJECTED_KILL_SWITCH if frozen else 0)
         side = (-np.sign(qi)).astype(np.int8)
-        intent = np.array([next((it for bit, it in _EXIT_INTENT if b & bit), Intent.EXIT_LONG if x > 0 else Intent.EXIT_SHORT)   # the first that applies
-                           for b, x in zip(bi.tolist(), qi.tolist())], dtype=object)
+        intent = np.array([exit_intent(b, x) for b, x in zip(bi.tolist(), qi.tolist())], dtype=object)
         ext = bar.session is not None and bar.session != 'regular'
         ref = np.where(np.isfinite(bar.close[i]), bar.close[i], mark[i])
-        lim = _tick(ref * (1 + side * self.config.extended_limit_pct)) if ext else np.full(len(i), np.nan)
+        lim = marketable_limit(self.config, ref, side) if ext else np.full(len(i), np.nan)
         at = at_bar[i]
         nan = np.full(len(i), np.nan)
         return Decisions(bar.time, bar.symbols[i], i.astype(np.int64), side, intent, np.abs(qi), np.zeros_like(qi) if frozen else np.abs(qi),

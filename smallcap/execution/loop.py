@@ -17,7 +17,7 @@ from .broker import Broker, EventKind, OrderEvent, submit_once
 from ..risk import BarContext, Decisions, Reason, RiskConfig, RiskEngine, RiskState, protective_level, reason_mask, reasons_of
 
 # %% auto #0
-__all__ = ['OrderRecord', 'reason_text', 'order_role', 'halts_entries', 'OrderManager', 'TradingLoop']
+__all__ = ['OrderRecord', 'reason_text', 'order_role', 'halts_entries', 'OrderManager', 'exit_now', 'TradingLoop']
 
 # %% ../../nbs/47_execution.loop.ipynb #49014f5a
 @dataclass(eq=False, slots=True)
@@ -43,10 +43,10 @@ def reason_text(bits: int,  # a bit mask of reason codes
 
 def order_role(o: Order,  # an order of this loop's strategy
               ) -> str:
-    "The role an order plays for the order manager, read from its intent and type: 'entry', 'stop', 'target' or 'exit'."
+    "The role an order plays for the order manager, read from its intent, type and session: 'entry', 'stop', 'target' or 'exit'."
     it = str(o.intent)
     return ('entry' if it in ('enter_long', 'enter_short') else 'stop' if o.type is OrderType.STOP and it == 'stop_loss'
-            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' else 'exit')
+            else 'target' if o.type is OrderType.LIMIT and it == 'take_profit' and not o.extended_hours else 'exit')   # an extended-hours limit is an exit, not a resting target
 
 _PROTECTIVE_BITS = reason_mask(Reason.EXIT_STOP, Reason.EXIT_TRAILING, Reason.EXIT_TARGET)
 
@@ -350,6 +350,25 @@ class OrderManager:
         elif cid == self.exit[j]: self._set('exit', j, None)
         elif cid == self.stop[j]: self._set('stop', j, None)
         elif cid == self.target[j]: self._set('target', j, None)
+
+# %% ../../nbs/47_execution.loop.ipynb #15c88f1d
+def exit_now(self: OrderManager,
+             j: int,  # column of the symbol
+             t: pd.Timestamp,  # when the exit was decided (a trade's or quote's time: part of the client id)
+             intent: Intent | str,  # stop_loss, take_profit, exit_long / exit_short (as `risk.exit_intent` names it)
+             reason: str,  # its reason codes (as the fills carry them)
+             limit: float | None = None,  # a marketable limit outside regular hours (None: a market order)
+            ) -> str | None:
+    "Exit symbol j's whole position now, once (a position monitor's trigger between bars): its entries and protection go; None when flat or an exit already works."
+    st = self.state
+    q = int(st.qty[j])
+    if q == 0 or self.has_exit[j] or self.trig[j]: return None           # already on its way out: never a second exit
+    self._cancel_entries(j); self._cancel_protection(j)
+    cid = client_order_id(self.sid, self.upper[j], t, intent)          # the trigger's own time: a restart that judges the same event again names the same order
+    self._set('exit', j, self._send(j, t, q < 0, abs(q), 'exit', intent, cid, reason, limit=limit, ext=limit is not None))
+    return cid
+
+OrderManager.exit_now = exit_now
 
 # %% ../../nbs/47_execution.loop.ipynb #ddcfcb97
 class TradingLoop:

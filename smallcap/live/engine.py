@@ -20,6 +20,7 @@ from ..execution.sim import SimBroker
 from ..risk import NAT_NS, BarContext, RiskConfig, RiskEngine, RiskInputStream, RiskState
 from ..strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, Signals, Strategy
 from .feed import Bar, BarBuilder, MarketStatus, Quote, Status, Trade
+from .monitor import PROTECTION_MODES, PositionMonitor
 
 # %% auto #0
 __all__ = ['WINDOW_FIELDS', 'BarWindow', 'newest_signals', 'SessionClock', 'QuoteSpreads', 'Rescan', 'EngineStats', 'LiveEngine',
@@ -237,9 +238,11 @@ class LiveEngine:
                  status_halts: bool = True,  # a status halt marks its symbol halted at the close of the bar it began in (False: halted only in bars without trades, as a backtest knows it)
                  policy: str = 'cancel',  # on a restart, broker orders the journal does not know: 'adopt' or 'cancel'
                  universe: Rescan | None = None,  # entries only in the symbols a scheduled point-in-time scan keeps (None: every symbol)
+                 protection: str = 'broker',  # 'broker': stops and targets rest at the broker (the monitor covers extended hours); 'engine': the monitor enforces them on trades and quotes
                 ) -> None:
         from smallcap.data.store import canonical_timeframe, timeframe_us
         if not isinstance(strategy, Strategy): raise ConfigError(f"strategy must be a Strategy configuration, got {type(strategy).__name__}")
+        if protection not in PROTECTION_MODES: raise ConfigError(f"protection must be one of {PROTECTION_MODES}, got {protection!r}")
         syms = [str(s).strip().upper() for s in symbols]
         if not syms: raise ConfigError("LiveEngine needs at least one symbol")
         if len(set(syms)) != len(syms): raise ConfigError(f"duplicate symbols: {sorted({s for s in syms if syms.count(s) > 1})}")
@@ -255,7 +258,7 @@ class LiveEngine:
         self.sim = broker if broker is not None else SimBroker(syms, self.cash, self.costs, participation=self.costs.participation)
         self.journal = journal
         b = journal.guard(self.sim) if journal is not None else self.sim
-        self.loop = TradingLoop(RiskEngine(self.risk), self.state, b, strategy.id, protect=True, day_entries=True, journal=journal)
+        self.loop = TradingLoop(RiskEngine(self.risk), self.state, b, strategy.id, protect=protection == 'broker', day_entries=True, journal=journal)
         self.reconciliation = None
         rt = journal.resume_time() if again else None
         self.resume_after = None if rt is None else rt.value                # minutes ending at or before it were decided before the restart
@@ -284,6 +287,10 @@ class LiveEngine:
         self._done = False
         self._stop = False
         self.kept: list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray | None]]] = []   # (time, bar, signals) per minute, if `keep`
+        self.protection = protection
+        self.monitor = PositionMonitor(self.loop.orders, protection, lambda ns: self.sessions.at(ns)[1],
+                                       (lambda ts: setattr(self.sim, 'time', ts)) if self.market else None)   # a paper market dates the exit at its trigger
+        self.monitor.sync(None, None)                                     # a restart's positions are watched from its first event on
 
     def __repr__(self) -> str:
         return f"LiveEngine({self.strategy.id}, {len(self.symbols)} symbols, {self.stats.bars} minutes decided, paused={self.paused})"
@@ -303,13 +310,16 @@ def _take(self: LiveEngine, e: Any) -> None:
     if isinstance(e, Bar): self._bar(e); return
     at = pd.Timestamp(e.ts).value
     if self._t is not None and at >= self._t + self.step: self._close()
-    if isinstance(e, Quote): self.spreads.add(e)
+    if isinstance(e, Quote):
+        if self.costs.slippage == 'spread': self.spreads.add(e)
+        if self.resume_after is None or at >= self.resume_after: self.monitor.on_quote(e)   # events of minutes decided before a restart were judged then
     elif isinstance(e, Status):
         self.status.apply(e)
         if e.kind == 'ssr': self.inputs.add_ssr(pd.DataFrame({'symbol': [e.symbol], 'ts': [pd.Timestamp(e.ts)]}))
     elif isinstance(e, Trade):
         if not self._bars_seen:
             for b in self.builder.add(e): self._bar(b)
+        if self.resume_after is None or at >= self.resume_after: self.monitor.on_trade(e)
     else: raise DataError(f"the engine cannot take a {type(e).__name__} event: {e!r}")
 
 def _bar(self: LiveEngine, b: Bar) -> None:
@@ -375,6 +385,7 @@ def _close(self: LiveEngine) -> None:
                      extended_close=None if e_close == NAT_NS else pd.Timestamp(e_close, tz='UTC'), bar_seconds=self.step / 1e9,
                      **{f: x for f, x in sig.items() if x is not None})
     self.loop.step(ctx)
+    self.monitor.sync(inp.atr, self.sessions.at(end.value)[1])     # the positions watched until the next close
     self.stats.bars += 1
     self.stats.decide_ms.append((time.perf_counter() - t0) * 1e3)
     if self.journal is not None and self.snapshot_every and self.stats.bars % self.snapshot_every == 0: self.journal.snapshot(self.state, end)
@@ -543,6 +554,7 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
            broker: Any = None,  # a paper market that outlives the engine (e.g. `smallcap.live.paper.PaperBroker`; None: an in-process `SimBroker`)
            policy: str = 'cancel',  # a restart on the journal: broker orders the journal does not know are 'adopt'ed or 'cancel'led
            universe: Rescan | None = None,  # entries only in the symbols a scheduled scan keeps (None: every symbol replayed)
+           protection: str = 'broker',  # 'broker': stops and targets rest at the paper broker; 'engine': the position monitor enforces them on the recorded trades and quotes
           ) -> Replay:
     "Recorded sessions through the live engine and the paper broker: the result in the backtest schema, and the engine."
     from smallcap.live.feed import ReplayFeed
@@ -555,9 +567,9 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
     if not b.num_rows: raise DataError(f"nothing to replay: {store!r} has no {timeframe} bars for {list(symbols) if symbols else 'any symbol'} in [{start}, {end})")
     syms = sorted(set(b.column('symbol').to_pylist()))
     minutes = len(set(b.column('ts').cast('int64').to_pylist()))
-    kinds = ('bars', 'status') + (('quotes',) if costs.slippage == 'spread' else ())
+    kinds = ('bars', 'status') + (('quotes',) if costs.slippage == 'spread' or protection == 'engine' else ()) + (('trades',) if protection == 'engine' else ())
     feed = ReplayFeed(store, syms, start, end, kinds=kinds, pace=pace, timeframe=timeframe, session=session, chunk='1D')   # a day per query
-    eng = LiveEngine(strategy, syms, broker, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts, policy=policy, universe=universe)
+    eng = LiveEngine(strategy, syms, broker, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts, policy=policy, universe=universe, protection=protection)
     bar = None
     if progress:
         from tqdm.auto import tqdm
