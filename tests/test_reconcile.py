@@ -155,3 +155,18 @@ def test_a_failing_broker_raises_and_writes_nothing(tmp_path):
     assert len(j.events()) == before and loop.state.qty.tolist() == [0, 0]
     with pytest.raises(ConfigError, match='policy'): reconcile(j, sb, loop, policy='ignore')
     assert len(j.events()) == before
+
+
+def test_an_intent_closed_as_never_sent_then_sent_again_under_its_id_is_tracked_again(tmp_path):
+    "A minute decided again after a restart sends the closed intent under the same id: the journal's views follow the order's new life (a later restart looks it up and takes its missed fill)."
+    sb, j = _setup(tmp_path)
+    o = _entry()
+    j.intent(o)                                                          # crashed before the send
+    r = reconcile(j, sb, _loop(j, sb))
+    assert r.closed == [o.client_id] and j.orders().status.tolist() == ['canceled']
+    j.intent(o); sb.submit(o); _bar(sb)                                  # sent again (same id); its answer and fill never reached the journal
+    loop = _loop(j, sb)
+    r = reconcile(j, sb, loop)
+    assert r.looked_up == [o.client_id] and [f.qty for f in r.fills] == [100], r
+    assert loop.state.qty.tolist() == [100, 0] == j.rebuild_state(SYM, 10_000.0).qty.tolist()
+    assert j.orders().drop_duplicates('client_id', keep='last').status.tolist() == ['filled']

@@ -260,11 +260,13 @@ class Journal:
         return f
 
     def orders(self) -> pd.DataFrame:
-        "Every order intent (the `Order` fields) with its outcome: status, filled, remaining, reason (its first terminal event stands: later events change nothing)."
+        "Every order (the `Order` fields of its latest intent) with its outcome: status, filled, remaining, reason (its first terminal event since that intent stands: later events change nothing)."
         import dataclasses
         f = self._frame('intent', [x.name for x in dataclasses.fields(Order)])
         f['bar_time'] = pd.to_datetime(f.bar_time, utc=True)
+        f = f.drop_duplicates('client_id', keep='last')                    # an intent written again (a minute decided again after a restart) is the order's new life
         e = self._frame('event', ['client_id', 'kind', 'filled', 'remaining', 'reason'])
+        e = e[e.seq.to_numpy() > e.client_id.map(dict(zip(f.client_id, f.seq))).fillna(-1).to_numpy()]
         end = e[e.kind.isin([str(k) for k in EventKind if OrderEvent(k, '', pd.Timestamp(0, tz='UTC')).terminal])].drop(columns='seq').groupby('client_id').first()   # an order's first terminal event stands
         last = e.drop(columns='seq').groupby('client_id').last()
         last = end.combine_first(last).assign(filled=e.groupby('client_id').filled.max()).rename(columns={'kind': 'status'})

@@ -68,14 +68,18 @@ def _journal_view(journal: Journal) -> tuple[dict[str, Any], set[str], set[str]]
     "The journal's orders by client id (intents, and orders a reconcile adopted), those answered, and those done (answers and events read in SQL: only their fields)."
     import json
     q = lambda sql: journal.con.execute(sql).fetchall()
-    orders = {c: order_of(json.loads(p)) for c, p in q("SELECT client_id, payload FROM events WHERE kind = 'intent' ORDER BY seq")}
+    orders, born = {}, {}
+    for c, p, s in q("SELECT client_id, payload, seq FROM events WHERE kind = 'intent' ORDER BY seq"):
+        orders[c], born[c] = order_of(json.loads(p)), s                  # an intent written again (the minute decided again after a restart) starts a new life
     answered, done = set(), set()
-    for cid, op, status, err, order in q("SELECT client_id, json_extract(payload, '$.op'), json_extract(payload, '$.status'), json_type(payload, '$.error') IS NOT NULL, "
-                                         "CASE WHEN json_extract(payload, '$.op') = 'adopt' THEN json_extract(payload, '$.order') END FROM events WHERE kind = 'answer' ORDER BY seq"):
+    for cid, op, status, err, order, s in q("SELECT client_id, json_extract(payload, '$.op'), json_extract(payload, '$.status'), json_type(payload, '$.error') IS NOT NULL, "
+                                            "CASE WHEN json_extract(payload, '$.op') = 'adopt' THEN json_extract(payload, '$.order') END, seq FROM events WHERE kind = 'answer' ORDER BY seq"):
+        if s < born.get(cid, -1): continue
         if op == 'adopt': orders.setdefault(cid, order_of(json.loads(order)))
         if not err and status is not None: answered.add(cid)
         if status in _DONE: done.add(cid)
-    for cid, kind in q("SELECT client_id, json_extract(payload, '$.kind') FROM events WHERE kind = 'event'"):
+    for cid, kind, s in q("SELECT client_id, json_extract(payload, '$.kind'), seq FROM events WHERE kind = 'event'"):
+        if s < born.get(cid, -1): continue
         answered.add(cid)
         if kind in _DONE: done.add(cid)
     return orders, answered, done
