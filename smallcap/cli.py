@@ -750,7 +750,7 @@ def live() -> None:
 @click.option('--paper', 'paper', default=None, help="Trade at a paper broker server (python -m smallcap.live.paper): its URL, or its --port-file. It outlives the replay, so --resume can continue one.")
 @click.option('--resume', is_flag=True, help="Continue the --journal of an interrupted replay at its --paper broker: reconcile, then go on after its last decided minute.")
 @click.option('--status-halts/--bar-halts', default=True, show_default=True, help='Halts known from status events as they happen, or only from bars without trades (as a backtest).')
-@click.option('--scan', 'scan_spec', default=None, help='Enter only the symbols this scan keeps (KEY=VALUE,... YAML/JSON text or a file), re-run on a schedule.')
+@click.option('--scan', 'scan_spec', default=None, help="Enter only the symbols this scan keeps ('KEY=VALUE KEY=VALUE', YAML or JSON text, or a file), re-run on a schedule.")
 @click.option('--scan-first', default='09:25', show_default=True, help="New York time of each day's first scan run.")
 @click.option('--scan-every', default='5min', show_default=True, help="Re-run the scan this often ('none': once a day).")
 @click.option('--out', default=None, type=click.Path(file_okay=False), help='Result directory (default: reports/results/<strategy, engine, session and a hash of every input>).')
