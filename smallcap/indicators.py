@@ -17,9 +17,9 @@ from .core import ConfigError, DataError
 
 # %% auto #0
 __all__ = ['Frame', 'SETTLE_TOL', 'row_array', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow',
-           'sma', 'ema', 'rma', 'wma', 'settle_bars', 'rsi', 'stoch', 'stochrsi_k', 'stochrsi', 'macd', 'roc', 'bbands',
-           'true_range', 'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance', 'gap_pct',
-           'premarket_range', 'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
+           'sma', 'ema', 'rma', 'wma', 'SmaStep', 'settle_bars', 'rsi', 'stoch', 'stochrsi_k', 'stochrsi', 'macd',
+           'roc', 'bbands', 'true_range', 'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance',
+           'gap_pct', 'premarket_range', 'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
 
 # %% ../nbs/20_indicators.ipynb #85a529fd
 Frame: TypeAlias = pd.Series | pd.DataFrame | np.ndarray
@@ -189,6 +189,25 @@ def wma(x: Frame,  # values: a series or a panel
     "Linearly weighted moving average (newest value heaviest)."
     (a,), like = _inputs(x=x)
     return _out(_k().wma_nb(a, _n(length, 'length')), like)
+
+# %% ../nbs/20_indicators.ipynb #52e82722
+class SmaStep:
+    "`sma` one bar at a time for a fixed set of rows (symbols): each `step` gives the newest average of every row, equal to `sma` over the whole history."
+    def __init__(self, rows: int,  # how many rows (symbols)
+                 length: int = 10,  # window, in valid bars
+                ) -> None:
+        self.n = _n(length, 'length')
+        self._st = (np.zeros((rows, self.n), np.int64), np.zeros((rows, self.n)), np.zeros((rows, self.n), np.int64),
+                    np.zeros(rows, np.int64), np.zeros(rows, np.int64), np.zeros(rows, np.int64))
+        self._out = np.empty(rows)
+
+    def __repr__(self) -> str: return f"SmaStep({len(self._out)} rows, length={self.n})"
+
+    def step(self, x: np.ndarray,  # (rows,) the newest value of each row; NaN: none this bar
+            ) -> np.ndarray:
+        "The newest average of each row (NaN until a row has `length` values, and where it has none this bar): a fresh array."
+        _k().sma_step_nb(np.asarray(x, np.float64), self.n, *self._st, self._out)
+        return self._out.copy()
 
 # %% ../nbs/20_indicators.ipynb #3797fb26
 SETTLE_TOL: float = 1e-10  # weight an exponential smoothing may still give to the state before a warmup window

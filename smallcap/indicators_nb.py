@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 # %% auto #0
-__all__ = ['kernels', 'sma_nb', 'ewm_nb', 'wma_nb', 'meanstd_nb', 'rolling_max_nb', 'rolling_min_nb', 'channel_nb',
+__all__ = ['kernels', 'sma_nb', 'ewm_nb', 'wma_nb', 'sma_step_nb', 'meanstd_nb', 'rolling_max_nb', 'rolling_min_nb', 'channel_nb',
            'stoch_self_nb', 'roc_nb', 'rsi_nb', 'true_range_nb', 'atr_nb', 'adx_nb', 'macd_nb', 'bbands_nb', 'bands_nb',
            'supertrend_nb', 'obv_nb', 'streak_nb', 'day_cumsum_nb', 'vwap_nb', 'day_extreme_nb', 'day_extreme_at_nb',
            'gap_nb', 'rvol_nb', 'ffill_nb', 'ffill_return_nb', 'top_k_nb', 'cross_nb', 'cross_level_nb', 'breakout_nb',
@@ -209,6 +209,36 @@ def wma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
                 o[t] = (w0 + w1) / den
     return out
 
+
+# %% ../nbs/21_indicators_nb.ipynb #21d1bd3d
+@_kernel
+def sma_step_nb(x: np.ndarray,  # (rows,) the newest value of each row; NaN = no value this bar
+                n: int,  # window, in valid values
+                q: np.ndarray, y: np.ndarray, g: np.ndarray,  # (rows, n) rings: grid units, values, off-grid flags
+                k: np.ndarray, s: np.ndarray, nb: np.ndarray,  # (rows,) valid values seen, the ring's unit sum, its off-grid count
+                out: np.ndarray,  # (rows,) the newest average (written)
+               ) -> None:
+    "One bar of `sma_nb` for every row: the state arrays are updated in place."
+    den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
+    tmp = np.empty(n)
+    for r in range(x.shape[0]):
+        v = x[r]
+        if v != v:
+            out[r] = np.nan
+            continue
+        u = _units(v, lim)
+        b = 1 if u == bad else 0
+        u = 0 if b else u
+        i = k[r] % n
+        if k[r] >= n:
+            s[r] -= q[r, i]; nb[r] -= g[r, i]
+        q[r, i] = u; y[r, i] = v; g[r, i] = b; s[r] += u; nb[r] += b
+        k[r] += 1
+        if k[r] < n: out[r] = np.nan
+        elif nb[r] == 0: out[r] = s[r] / den
+        else:
+            for j in range(n): tmp[j] = y[r, (k[r] + j) % n]           # the window, oldest first
+            out[r] = _wsum(tmp, 0, n) / n
 
 # %% ../nbs/21_indicators_nb.ipynb #c9714a30
 @_kernel

@@ -325,7 +325,12 @@ class Decisions:
 
 # %% ../nbs/40_risk.ipynb #7385bf3f
 def _iso(ns: int) -> str | None:
-    return None if ns == _NAT else pd.Timestamp(int(ns), tz='UTC').isoformat()
+    return None if ns == _NAT else _iso_text(int(ns))
+
+@functools.lru_cache(maxsize=1 << 16)
+def _iso_text(ns: int) -> str:
+    "ISO text of a UTC time (cached: a snapshot every minute repeats the same entry and exit times)."
+    return pd.Timestamp(ns, tz='UTC').isoformat()
 
 def _ns(s: Any) -> int:
     return _NAT if s is None else to_utc(s).value

@@ -95,6 +95,7 @@ class _Working:
 
 class SimBroker:
     "A paper broker: the one fill and cost model (spread, participation, halts, SSR, fees, latency) behind the `Broker` protocol."
+    local: bool = True  # its book lives in this process and dies with it (a journal may group-commit: nothing a restart could act on is lost)
     def __init__(self, symbols: Sequence[str],  # the universe (its columns in `on_bar`'s arrays)
                  cash: float = 100_000.0,  # starting cash
                  costs: Costs | None = None,  # fees (the spread and the volume cap arrive with each bar)

@@ -19,7 +19,7 @@ from ..execution.loop import TradingLoop
 from ..execution.sim import SimBroker
 from ..risk import NAT_NS, BarContext, RiskConfig, RiskEngine, RiskInputStream, RiskState
 from ..strategy.base import SIGNAL_BOOLS, SIGNAL_FLOATS, Signals, Strategy
-from .feed import Bar, BarBuilder, MarketStatus, Quote, Status, Trade
+from .feed import Bar, Batch, BarBuilder, MarketStatus, Quote, Status, Trade
 from .monitor import PROTECTION_MODES, PositionMonitor
 
 # %% auto #0
@@ -94,9 +94,15 @@ def newest_signals(strategy: Strategy,  # the strategy configuration
                    window: BarWindow,  # the window, its newest bar just appended
                   ) -> tuple[dict[str, np.ndarray | None], int]:
     "The strategy's signals at the window's newest bar, computed with its own code on the trailing window its warmup asks for; and that window's first bar (stream numbering)."
+    from smallcap.strategy.library import BlockArrays, BlockStrategy
     p = window.panel()
     start = strategy.warmup_start(p, -1, all_symbols=True)          # every symbol counted: a start that also serves every later bar
-    sig = strategy.signals(p if start == 0 else window.panel(start))
+    win = p if start == 0 else window.panel(start)
+    if isinstance(strategy, BlockStrategy) and type(strategy).signals is BlockStrategy.signals:   # a library strategy: its own arrays, no signal frames
+        a, n = strategy.signal_arrays(BlockArrays(win)), len(window.symbols)
+        row = {f: a[f][:, -1] if f in a else np.zeros(n, bool) if f in SIGNAL_BOOLS else None for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS)}
+        return row, window.dropped + start
+    sig = strategy.signals(win)
     row = {f: None if (df := getattr(sig, f)) is None else df.to_numpy()[-1] for f in (*SIGNAL_BOOLS, *SIGNAL_FLOATS)}
     return row, window.dropped + start
 
@@ -142,6 +148,22 @@ class QuoteSpreads:
         acc = self._acc.get(b)
         if acc is None: acc = self._acc[b] = (np.zeros(self.n), np.zeros(self.n, np.int64))
         acc[0][j] += (q.ask - q.bid) / (q.ask + q.bid); acc[1][j] += 1
+
+    def add_many(self, cols: np.ndarray,  # each quote's column (-1: not in the universe)
+                 ts_ns: np.ndarray,  # each quote's time (UTC ns), in time order
+                 bid: np.ndarray, ask: np.ndarray,  # each quote's prices
+                ) -> None:
+        "Take a run of quotes at once (a replay's batch): the sums `add` makes one quote at a time (equal to rounding)."
+        keep = cols >= 0
+        cols, ts_ns, bid, ask = cols[keep], ts_ns[keep], bid[keep], ask[keep]
+        if not len(cols): return
+        b = ts_ns - ts_ns % self.step
+        hs = (ask - bid) / (ask + bid)
+        for k in np.unique(b).tolist():
+            m = b == k
+            acc = self._acc.get(k)
+            if acc is None: acc = self._acc[k] = (np.zeros(self.n), np.zeros(self.n, np.int64))
+            acc[0][:] += np.bincount(cols[m], weights=hs[m], minlength=self.n); acc[1][:] += np.bincount(cols[m], minlength=self.n)
 
     def take(self, bar_ns: int,  # a bar's open time (UTC ns)
             ) -> np.ndarray:
@@ -234,6 +256,7 @@ class LiveEngine:
                  clock: Callable[[], float] | None = None,  # wall clock in epoch seconds for lateness (None: the feed's own time, as a replay runs)
                  snapshot_every: int = 1,  # journal a snapshot every this many decided minutes (and at the stop): a restart resumes after the latest one
                  keep: bool = True,  # keep every bar and signal row, for `result()`
+                 commit_every: float = 1.0,  # with a broker in this process (`broker.local`, the SimBroker): group-commit the journal this often (wall seconds); otherwise every record is committed at once
                  capacity: int = 1024,  # bars the window holds before it compacts
                  status_halts: bool = True,  # a status halt marks its symbol halted at the close of the bar it began in (False: halted only in bars without trades, as a backtest knows it)
                  policy: str = 'cancel',  # on a restart, broker orders the journal does not know: 'adopt' or 'cancel'
@@ -266,18 +289,22 @@ class LiveEngine:
             from smallcap.live.reconcile import reconcile
             self.reconciliation = reconcile(journal, self.sim, self.loop, policy)
         self.window = BarWindow(syms, capacity)
+        self.stepper = strategy.stepper(len(syms))                         # the strategy's incremental path, if it offers one (`Strategy.stepper`)
         self.inputs = RiskInputStream(syms)
         self.spreads = QuoteSpreads(syms, self.step)
         self.status = MarketStatus()
         self.sessions = SessionClock()
         self.builder = BarBuilder(self.timeframe, session)
         self.stale_after, self.clock, self.snapshot_every, self.keep, self.status_halts = stale_after, clock, int(snapshot_every), keep, status_halts
+        self.commit_every, self._committed = float(commit_every), 0.0
+        self.group = journal is not None and bool(getattr(self.sim, 'local', False))   # group commit: nothing leaves this process
         self.stats = EngineStats()
         if universe is not None and not isinstance(universe, Rescan): raise ConfigError(f"universe must be a Rescan, got {type(universe).__name__}")
         self.universe = universe
         self.allowed = None if universe is None else np.zeros(len(syms), bool)   # symbols the latest scan kept (entries refused before the first)
         self.paused = False
         self._col = {s: j for j, s in enumerate(syms)}
+        self._names, self._name_cols = None, np.empty(0, np.int64)      # a feed's symbol codes -> columns (see `_columns`)
         self._last = np.full(len(syms), np.nan)                # the last close of each symbol
         self._atr = np.full(len(syms), np.nan)                 # the last bar's ATR (stops placed at fills use it)
         self._t: int | None = None                             # open time of the minute being collected (ns)
@@ -306,6 +333,7 @@ class _Minute:
 
 def _take(self: LiveEngine, e: Any) -> None:
     "Fold one feed event in: bars collect into their minute, which closes once a later event shows it complete."
+    if isinstance(e, Batch): self._batch(e); return
     self.stats.events += 1
     if isinstance(e, Bar): self._bar(e); return
     at = pd.Timestamp(e.ts).value
@@ -336,7 +364,48 @@ def _bar(self: LiveEngine, b: Bar) -> None:
     r['vwap'][j] = np.nan if b.vwap is None else b.vwap
     r['trades'][j] = 0 if b.trades is None else b.trades
 
-LiveEngine._take, LiveEngine._bar = _take, _bar
+def _batch(self: LiveEngine, b: Batch) -> None:
+    "Fold a run of one kind's events in at once, as `_take` folds them one by one: bars into their minute, quotes into the spreads; objects only for a watched position's quotes and trades and for status events."
+    if b.kind == 'trades' and not self._bars_seen or b.kind == 'status':
+        for e in b.events(): self._take(e)                            # bars built from trades, or status: one by one
+        return
+    self.stats.events += len(b)
+    j = self._columns(b)
+    if b.kind == 'bars':
+        t = int(b.ts[0]) * 1000
+        if self._t is not None and t != self._t:
+            if t < self._t: self.stats.late_bars += int((j >= 0).sum()); return   # its minute was decided already
+            self._close()
+        if self._t is None: self._t = t
+        k, r, c = j >= 0, self._rows, b.cols
+        for f in WINDOW_FIELDS:
+            v = c[f][k]
+            r[f][j[k]] = np.where(np.isnan(v), 0.0, v) if f == 'trades' else v          # a bar without a trade count counts 0, as `_bar` does
+        return
+    ts = b.ts * 1000
+    k = len(ts) if self._t is None else int(np.searchsorted(ts, self._t + self.step, 'left'))   # events before the minute in hand is complete
+    self._ticks(b, j, ts, 0, k)
+    if k < len(ts):
+        self._close(); self._ticks(b, j, ts, k, len(ts))
+
+def _columns(self: LiveEngine, b: Batch) -> np.ndarray:
+    "Each event's column in the universe (-1: not in it), through the feed's symbol codes (mapped once per feed) where the batch has them."
+    col = self._col
+    if b.code is None: return np.fromiter((col.get(s, -1) for s in b.symbol.tolist()), np.int64, len(b))
+    if self._names is not b.names: self._names, self._name_cols = b.names, np.array([col.get(s, -1) for s in b.names], np.int64)
+    return self._name_cols[b.code]
+
+def _ticks(self: LiveEngine, b: Batch, j: np.ndarray, ts: np.ndarray, lo: int, hi: int) -> None:
+    "Rows `[lo, hi)` of a quote or trade batch: spreads from the quotes, and a watched position's events to the monitor in order."
+    if lo == hi: return
+    if b.kind == 'quotes' and self.costs.slippage == 'spread': self.spreads.add_many(j[lo:hi], ts[lo:hi], b.cols['bid'][lo:hi], b.cols['ask'][lo:hi])
+    if not self.monitor.watch: return
+    w = lo + np.flatnonzero(np.isin(b.symbol[lo:hi], list(self.monitor.watch)))
+    if self.resume_after is not None: w = w[ts[w] >= self.resume_after]     # events of minutes decided before a restart were judged then
+    on = self.monitor.on_quote if b.kind == 'quotes' else self.monitor.on_trade
+    for e in b.events(w): on(e)
+
+LiveEngine._take, LiveEngine._bar, LiveEngine._batch, LiveEngine._columns, LiveEngine._ticks = _take, _bar, _batch, _columns, _ticks
 
 # %% ../../nbs/72_live.engine.ipynb #9e2b49ba
 def _stamp(ns: int) -> pd.Timestamp:
@@ -367,7 +436,8 @@ def _close(self: LiveEngine) -> None:
             self.sim.on_bar(when, day, op, hi, lo, cl, np.nan_to_num(v), traded, hs, inp.ssr, inp.tick)
         self.sim.time, self.sim.day = end, day
     self._atr = inp.atr
-    sig, first = newest_signals(self.strategy, self.window)
+    if self.stepper is not None: sig, first = self.stepper.step(bar), self.window.count - 1   # the strategy's incremental path: no window needed
+    else: sig, first = newest_signals(self.strategy, self.window)
     self.window.forget(first)
     if self.keep: self.kept.append((t, bar, sig))
     if again: self.stats.resumed += 1; return
@@ -389,6 +459,7 @@ def _close(self: LiveEngine) -> None:
     self.stats.bars += 1
     self.stats.decide_ms.append((time.perf_counter() - t0) * 1e3)
     if self.journal is not None and self.snapshot_every and self.stats.bars % self.snapshot_every == 0: self.journal.snapshot(self.state, end)
+    if self.group and (now := time.monotonic()) - self._committed >= self.commit_every: self.journal.commit(); self._committed = now
 
 LiveEngine._close = _close
 
@@ -442,6 +513,7 @@ async def _run(self: LiveEngine,
                           risk=self.risk.to_dict(), cash=self.cash,
                           resume_after=None if self.resume_after is None else _stamp(self.resume_after).isoformat(),
                           universe=None if self.universe is None else repr(self.universe))
+    if self.group: self.journal.lazy = True                              # group commit (see `Journal.commit`): the broker is in this process
     loop = asyncio.get_running_loop()
     installed = []
     if signals:
@@ -452,8 +524,14 @@ async def _run(self: LiveEngine,
     try:
         n = self.stats.bars
         async for e in feed:
-            if end_ns is not None and pd.Timestamp(e.end if isinstance(e, Bar) else e.ts).value >= end_ns: reason = 'until'; break
-            if isinstance(e, Bar): self._bars_seen = True
+            if isinstance(e, Batch):
+                if end_ns is not None and (cut := int(np.searchsorted(e.emit, -(-end_ns // 1000), 'left'))) < len(e):   # the events due at or after `until`
+                    if cut: self._take(e.take(slice(0, cut)))
+                    reason = 'until'; break
+                if e.kind == 'bars': self._bars_seen = True
+            else:
+                if end_ns is not None and pd.Timestamp(e.end if isinstance(e, Bar) else e.ts).value >= end_ns: reason = 'until'; break
+                if isinstance(e, Bar): self._bars_seen = True
             self._take(e)
             if progress is not None and self.stats.bars != n: n = self.stats.bars; progress(self)
             if self._stop: reason = 'stop requested'; break
@@ -463,6 +541,7 @@ async def _run(self: LiveEngine,
         if self._t is not None: self._close()
     finally:
         for sig in installed: loop.remove_signal_handler(sig)
+        if self.group: self.journal.commit(); self.journal.lazy = False  # everything written is durable, even after an error
         self.stats.seconds += time.perf_counter() - t0
     if self.journal is not None:
         at = self.sim.time if getattr(self.sim, 'time', None) is not None else None
@@ -494,8 +573,8 @@ def journal_fills(engine: LiveEngine,  # an engine with a journal (a restarted o
     why = {r[7]: r[8] for r in engine.loop.orders.fills}                  # reason codes the loop knows (orders since the restart)
     default = {'stop_loss': 'exit_stop', 'take_profit': 'exit_target'}
     col = {s: k for k, s in enumerate(symbols)}
-    return [(f.ts, col[f.symbol], str(f.side) == 'buy', f.qty, f.price, 0.0, intent.get(f.client_id, ''), f.client_id,
-             why.get(f.client_id) or default.get(intent.get(f.client_id, ''), intent.get(f.client_id, ''))) for f in j.unique_fills() if f.symbol in col]
+    return [(f.ts, col[f.symbol], str(f.side) == 'buy', f.qty, f.price, slip, intent.get(f.client_id, ''), f.client_id,
+             why.get(f.client_id) or default.get(intent.get(f.client_id, ''), intent.get(f.client_id, ''))) for f, slip in j.counted_fills() if f.symbol in col]
 
 def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
                 store: Any = None,  # the store its bars came from (quoted spreads, SSR days, data description)
@@ -568,7 +647,8 @@ def replay(strategy: Strategy | str,  # a strategy configuration or registered n
     syms = sorted(set(b.column('symbol').to_pylist()))
     minutes = len(set(b.column('ts').cast('int64').to_pylist()))
     kinds = ('bars', 'status') + (('quotes',) if costs.slippage == 'spread' or protection == 'engine' else ()) + (('trades',) if protection == 'engine' else ())
-    feed = ReplayFeed(store, syms, start, end, kinds=kinds, pace=pace, timeframe=timeframe, session=session, chunk='1D')   # a day per query
+    feed = ReplayFeed(store, syms, start, end, kinds=kinds, pace=pace, timeframe=timeframe, session=session, chunk='1D',   # a day per query
+                      batch='trades' not in kinds)                     # runs of events as columns (trades interleave with quotes: one by one)
     eng = LiveEngine(strategy, syms, broker, risk, costs, cash, journal, timeframe=timeframe, session=session, status_halts=status_halts, policy=policy, universe=universe, protection=protection)
     bar = None
     if progress:

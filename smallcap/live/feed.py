@@ -17,7 +17,8 @@ import pandas as pd
 from ..core import ClockError, ConfigError, DataError, plain_date, to_utc
 
 # %% auto #0
-__all__ = ['Event', 'KINDS', 'Trade', 'Quote', 'Bar', 'Status', 'bars_frame', 'Feed', 'ReplayFeed', 'BarBuilder', 'MarketStatus']
+__all__ = ['Event', 'KINDS', 'Trade', 'Quote', 'Bar', 'Status', 'bars_frame', 'Feed', 'Batch', 'ReplayFeed', 'BarBuilder',
+           'MarketStatus']
 
 # %% ../../nbs/70_live.feed.ipynb #7f958ff9
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,50 @@ def _bound(x: Any, what: str) -> pd.Timestamp:
     try: return to_utc(x)
     except (ClockError, ValueError, TypeError): raise ConfigError(f"{what} {x!r} is not a tz-aware time or a plain date (taken as that New York date); naive times are refused") from None
 
+# %% ../../nbs/70_live.feed.ipynb #47d79eca
+_FIELDS: dict[str, tuple[str, ...]] = {  # a batch's columns per kind, beyond symbol and ts (the event type's fields)
+    'bars': ('open', 'high', 'low', 'close', 'volume', 'vwap', 'trades'),
+    'status': ('kind', 'reason', 'lower', 'upper'),
+    'quotes': ('bid', 'ask', 'bid_size', 'ask_size'),
+    'trades': ('price', 'size', 'exchange', 'conditions'),
+}
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    "Consecutive events of one kind in feed order, as columns: bars closing at one instant with one open time, or a run of status events, quotes or trades."
+    kind: str  # 'bars', 'status', 'quotes' or 'trades'
+    symbol: np.ndarray  # each event's symbol (object array)
+    ts: np.ndarray  # each event's time, epoch microseconds (int64): a bar's open
+    emit: np.ndarray  # when each is known, epoch microseconds: a bar's close, any other event's own time
+    cols: Mapping[str, np.ndarray]  # the kind's other fields (`_FIELDS`), one array each
+    timeframe: str = '1min'  # the bars' timeframe
+    names: tuple[str, ...] | None = None  # the feed's symbols, if `code` is given
+    code: np.ndarray | None = None  # each event's symbol as its position in `names` (a consumer maps symbols once per feed, not per event)
+
+    def take(self, rows: Any,  # an index array or slice
+            ) -> Batch:
+        "The batch of some of its rows."
+        return Batch(self.kind, self.symbol[rows], self.ts[rows], self.emit[rows], {f: v[rows] for f, v in self.cols.items()}, self.timeframe,
+                     self.names, None if self.code is None else self.code[rows])
+
+    def __len__(self) -> int: return len(self.ts)
+    def __repr__(self) -> str: return f"Batch({self.kind}, {len(self)} events from {_from_us(self.emit[0]) if len(self) else '-'})"
+
+    def events(self, rows: Any = None,  # which rows (an index array or slice; None: all)
+              ) -> list[Event]:
+        "The events one by one, as the one-by-one feed yields them."
+        sel = slice(None) if rows is None else rows
+        sym, ts = self.symbol[sel].tolist(), [_from_us(t) for t in self.ts[sel].tolist()]
+        c = [self.cols[f][sel].tolist() for f in _FIELDS[self.kind]]
+        if self.kind == 'bars':
+            ends = [_from_us(t) for t in self.emit[sel].tolist()]
+            none = lambda v: None if v != v else v
+            return [Bar(s, t, e, o, h, l, cl, int(v), none(w), None if n != n else int(n), self.timeframe)
+                    for s, t, e, o, h, l, cl, v, w, n in zip(sym, ts, ends, *c)]
+        if self.kind == 'status': c[2:] = [[None if v != v else v for v in x] for x in c[2:]]   # LULD bands: None where the store has none
+        typ = {'status': Status, 'quotes': Quote, 'trades': Trade}[self.kind]
+        return [typ(s, t, *r) for s, t, *r in zip(sym, ts, *c)]
+
 # %% ../../nbs/70_live.feed.ipynb #443ca08e
 class ReplayFeed:
     "Replay a store's trades, quotes, bars and status events for `[start, end)` in time order, chunk by chunk, fast or paced."
@@ -124,6 +169,7 @@ class ReplayFeed:
                  chunk: str | pd.Timedelta = '30min',  # market time read per query (a multiple of 30 minutes)
                  monotonic: Callable[[], float] = time.monotonic,  # the pacing clock (seconds)
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,  # how to wait (seconds)
+                 batch: bool = False,  # yield `Batch`es (runs of one kind as columns: the engine's fast path) instead of one event at a time
                 ) -> None:
         from smallcap.data.store import canonical_timeframe, timeframe_us
         syms = (symbols,) if isinstance(symbols, str) else tuple(symbols)
@@ -139,7 +185,9 @@ class ReplayFeed:
         if 'bars' in self.kinds and half % self._step: raise ConfigError(f"ReplayFeed replays bars of timeframes dividing 30 minutes, not {timeframe!r}")
         if self._chunk <= pd.Timedelta(0) or (self._chunk // pd.Timedelta(microseconds=1)) % half: raise ConfigError(f"chunk must be a positive multiple of 30 minutes, got {chunk!r}")
         self.store, self.symbols, self.pace, self.session = store, syms, pace, session
-        self._monotonic, self._sleep = monotonic, sleep
+        self._monotonic, self._sleep, self.batch = monotonic, sleep, bool(batch)
+        self._codes = pd.Index(sorted(set(syms)))                 # symbol -> its rank in name order (the feed's order at one instant)
+        self._names = tuple(self._codes)
         self._win: tuple[np.ndarray, np.ndarray] | None = None
         self._check()
 
@@ -160,41 +208,50 @@ class ReplayFeed:
                 n += con.sql(f"SELECT count(*) FROM (SELECT 1 FROM {self.store.relation(t, con)} WHERE {w} LIMIT 1)", params=p).fetchall()[0][0]
         if not n: raise DataError(f"nothing to replay: {self.store!r} has no {', '.join(tables)} for {list(self.symbols)} in [{self.start}, {self.end})")
 
-    def _chunk_events(self, lo: pd.Timestamp, hi: pd.Timestamp) -> list[Event]:
-        "The events of `[lo, hi)` (bars closing in `(lo, hi]`) in feed order."
-        cols: list[tuple[np.ndarray, int, np.ndarray, np.ndarray, list]] = []   # (emit time us, kind rank, symbol, seq, events)
-        st = self.store
+    def _parts(self, lo: pd.Timestamp, hi: pd.Timestamp) -> list[tuple[int, Batch]]:
+        "Each kind's events of `[lo, hi)` (bars closing in `(lo, hi]`) as one batch in the store's order, with the kind's rank in `KINDS`."
+        out, st = [], self.store
         for rank, kind in enumerate(KINDS):
             if kind not in self.kinds: continue
-            if kind == 'bars':
-                df = st.bars(self.symbols, lo, hi, timeframe=self.timeframe, session=self.session, as_='arrow')
-                if not df.num_rows: continue
-                d = df.to_pydict()
-                opens = [_us(t) for t in d['ts']]
-                ends = self._bar_ends(np.array(opens, np.int64))
-                evs = [Bar(s, t, _from_us(e), o, h, l, c, int(v), w, n, self.timeframe)
-                       for s, t, e, o, h, l, c, v, w, n in zip(d['symbol'], d['ts'], ends.tolist(), d['open'], d['high'], d['low'], d['close'], d['volume'], d['vwap'], d['trades'])]
-                emit, seq = ends, np.arange(len(evs))
-            else:
-                df = getattr(st, kind)(self.symbols, lo, hi, as_='arrow')
-                if not df.num_rows: continue
-                d = df.to_pydict()
-                if kind == 'trades':
-                    evs = [Trade(*r) for r in zip(d['symbol'], d['ts'], d['price'], d['size'], d['exchange'], d['conditions'])]
-                elif kind == 'quotes':
-                    evs = [Quote(*r) for r in zip(d['symbol'], d['ts'], d['bid'], d['ask'], d['bid_size'], d['ask_size'])]
-                else:
-                    evs = [Status(*r) for r in zip(d['symbol'], d['ts'], d['kind'], d['reason'], d['lower'], d['upper'])]
-                emit = df.column('ts').cast('int64').to_numpy()
-                seq = np.arange(len(evs))                            # the store's order: time, symbol, arrival
-            cols.append((emit, rank, np.asarray(d['symbol'], object), seq, evs))
-        if not cols: return []
-        emit = np.concatenate([c[0] for c in cols]); rank = np.concatenate([np.full(len(c[4]), c[1]) for c in cols])
-        sym = np.concatenate([c[2] for c in cols]); seq = np.concatenate([c[3] for c in cols])
-        evs = [e for c in cols for e in c[4]]
-        _, sym_code = np.unique(sym, return_inverse=True)
-        order = np.lexsort((seq, sym_code, rank, emit))          # time, then KINDS order, then symbol, then the store's order
-        return [evs[i] for i in order]
+            df = (st.bars(self.symbols, lo, hi, timeframe=self.timeframe, session=self.session, as_='arrow') if kind == 'bars'
+                  else getattr(st, kind)(self.symbols, lo, hi, as_='arrow'))
+            if not df.num_rows: continue
+            ts = df.column('ts').cast('int64').to_numpy()
+            cols = {f: df.column(f).to_numpy(zero_copy_only=False) for f in _FIELDS[kind]}
+            sym = df.column('symbol').to_numpy(zero_copy_only=False).astype(object)
+            out.append((rank, Batch(kind, sym, ts, self._bar_ends(ts) if kind == 'bars' else ts, cols, self.timeframe, self._names, self._codes.get_indexer(sym))))
+        return out
+
+    def _order(self, parts: list[tuple[int, Batch]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        "Feed order over the parts' concatenated rows (time, then `KINDS` order, then symbol, then the store's order), with each row's rank and open time."
+        emit = np.concatenate([b.emit for _, b in parts]); ts = np.concatenate([b.ts for _, b in parts])
+        rank = np.concatenate([np.full(len(b), r, np.int8) for r, b in parts])
+        code = np.concatenate([b.code for _, b in parts])
+        seq = np.concatenate([np.arange(len(b)) for _, b in parts])
+        order = np.lexsort((seq, code, rank, emit))
+        return order, rank[order], ts[order]
+
+    def _chunk_events(self, lo: pd.Timestamp, hi: pd.Timestamp) -> list[Event]:
+        "The events of `[lo, hi)` (bars closing in `(lo, hi]`) in feed order."
+        parts = self._parts(lo, hi)
+        if not parts: return []
+        evs = [e for _, b in parts for e in b.events()]
+        return [evs[i] for i in self._order(parts)[0].tolist()]
+
+    def _chunk_batches(self, lo: pd.Timestamp, hi: pd.Timestamp) -> list[Batch]:
+        "The events of `[lo, hi)` in feed order as runs of one kind (bars: one run per close and open time)."
+        parts = self._parts(lo, hi)
+        if not parts: return []
+        order, rank, ts = self._order(parts)
+        off = np.cumsum([0] + [len(b) for _, b in parts])
+        of_rank = {r: k for k, (r, _) in enumerate(parts)}
+        bars = KINDS.index('bars')
+        cut = np.flatnonzero((rank[1:] != rank[:-1]) | ((rank[1:] == bars) & (ts[1:] != ts[:-1]))) + 1
+        out = []
+        for a, z in zip([0, *cut.tolist()], [*cut.tolist(), len(order)]):
+            k = of_rank[int(rank[a])]
+            out.append(parts[k][1].take(order[a:z] - off[k]))
+        return out
 
     def _bar_ends(self, opens_us: np.ndarray) -> np.ndarray:
         "Each bar's close: its open plus the timeframe, cut at its session's end."
@@ -229,10 +286,10 @@ class ReplayFeed:
         "The events in time order, paced if `pace` is set."
         t0 = w0 = None
         for lo, hi in self._chunks():
-            with self.store.session(): evs = self._chunk_events(lo, hi)     # one connection per chunk, released before yielding
+            with self.store.session(): evs = self._chunk_batches(lo, hi) if self.batch else self._chunk_events(lo, hi)   # one connection per chunk, released before yielding
             for e in evs:
                 if self.pace is not None:
-                    t = _us(_event_time(e))
+                    t = int(e.emit[-1]) if self.batch else _us(_event_time(e))   # a batch once its last event is due
                     if t0 is None: t0, w0 = t, self._monotonic()
                     wait = w0 + (t - t0) / 1e6 / self.pace - self._monotonic()
                     if wait > 0: await self._sleep(wait)

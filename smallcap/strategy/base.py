@@ -195,6 +195,11 @@ class Strategy:
         "Turn a bar panel into signals (override). Pure: no clock, file or network."
         raise NotImplementedError
 
+    def stepper(self, n_symbols: int,  # the universe's size (its columns, in order)
+               ) -> Any:
+        "The strategy's incremental path for a live engine, or None (override): an object whose `step(bar)` takes the newest bar of every symbol (field -> (symbols,) array, NaN where none) and gives that bar's signal row (field -> (symbols,) array, or None for an unset float signal), equal to the last row of `signals` on the whole history."
+        return None
+
     def params(self) -> dict[str, Any]:
         "The parameter values."
         return {f.name: getattr(self, f.name) for f in fields(self)}

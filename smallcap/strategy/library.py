@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
@@ -219,6 +219,27 @@ class SmaCross(_BlockStrategy):
         ma = getattr(ind, self.kind)
         up, dn = _crosses(_ind(ma, b.close, length=self.fast), _ind(ma, b.close, length=self.slow))
         return dict(entries_long=up, exits_long=dn, **({'entries_short': dn, 'exits_short': up} if self.short else {}))
+
+    def stepper(self, n_symbols: int) -> Any:
+        "The incremental path (simple averages; None for EMAs): two `SmaStep`s and the previous bar's averages."
+        return _SmaCrossStep(self, n_symbols) if self.kind == 'sma' else None
+
+# %% ../../nbs/31_strategy.library.ipynb #d6de7110
+class _SmaCrossStep:
+    "`sma_cross` one bar at a time: each `step` gives the signal row `signals` gives at that bar on the whole history."
+    def __init__(self, s: SmaCross, n: int) -> None:
+        from smallcap.indicators import SmaStep
+        self.fast, self.slow, self.short = SmaStep(n, s.fast), SmaStep(n, s.slow), s.short
+        self.pa, self.pb, self.none = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+
+    def step(self, bar: Mapping[str, np.ndarray],  # the newest bar: field -> (symbols,) array (NaN close: no bar)
+            ) -> dict[str, np.ndarray | None]:
+        "This bar's signals: a strict cross of the fast average over the slow one since the previous bar."
+        a, b = self.fast.step(bar['close']), self.slow.step(bar['close'])
+        up, dn = (a > b) & (self.pa < self.pb), (a < b) & (self.pa > self.pb)
+        self.pa, self.pb = a, b
+        return dict(entries_long=up, exits_long=dn, entries_short=dn if self.short else self.none.copy(),
+                    exits_short=up if self.short else self.none.copy(), size=None, limit=None, stop=None)
 
 # %% ../../nbs/31_strategy.library.ipynb #fd7a7284
 @register
