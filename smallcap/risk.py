@@ -512,15 +512,18 @@ class RiskState:
     def to_dict(self) -> dict[str, Any]:
         "A JSON-safe dict: scalars, the universe, open positions, pending entries, realised P&L and cooldowns by symbol."
         a, sym = self.arrays, self.symbols
-        conv = {'entry_time': _iso, 'bars_held': int, 'qty': int, 'pending': int, 'pending_bar': int}
-        row = lambda i, ks: {k: conv.get(k, _num)(a[k][i]) for k in ks}
+        ints = ('bars_held', 'qty', 'pending', 'pending_bar')
+        def rows(idx: np.ndarray, ks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+            "Some symbols' fields, column by column (a snapshot a minute of hundreds of positions)."
+            cols = [[_iso(v) for v in a[k][idx].tolist()] if k == 'entry_time' else a[k][idx].astype(np.int64).tolist() if k in ints
+                    else [v if v == v and v not in (np.inf, -np.inf) else None for v in a[k][idx].tolist()] for k in ks]
+            return {s: dict(zip(ks, vals)) for s, vals in zip(np.asarray(sym, object)[idx].tolist(), zip(*cols))}
         return dict(symbols=sym.tolist(), cash=self.cash, day_start_equity=self.day_start_equity,
                     date=None if self.date is None else self.date.isoformat(), realized_today=self.realized_today,
                     kill_switch=self.kill_switch, day_halted=self.day_halted,
                     last_time=None if self.last_time is None else self.last_time.isoformat(),
                     mark_time=None if self.mark_time is None else self.mark_time.isoformat(), bars_seen=self.bars_seen,
-                    positions={sym[i]: row(i, _POS_FIELDS) for i in np.flatnonzero(a['qty'])},
-                    pending={sym[i]: row(i, _PENDING_FIELDS) for i in np.flatnonzero(a['pending'])},
+                    positions=rows(np.flatnonzero(a['qty']), _POS_FIELDS), pending=rows(np.flatnonzero(a['pending']), _PENDING_FIELDS),
                     realized={sym[i]: float(a['realized'][i]) for i in np.flatnonzero((a['realized'] != 0) & (a['qty'] == 0))},
                     last_exit={sym[i]: _iso(a['last_exit'][i]) for i in np.flatnonzero(a['last_exit'] != _NAT)},
                     protections={sym[i]: int(a['protections'][i]) for i in np.flatnonzero(a['protections'])}, entries_halted=self.entries_halted)
