@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .core import ConfigError, DataError, Fill, Intent, Order, OrderType, Position, RiskError, Side, to_utc
-from .data.calendar import ny_date, ny_day_numbers, to_ny
+from .data.calendar import NyDay, ny_date, ny_day_numbers, to_ny
 
 # %% auto #0
 __all__ = ['REASON_BITS', 'SIZINGS', 'ENTRY_SESSIONS', 'NAT_NS', 'Reason', 'reason_mask', 'reasons_of', 'kelly_fraction',
@@ -925,6 +925,7 @@ class RiskInputStream:
         self._adv = np.full(N, np.nan)
         self._time: int | None = None
         self._ev_col = self._ev_ts = self._ev_day = np.zeros(0, np.int64)
+        self._ny = NyDay()                                                                              # each bar's New York day, looked up once a day
         if ssr_events is not None and len(ssr_events): self.add_ssr(ssr_events)
 
     def add_ssr(self, events: pd.DataFrame,  # SSR rows (symbol, ts)
@@ -947,7 +948,7 @@ class RiskInputStream:
         if self._time is not None and t <= self._time: raise DataError(f"bar {to_utc(time)} is not after the last bar ({pd.Timestamp(self._time, tz='UTC')})")
         self._time = t
         h, l, c, v = (np.asarray(x, float) for x in (high, low, close, volume))
-        day = int(ny_day_numbers(np.array([t]))[0])
+        day = self._ny(t)
         if day != self._day:                                              # a new session: yesterday's volume joins the average
             if self._day is not None:
                 self._days.append(np.where(self._cnt > 0, self._sum, np.nan)); del self._days[:-self.adv_sessions]

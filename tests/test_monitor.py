@@ -297,3 +297,32 @@ def test_a_restart_after_a_trigger_sends_no_second_exit(store, tmp_path):
 
 def _symbols(store):
     return sorted(set(store.bars(None, START, END, as_='arrow').column('symbol').to_pylist()))
+
+
+# ---- water marks across a restart ------------------------------------------------------------------------------------
+
+def test_water_marks_survive_a_restart(tmp_path):
+    "The monitor's high between bars (a trade above every bar's high) goes into the journal's snapshots; an engine restarted on the journal trails from it, one that forgot it would not."
+    s = get_strategy('sma_cross', fast=2, slow=3)
+    risk = RiskConfig(eod_flatten=False, max_adv_pct=None, min_avg_volume=0, min_avg_dollar_volume=0, stop_pct=0.05, trail_pct=0.03, target_r=None)
+    px = (2.0, 1.99, 1.98, 1.97, 2.00, 2.04, 2.08, 2.10)
+    ev = [_bar('AAA', T0 + pd.Timedelta(minutes=k), p, p + 0.005, p - 0.005, p) for k, p in enumerate(px)]
+    k = len(px)
+    ev += [Trade('AAA', (T0 + pd.Timedelta(minutes=k, seconds=10)).to_pydatetime(), 2.40, 100),   # a new high no bar holds
+           _bar('AAA', T0 + pd.Timedelta(minutes=k), 2.11, 2.12, 2.10, 2.11), _bar('AAA', T0 + pd.Timedelta(minutes=k + 1), 2.11, 2.12, 2.10, 2.11)]
+
+    class Feed:
+        async def __aiter__(self):
+            for e in ev: yield e
+    path = tmp_path / 'j.sqlite'
+    eng = LiveEngine(s, ['AAA'], risk=risk, protection='engine', journal=Journal(path, 'acct', s.id))
+    asyncio.run(eng.run(Feed(), signals=False))
+    assert eng.state.qty[0] > 0 and eng.monitor.frame().empty             # long, its trailing level (2.40 - 3%) not crossed by 2.40's trade itself
+    marks = eng.monitor.marks()
+    assert marks['AAA'][0] == 2.40 and eng.state.high[0] < 2.40            # the monitor knows a high the state does not
+    assert Journal(path, 'acct', s.id).latest_snapshot()['monitor'] == marks
+    again = LiveEngine(s, ['AAA'], risk=risk, protection='engine', journal=Journal(path, 'acct', s.id))
+    assert again.monitor.marks() == marks
+    q = Quote('AAA', (T0 + pd.Timedelta(minutes=k + 2, seconds=5)).to_pydatetime(), 2.30, 2.31, 100, 100)   # under 2.40 - 3% = 2.328
+    again.monitor.sync(again._atr, 'regular')
+    assert again.monitor.on_quote(q) is not None                           # trails from the high it reached before the restart

@@ -18,7 +18,7 @@ from ..core import ConfigError
 
 # %% auto #0
 __all__ = ['SESSIONS', 'NY', 'WINDOW_UNITS', 'trading_sessions', 'to_ny', 'ny_local', 'ny_date', 'ny_midnights', 'ny_day_numbers',
-           'localize_ny', 'session_windows', 'SessionLabels', 'session_labels', 'session_of', 'session_name',
+           'localize_ny', 'NyDay', 'session_windows', 'SessionLabels', 'session_labels', 'session_of', 'session_name',
            'parse_window', 'window_ordinals', 'window_end', 'window_complete', 'window_start']
 
 # %% ../../nbs/10_data.calendar.ipynb #d5235773
@@ -91,6 +91,19 @@ def localize_ny(times: Any,  # tz-naive New York wall-clock times (a Timestamp, 
                ) -> Any:
     "Naive New York wall-clock times made tz-aware (New York)."
     return pd.Timestamp(times).tz_localize(NY) if isinstance(times, (str, dt.date, pd.Timestamp)) else times.tz_localize(NY)
+
+class NyDay:
+    "The New York day of a stream of times, looked up once per day: a bar a minute pays a comparison, not a time-zone conversion."
+    def __init__(self) -> None:
+        self.day, self.start, self.end = 0, 0, -1                 # the day in hand, as days since 1970-01-01, and its [midnight, next midnight) in UTC ns
+
+    def __call__(self, t: int,  # a time, UTC epoch ns
+                ) -> int:
+        "Its New York day number (as `ny_day_numbers`)."
+        if not self.start <= t < self.end:
+            d = int(ny_day_numbers(np.array([t], np.int64))[0])
+            self.day, self.start, self.end = d, localize_ny(pd.Timestamp(d, unit='D')).value, localize_ny(pd.Timestamp(d + 1, unit='D')).value   # a DST day has 23 or 25 hours
+        return self.day
 
 # %% ../../nbs/10_data.calendar.ipynb #a3e3043d
 def session_windows(session: str,  # one of SESSIONS

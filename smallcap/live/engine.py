@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, to_utc
-from ..data.calendar import localize_ny, ny_day_numbers, trading_sessions
+from ..data.calendar import NyDay, localize_ny, ny_day_numbers, trading_sessions
 from ..data.panel import Panel
 from ..execution.costs import Costs, paid_half_spread
 from ..execution.loop import TradingLoop
@@ -110,19 +110,17 @@ def newest_signals(strategy: Strategy,  # the strategy configuration
 class SessionClock:
     "Each bar's New York day number, session label and that day's regular and after-hours closes, from the exchange calendar (one lookup per day)."
     def __init__(self) -> None:
-        self._span = (0, -1)                                     # [midnight, next midnight) of the day in hand (UTC ns)
-        self._day: tuple[int, tuple[int, int, int, int] | None] = (0, None)
+        self._ny = NyDay()                                       # the New York day of a time, looked up once a day (DST days included)
+        self._day: tuple[int, tuple[int, int, int, int] | None] = (-1, None)
 
     def at(self, t: int,  # a bar's open time (UTC ns)
           ) -> tuple[int, str | None, int, int]:
         "(New York day number, session label or None, regular close ns, after-hours close ns) of a bar; closes are `NAT_NS` off trading days."
-        if not self._span[0] <= t < self._span[1]:
-            day = int(ny_day_numbers(np.array([t], np.int64))[0])
+        if (day := self._ny(t)) != self._day[0]:
             date = pd.Timestamp(day, unit='D').date()
-            mid = localize_ny(date)
             s = trading_sessions(date, date)
             w = None if s.empty else tuple(int(pd.Timestamp(s[c].iloc[0]).value) for c in ('pre_open', 'open', 'close', 'post_close'))
-            self._span, self._day = (mid.value, (mid + pd.Timedelta(days=1)).value), (day, w)
+            self._day = (day, w)
         day, w = self._day
         if w is None: return day, None, NAT_NS, NAT_NS
         pre, op, cl, post = w
@@ -317,6 +315,7 @@ class LiveEngine:
         self.protection = protection
         self.monitor = PositionMonitor(self.loop.orders, protection, lambda ns: self.sessions.at(ns)[1],
                                        (lambda ts: setattr(self.sim, 'time', ts)) if self.market else None)   # a paper market dates the exit at its trigger
+        if again: self.monitor.restore((journal.latest_snapshot() or {}).get('monitor'))   # trailing levels go on from the highs they reached
         self.monitor.sync(None, None)                                     # a restart's positions are watched from its first event on
 
     def __repr__(self) -> str:
@@ -458,7 +457,7 @@ def _close(self: LiveEngine) -> None:
     self.monitor.sync(inp.atr, self.sessions.at(end.value)[1])     # the positions watched until the next close
     self.stats.bars += 1
     self.stats.decide_ms.append((time.perf_counter() - t0) * 1e3)
-    if self.journal is not None and self.snapshot_every and self.stats.bars % self.snapshot_every == 0: self.journal.snapshot(self.state, end)
+    if self.journal is not None and self.snapshot_every and self.stats.bars % self.snapshot_every == 0: self.journal.snapshot(self.state, end, self.monitor.marks())
     if self.group and (now := time.monotonic()) - self._committed >= self.commit_every: self.journal.commit(); self._committed = now
 
 LiveEngine._close = _close
@@ -545,7 +544,7 @@ async def _run(self: LiveEngine,
         self.stats.seconds += time.perf_counter() - t0
     if self.journal is not None:
         at = self.sim.time if getattr(self.sim, 'time', None) is not None else None
-        self.journal.snapshot(self.state, at)
+        self.journal.snapshot(self.state, at, self.monitor.marks())
         self.journal.note('stop', at, reason=reason, bars=self.stats.bars, stale=self.stats.stale, paused=self.stats.paused, equity=float(self.state.equity))
     return self.stats
 

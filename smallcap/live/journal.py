@@ -223,9 +223,15 @@ class Journal:
 
     def snapshot(self, state: RiskState,  # the engine's risk state
                  ts: Any = None,  # when (None: now)
+                 monitor: Mapping[str, Any] | None = None,  # the position monitor's water marks (`PositionMonitor.marks`), if any
                 ) -> int:
-        "A position and equity snapshot: the whole risk state, and its equity."
-        return self.append('snapshot', {'state': state.to_dict(), 'equity': float(state.equity)}, ts)
+        "A position and equity snapshot: the whole risk state, its equity, and the monitor's water marks."
+        return self.append('snapshot', {'state': state.to_dict(), 'equity': float(state.equity), **({'monitor': dict(monitor)} if monitor else {})}, ts)
+
+    def latest_snapshot(self) -> dict[str, Any] | None:
+        "The payload of the latest snapshot (state, equity, monitor marks), or None."
+        row = self.con.execute("SELECT payload FROM events WHERE kind = 'snapshot' ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else json.loads(row[0])
 
     def note(self, kind: str,  # 'start', 'stop', 'reconcile' or 'scan'
              ts: Any = None,  # when (None: now)

@@ -116,3 +116,21 @@ class PositionMonitor:
     def frame(self) -> pd.DataFrame:
         "The exits the monitor sent, one row each."
         return pd.DataFrame(self.triggers, columns=['ts', 'symbol', 'side', 'price', 'reason', 'intent', 'limit', 'order_id'])
+
+# %% ../../nbs/75_live.monitor.ipynb #a6bf2ab1
+def _marks(self: PositionMonitor) -> dict[str, list]:
+    "The water marks of the positions being tracked: symbol -> [high, low, entry time ns] (JSON-safe; for the journal's snapshots)."
+    sym = self.om.state.symbols
+    return {str(sym[j]): [float(self.high[j]), float(self.low[j]), int(self.since[j])] for j in np.flatnonzero(self.since != NAT_NS).tolist()
+            if np.isfinite(self.high[j]) or np.isfinite(self.low[j])}
+
+def _restore(self: PositionMonitor, marks: dict[str, list] | None,  # what `marks` gave (None or {}: nothing)
+            ) -> None:
+    "Take back the water marks of an earlier run (a restart); symbols outside the universe are ignored."
+    if not marks: return
+    if len(self.om.state) != len(self.high): self._fit()
+    col = {str(s): j for j, s in enumerate(self.om.state.symbols)}
+    for s, (hi, lo, since) in marks.items():
+        if (j := col.get(s)) is not None: self.high[j], self.low[j], self.since[j] = hi, lo, since
+
+PositionMonitor.marks, PositionMonitor.restore = _marks, _restore
