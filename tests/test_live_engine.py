@@ -217,7 +217,7 @@ async def _cut(feed, n: int):
 def _book(b):
     "A broker's orders (client id and content), fills, positions and cash."
     orders = sorted((s.client_id, s.order.symbol, str(s.order.side), s.order.qty, str(s.order.intent), str(s.order.type), str(s.order.bar_time))
-                    for s in (b.order(c) for c in b._orders))
+                    for s in b.all_orders())
     fills = sorted((f.client_id, f.qty, round(f.price, 9), str(f.ts)) for f in b.fills_since(pd.Timestamp(0, tz='UTC')))
     return orders, fills, b.qty.tolist(), round(b.account().cash, 6)
 

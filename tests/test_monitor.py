@@ -287,7 +287,7 @@ def test_a_restart_after_a_trigger_sends_no_second_exit(store, tmp_path):
         broker = eng.sim
         if n is None: asyncio.run(eng.run(feed(), signals=False)); break
         with pytest.raises(_Crash): asyncio.run(eng.run(_cut(feed(), n), signals=False))
-    orders = lambda b: sorted((c, w.order.symbol, str(w.order.side), w.order.qty, str(w.order.intent), str(w.order.type), str(w.order.bar_time)) for c, w in b._orders.items())
+    orders = lambda b: sorted((o.client_id, o.order.symbol, str(o.order.side), o.order.qty, str(o.order.intent), str(o.order.type), str(o.order.bar_time)) for o in b.all_orders())
     fills = lambda b: sorted((f.client_id, f.qty, round(f.price, 9), str(f.ts)) for f in b.fills_since(pd.Timestamp(0, tz='UTC')))
     o = orders(broker)
     assert len(o) == len({x[1:] for x in o}), 'two orders with the same content at the broker'

@@ -51,7 +51,7 @@ def test_an_unanswered_intent_is_looked_up_and_its_fill_folded_in_once(tmp_path)
     a = j.events('answer').payload.tolist()
     assert a == [{'op': 'lookup', 'status': 'filled', 'filled': 100, 'avg_price': 10.0}]
     assert j.events('event').payload.iloc[-1]['kind'] == 'filled' and j.fills().qty.tolist() == [100]
-    assert len(sb._orders) == 1                                          # never re-sent: the broker holds the one order
+    assert len(sb.all_orders()) == 1                                          # never re-sent: the broker holds the one order
 
 
 def test_an_intent_never_sent_is_closed_with_a_reason(tmp_path):

@@ -167,6 +167,10 @@ class SimBroker:
         "Every working order, in the order sent."
         return [w.state() for w in self._orders.values() if w.alive]
 
+    def all_orders(self) -> list[OrderState]:
+        "Every order sent here, working or done, in the order sent (a broker's order history)."
+        return [w.state() for w in self._orders.values()]
+
     def order(self, client_id: str) -> OrderState | None:
         "One order by client id (None: never sent here)."
         w = self._orders.get(client_id)
