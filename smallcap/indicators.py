@@ -18,8 +18,9 @@ from .core import ConfigError, DataError
 # %% auto #0
 __all__ = ['Frame', 'SETTLE_TOL', 'row_array', 'Outputs', 'MACD', 'BBands', 'Stoch', 'StochRSI', 'ADX', 'Channel', 'HighLow',
            'sma', 'ema', 'rma', 'wma', 'SmaStep', 'settle_bars', 'rsi', 'stoch', 'stochrsi_k', 'stochrsi', 'macd',
-           'roc', 'bbands', 'true_range', 'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap', 'vwap_distance',
-           'gap_pct', 'premarket_range', 'day_range', 'rvol', 'dollar_volume', 'float_rotation', 'streak']
+           'roc', 'RsiStep', 'bbands', 'true_range', 'atr', 'zscore', 'donchian', 'keltner', 'adx', 'obv', 'vwap',
+           'vwap_distance', 'gap_pct', 'premarket_range', 'day_range', 'rvol', 'dollar_volume', 'float_rotation',
+           'streak']
 
 # %% ../nbs/20_indicators.ipynb #85a529fd
 Frame: TypeAlias = pd.Series | pd.DataFrame | np.ndarray
@@ -289,6 +290,25 @@ def roc(x: Frame,  # values: a series or a panel
     "Rate of change over `length` bars, in percent."
     (a,), like = _inputs(x=x)
     return _out(_k().roc_nb(a, _n(length, 'length')), like)
+
+# %% ../nbs/20_indicators.ipynb #5f973ed1
+class RsiStep:
+    "`rsi` one bar at a time for a fixed set of rows (symbols): each `step` gives the newest RSI of every row, equal to `rsi` over the whole history."
+    def __init__(self, rows: int,  # how many rows (symbols)
+                 length: int = 14,  # Wilder's period
+                 seed: str = 'sma',  # as `rsi`
+                ) -> None:
+        self.n, self.sma_seed = _n(length, 'length'), _seed(seed)
+        self._st = (np.full(rows, np.nan), np.zeros(rows, np.int64), np.zeros(rows), np.zeros(rows))
+        self._out = np.empty(rows)
+
+    def __repr__(self) -> str: return f"RsiStep({len(self._out)} rows, length={self.n})"
+
+    def step(self, x: np.ndarray,  # (rows,) the newest close of each row; NaN: none this bar
+            ) -> np.ndarray:
+        "The newest RSI of each row (NaN until a row has `length` changes, and where it has no close this bar): a fresh array."
+        _k().rsi_step_nb(np.asarray(x, np.float64), self.n, self.sma_seed, *self._st, self._out)
+        return self._out.copy()
 
 # %% ../nbs/20_indicators.ipynb #e9940f3d
 def bbands(close: Frame,  # closes: a series or a panel

@@ -12,10 +12,11 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['kernels', 'sma_nb', 'ewm_nb', 'wma_nb', 'sma_step_nb', 'meanstd_nb', 'rolling_max_nb', 'rolling_min_nb', 'channel_nb',
-           'stoch_self_nb', 'roc_nb', 'rsi_nb', 'true_range_nb', 'atr_nb', 'adx_nb', 'macd_nb', 'bbands_nb', 'bands_nb',
-           'supertrend_nb', 'obv_nb', 'streak_nb', 'day_cumsum_nb', 'vwap_nb', 'day_extreme_nb', 'day_extreme_at_nb',
-           'gap_nb', 'rvol_nb', 'ffill_nb', 'ffill_return_nb', 'top_k_nb', 'cross_nb', 'cross_level_nb', 'breakout_nb',
-           'reclaim_nb', 'stoch_raw_nb', 'prior_run_nb', 'run_length_nb', 'first_per_day_nb', 'day_carry_nb']
+           'stoch_self_nb', 'roc_nb', 'rsi_nb', 'rsi_step_nb', 'true_range_nb', 'atr_nb', 'adx_nb', 'macd_nb',
+           'bbands_nb', 'bands_nb', 'supertrend_nb', 'obv_nb', 'streak_nb', 'day_cumsum_nb', 'vwap_nb',
+           'day_extreme_nb', 'day_extreme_at_nb', 'gap_nb', 'rvol_nb', 'ffill_nb', 'ffill_return_nb', 'top_k_nb',
+           'cross_nb', 'cross_level_nb', 'breakout_nb', 'reclaim_nb', 'stoch_raw_nb', 'prior_run_nb', 'run_length_nb',
+           'first_per_day_nb', 'day_carry_nb']
 
 # %% ../nbs/21_indicators_nb.ipynb #a81745be
 _KERNELS: list[str] = []
@@ -479,34 +480,42 @@ def rsi_nb(x: np.ndarray,  # (symbols, bars) closes; NaN = missing
     "Wilder's relative strength index (50 where there were neither gains nor losses)."
     m, T = x.shape
     out = np.empty((m, T))
-    a = 1.0 / n; b = 1.0 - a
     for r in range(m):
         prev = np.nan; k = 0; ag = 0.0; al = 0.0
-        for t in range(T):
-            v = x[r, t]
-            if v != v:
-                out[r, t] = np.nan
-                continue
-            if prev != prev:
-                prev = v; out[r, t] = np.nan
-                continue
-            ch = v - prev; prev = v
-            g = ch if ch > 0 else 0.0
-            l = -ch if ch < 0 else 0.0
-            k += 1
-            if sma_seed and k <= n:
-                ag += g; al += l
-                if k < n:
-                    out[r, t] = np.nan
-                    continue
-                ag /= n; al /= n
-            elif k == 1:
-                ag = g; al = l
-            else:
-                ag = b * ag + a * g; al = b * al + a * l
-            den = ag + al
-            out[r, t] = 100.0 * ag / den if den > 0 else 50.0
+        for t in range(T): out[r, t], prev, k, ag, al = _rsi_step(x[r, t], n, sma_seed, prev, k, ag, al)
     return out
+
+@_kernel
+def _rsi_step(v, n, sma_seed, prev, k, ag, al):
+    "One bar of `rsi_nb` for one row: (output, prev, k, ag, al); a missing value leaves the state as it was."
+    if v != v: return np.nan, prev, k, ag, al
+    if prev != prev: return np.nan, v, k, ag, al
+    a = 1.0 / n; b = 1.0 - a
+    ch = v - prev
+    g = ch if ch > 0 else 0.0
+    l = -ch if ch < 0 else 0.0
+    k += 1
+    if sma_seed and k <= n:
+        ag += g; al += l
+        if k < n: return np.nan, v, k, ag, al
+        ag /= n; al /= n
+    elif k == 1:
+        ag = g; al = l
+    else:
+        ag = b * ag + a * g; al = b * al + a * l
+    den = ag + al
+    return (100.0 * ag / den if den > 0 else 50.0), v, k, ag, al
+
+@_kernel
+def rsi_step_nb(x: np.ndarray,  # (rows,) the newest close of each row; NaN = none this bar
+                n: int,  # length
+                sma_seed: bool,  # as `rsi_nb`
+                prev: np.ndarray, k: np.ndarray, ag: np.ndarray, al: np.ndarray,  # (rows,) state: last close, changes seen, average gain and loss
+                out: np.ndarray,  # (rows,) the newest RSI (written)
+               ) -> None:
+    "One bar of `rsi_nb` for every row (a live engine's incremental path): the state arrays are updated in place."
+    for r in range(x.shape[0]):
+        out[r], prev[r], k[r], ag[r], al[r] = _rsi_step(x[r], n, sma_seed, prev[r], k[r], ag[r], al[r])
 
 @_kernel
 def true_range_nb(high: np.ndarray,  # (symbols, bars) highs; NaN = missing

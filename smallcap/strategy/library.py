@@ -273,6 +273,28 @@ class RsiReversion(_BlockStrategy):
         if self.short: out.update(entries_short=_crosses(r, self.upper)[0], exits_short=dn_x)
         return out
 
+    def stepper(self, n_symbols: int) -> Any:
+        "The incremental path: an `RsiStep` and the previous bar's RSI."
+        return _RsiReversionStep(self, n_symbols)
+
+# %% ../../nbs/31_strategy.library.ipynb #b4258f3a
+class _RsiReversionStep:
+    "`rsi_reversion` one bar at a time: each `step` gives the signal row `signals` gives at that bar on the whole history."
+    def __init__(self, s: RsiReversion, n: int) -> None:
+        from smallcap.indicators import RsiStep
+        self.s, self.rsi, self.prev = s, RsiStep(n, s.length), np.full(n, np.nan)
+        self.none = np.zeros(n, bool)
+
+    def step(self, bar: Mapping[str, np.ndarray],  # the newest bar: field -> (symbols,) array (NaN close: no bar)
+            ) -> dict[str, np.ndarray | None]:
+        "This bar's signals: the RSI crossing the levels since the previous bar."
+        r, p, s = self.rsi.step(bar['close']), self.prev, self.s
+        up = lambda lvl: (r > lvl) & (p < lvl)
+        dn = lambda lvl: (r < lvl) & (p > lvl)
+        self.prev = r
+        return dict(entries_long=dn(s.lower), exits_long=up(s.exit_level), entries_short=up(s.upper) if s.short else self.none.copy(),
+                    exits_short=dn(s.exit_level) if s.short else self.none.copy(), size=None, limit=None, stop=None)
+
 # %% ../../nbs/31_strategy.library.ipynb #f27833df
 def _bands(c: np.ndarray, length: int, std: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "Lower, middle and upper Bollinger bands of `(symbols, bars)` closes: `indicators.bbands`' numbers, without bandwidth and %B."
