@@ -34,12 +34,12 @@ from smallcap.core import BrokerError, ConfigError, Order
 from smallcap.data.synth import SynthConfig, build_store
 from smallcap.execution.broker import EventKind, OrderRejected
 from smallcap.execution.costs import Costs
-from smallcap.execution.sim import SimBroker
 from smallcap.live.engine import replay
 from smallcap.live.journal import Journal
 from smallcap.live.paper import Book, apply_command
 from smallcap.risk import RiskConfig
 from smallcap.strategy.base import get_strategy
+from test_paper_engine import AfterBar          # the simulator with the remote semantics: a bar's events after the bar
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY, SECRET = 'PK-ZQX7731-FAKE-KEY-ID', 'sk-ZQX9f3e-FAKE-SECRET-0042'
@@ -47,16 +47,6 @@ START, END = '2025-11-24', '2025-11-25'
 CUT = pd.Timestamp('2025-11-24 17:00', tz='UTC')                 # the drills replay the first 2.5 hours (the whole day costs ~10 s a run here)
 RISK = RiskConfig(max_positions=2, stop_pct=0.03, trail_pct=0.04, target_r=2.0, max_bars_held=30, min_avg_volume=0, min_avg_dollar_volume=0, max_adv_pct=None)
 NO_STOPS = RiskConfig(sizing='fixed_fraction', stop_pct=None, target_r=None, min_avg_volume=0, min_avg_dollar_volume=0, max_adv_pct=None)
-
-
-class AfterBar(SimBroker):
-    "The in-process reference of the remote semantics: the events of a bar reach the listener after the bar is done."
-    def on_bar(self, *a, **k) -> None:
-        real, buf = self.listener, []
-        self.listener = buf.append if real is not None else None
-        try: super().on_bar(*a, **k)
-        finally: self.listener = real
-        for e in buf: real(e)
 
 
 @pytest.fixture(scope='module')
@@ -318,3 +308,63 @@ def test_every_request_has_a_timeout(tmp_path, syms, creds):
             with pytest.raises(BrokerError, match='could not reach Alpaca.*Timeout'): mkt.positions()
             assert time.monotonic() - t0 < 1.4                                        # two tries of 0.3 s, not two stalls of 1.5 s
         finally: mkt.close()
+
+
+# ---- (e) kill -9 of the engine against the loopback ----------------------------------------------------------------------------
+
+ENGINE = """
+import json, sys, warnings
+warnings.filterwarnings('ignore'); sys.path.insert(0, 'tests')
+from smallcap.broker.loopback import LoopbackMarket
+from smallcap.config import Settings
+from smallcap.data.store import TickStore
+from smallcap.live.engine import replay
+from smallcap.live.journal import Journal
+from smallcap.strategy.base import get_strategy
+import test_alpaca_broker as T
+store, jpath, url, surl = sys.argv[1:5]
+s = get_strategy('sma_cross')
+j = Journal(jpath, 'paper', s.id)
+m = LoopbackMarket(Settings(alpaca_url=url), surl, journal=j)
+r = replay(s, TickStore(store, read_only=True), T.START, T.CUT, risk=T.RISK, broker=m, journal=j).result
+m.close()
+print(json.dumps({'equity': float(r.equity.iloc[-1]), 'resumed': int(r.inputs['live']['resumed'])}))
+"""
+
+
+def _records(path: Path) -> int:
+    import sqlite3
+    if not path.exists(): return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as con: return con.execute('SELECT count(*) FROM events').fetchone()[0]
+    except sqlite3.OperationalError: return 0
+
+
+def test_kill_9_of_the_engine_then_resume(syms, tmp_path, creds, short):
+    "Three SIGKILLs of the engine (a process) at random instants, each followed by a restart that reconciles with the loopback: no order twice, no fill lost, the uninterrupted result."
+    import random
+    p = tmp_path / 'st.duckdb'
+    build_store(p, SynthConfig(seed=11, n_symbols=3, start=START, n_sessions=1, n_delisted=0, min_splits=0, gap_prob=0.5))
+    jp, rng, kills = tmp_path / 'j.sqlite', random.Random(5), 0
+    with server(tmp_path, syms) as srv:
+        for _ in range(12):                                               # bounded: each start runs to a kill or to the end
+            before = _records(jp)
+            e = subprocess.Popen([sys.executable, '-c', ENGINE, str(p), str(jp), srv.url, srv.stream_url], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if kills < 3:
+                grow = rng.randint(20, 150)
+                for _ in range(3000):
+                    if e.poll() is not None or _records(jp) >= before + grow: break
+                    time.sleep(0.01)
+                if e.poll() is None: e.send_signal(9); kills += 1
+            out, err = e.communicate(timeout=120)
+            if e.returncode == -9: continue
+            assert e.returncode == 0, err[-3000:]
+            break
+        assert kills == 3
+        res = json.loads(out.strip().splitlines()[-1])
+        j = Journal(jp, 'paper', get_strategy('sma_cross').id)
+        _no_duplicates_no_lost_fills(srv.book, srv.sim._fills, j)
+        assert res['resumed'] > 0 and res['equity'] == pytest.approx(short.equity.iloc[-1], abs=1e-6)
+        state = j.rebuild_state(syms, 100_000.0)
+        assert {s: int(q) for s, q in zip(state.symbols, state.qty) if q} == {s: p.qty for s, p in srv.sim.positions().items()}
+        assert j.events("reconcile").shape[0] >= 3
