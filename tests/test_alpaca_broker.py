@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smallcap.broker.alpaca import _CLIENT_ATTRS, AlpacaBroker
+from smallcap.broker.alpaca import CLIENT_ATTRS, AlpacaBroker
 from smallcap.broker.loopback import LoopbackAlpaca, LoopbackMarket
 from smallcap.config import Settings
 from smallcap.core import BrokerError, ConfigError, Order
@@ -298,7 +298,7 @@ def test_every_request_has_a_timeout(tmp_path, syms, creds):
     "alpaca-py sets no timeout; ours fires against a server that stalls (and the adapter fails loudly if alpaca-py's internals move)."
     from alpaca.common.rest import RESTClient
     from alpaca.trading.client import TradingClient
-    assert all(hasattr(TradingClient('k', 's'), a) for a in _CLIENT_ATTRS)
+    assert all(hasattr(TradingClient('k', 's'), a) for a in CLIENT_ATTRS)
     assert 'self._session.request(method, url, **opts)' in inspect.getsource(RESTClient._one_request)
     with server(tmp_path, syms) as srv:
         mkt = market(creds, srv.url, srv.stream_url, stream=False, timeout=0.3, retries=1, backoff=0.0)
