@@ -144,7 +144,7 @@ def raw_to_frame(kind: str,  # 'bars', 'trades' or 'quotes'
     return _storable_quotes(frame) if kind == 'quotes' and storable_only else frame
 
 # %% ../../nbs/13_data.alpaca.ipynb #ce3f783b
-def _retry_after(e: BaseException, now: float | None = None) -> float | None:
+def retry_after(e: BaseException, now: float | None = None) -> float | None:
     "Seconds the server asked us to wait (Retry-After, or X-RateLimit-Reset when no requests remain), if it said."
     resp = getattr(e, 'response', None)
     if resp is None: return None
@@ -189,7 +189,7 @@ class _Pager:
     def _wait(self, rs: Any) -> float:
         import tenacity
         exp = (tenacity.wait_exponential(multiplier=self.backoff, max=self.max_wait) + tenacity.wait_random(0, self.backoff))(rs)
-        asked = _retry_after(rs.outcome.exception()) or 0.0
+        asked = retry_after(rs.outcome.exception()) or 0.0
         return min(self.max_wait, max(exp, asked))
 
     def _before_sleep(self, rs: Any) -> None:
