@@ -54,6 +54,7 @@ class Bar:
     vwap: float | None  # volume-weighted average price
     trades: int | None  # number of trades
     timeframe: str = '1min'  # canonical timeframe
+    source: str | None = None  # where a live feed got it, e.g. 'alpaca:iex' (None: a replay or a bar builder)
 
 @dataclass(frozen=True, slots=True)
 class Status:
