@@ -146,6 +146,7 @@ class AlpacaFeed:
         self.stale = False                          # True from a silence or a reconnect until the missed minutes are backfilled
         self.attempts: list[float] = []             # monotonic time of every connection attempt (connect + auth)
         self.connects = 0                           # connections that authenticated
+        self.backfills: list[tuple[int, int, int]] = []   # (from, to, bars handed out) of each backfill: bar opens in [from, to), epoch us
         self.stats = dict(messages=0, bars=0, updated=0, backfilled=0, duplicates=0, reconnects=0, watchdog=0, backfill_errors=0, recorded=0, ignored=0)
         self._out: deque = deque()                  # events ready for the consumer
         self._held: list = []                       # events received after a reconnect, until the backfill is in
@@ -158,6 +159,7 @@ class AlpacaFeed:
         self._seen = 0                              # newest market time received (us)
         self._now = 0                               # the feed's market clock (us): see `clock`
         self._last_data = time.monotonic()
+        self._armed = False                         # the watchdog acts once per connection (never while alpaca-py is backing off)
         self._wake: asyncio.Event | None = None
         self._ended = False
         self._rec: dict[str, list] = {'trades': [], 'quotes': []}
@@ -191,7 +193,7 @@ def _on_attempt(self: AlpacaFeed) -> None:
 def _on_connect(self: AlpacaFeed) -> None:
     "A connection authenticated: after the first, live events are held until the missed minutes are backfilled."
     self.connects += 1
-    self._last_data = time.monotonic()
+    self._last_data, self._armed = time.monotonic(), True
     if self.connects > 1:
         self.stats['reconnects'] += 1
         self.stale, self._gap, self._gap_at = True, True, time.monotonic()
@@ -257,11 +259,12 @@ async def _backfill(self: AlpacaFeed) -> None:
     n0 = self.stats['bars']
     for b in bars: self._emit(b)
     self.stats['backfilled'] += self.stats['bars'] - n0
+    self.backfills.append((start if start is not None else cut, cut, self.stats['bars'] - n0))
     held, self._held = self._held, []
     self._cut = None
     self._gap = self.stale = False
     for e, upd in held: self._emit(e, upd)
-    if self.until is not None and self._seen >= self.until: self._ended = True
+    if self.until is not None and (self._seen >= self.until or any(_us(b.end) >= self.until for b in bars)): self._ended = True
     self._wake.set()
 
 AlpacaFeed._backfill = _backfill
@@ -313,9 +316,9 @@ async def _watch(self: AlpacaFeed) -> None:
         if self._gap and self._cut is None and now - self._gap_at > self.bar_wait:     # no bar came: backfill up to the newest tick's minute
             self._cut = max(self._seen // self._step * self._step, (self._newest_bar or 0) + self._step)
             self._tasks.add(asyncio.get_running_loop().create_task(self._backfill()))
-        if self.watchdog and self.connects and now - self._last_data > self.watchdog and self._in_hours(self._wall()):
+        if self.watchdog and self._armed and now - self._last_data > self.watchdog and self._in_hours(self._wall()):
             self.stats['watchdog'] += 1
-            self.stale, self._last_data = True, now                 # the next silence counts from here (and from the reconnect)
+            self.stale, self._armed = True, False                   # once per connection: the next reconnect arms it again
             _log.warning("Alpaca %s stream: no market data for %.1f s in market hours: reconnecting", self.feed, self.watchdog)
             await self._stream.drop()
 
@@ -506,7 +509,7 @@ async def _conn(self: MarketDataServer, ws: Any) -> None:
         await ws.send(msgpack.packb([{'T': 'success', 'msg': 'connected'}]))
         m = msgpack.unpackb(await asyncio.wait_for(ws.recv(), 10))
         ok = isinstance(m, dict) and m.get('action') == 'auth' and m.get('key') == self.key_id and m.get('secret') == self._secret
-        self._note('auth', cid=cid, key_id=m.get('key') if isinstance(m, dict) else None, ok=ok, refused=refuse is not None)
+        self._note('auth', cid=cid, ok=ok, refused=refuse is not None)
         if not ok: await ws.send(msgpack.packb([{'T': 'error', 'code': 402, 'msg': 'auth failed'}])); return
         if refuse is not None: await ws.send(msgpack.packb([{'T': 'error', 'code': refuse[0], 'msg': refuse[1]}])); return
         await ws.send(msgpack.packb([{'T': 'success', 'msg': 'authenticated'}]))
