@@ -64,7 +64,8 @@ class _Stream:
     PRIVATE: tuple[str, ...] = ('_run_forever', '_start_ws', '_handlers', '_reconnect_min_backoff', '_reconnect_max_backoff', '_consume')   # what an upgrade must keep
 
     def __init__(self, key: str, secret: str, feed: str, url: str | None, backoff: tuple[float, float],
-                 on_attempt: Callable[[], None], on_connect: Callable[[], None], websocket_params: dict | None = None) -> None:
+                 on_attempt: Callable[[], None], on_connect: Callable[[], None], on_close: Callable[[], None] = lambda: None,
+                 websocket_params: dict | None = None) -> None:
         from alpaca.data.enums import DataFeed
         from alpaca.data.live.stock import StockDataStream
         class _S(StockDataStream):
@@ -72,6 +73,9 @@ class _Stream:
                 on_attempt()
                 await super()._start_ws()
                 on_connect()
+            async def close(self) -> None:                   # every socket close (a drop, the watchdog, a failed attempt, the stop)
+                await super().close()
+                on_close()
         self.stream = _S(key, secret, raw_data=True, feed=DataFeed(feed), url_override=url, websocket_params=websocket_params)
         self.stream._reconnect_min_backoff, self.stream._reconnect_max_backoff = float(backoff[0]), float(backoff[1])
 
@@ -153,6 +157,7 @@ class AlpacaFeed:
         self._gap = False                           # a reconnect happened: hold live events until the first live bar and the backfill
         self._gap_at = 0.0
         self._cut: int | None = None                # the first live bar's open after a reconnect: the backfill ends before it
+        self._cut_conn = 0                          # the connection whose gap is being backfilled
         self._tasks: set = set()
         self._hw: dict[str, int] = {}               # symbol -> newest bar open emitted (us)
         self._newest_bar: int | None = None         # newest bar open emitted, any symbol (us)
@@ -199,7 +204,11 @@ def _on_connect(self: AlpacaFeed) -> None:
         self.stale, self._gap, self._gap_at = True, True, time.monotonic()
         _log.warning("Alpaca %s stream reconnected (%d): holding live data until the missed minutes are backfilled", self.feed, self.connects - 1)
 
-AlpacaFeed._in_hours, AlpacaFeed._on_attempt, AlpacaFeed._on_connect = _in_hours, _on_attempt, _on_connect
+def _on_close(self: AlpacaFeed) -> None:
+    "The socket closed: unless the feed is ending, data are stale until a reconnect's backfill is in."
+    if not self._ended and self.connects: self.stale = True
+
+AlpacaFeed._in_hours, AlpacaFeed._on_attempt, AlpacaFeed._on_connect, AlpacaFeed._on_close = _in_hours, _on_attempt, _on_connect, _on_close
 
 # %% ../../nbs/78_live.alpaca.ipynb #a0000013
 async def _handle(self: AlpacaFeed, msg: dict) -> None:
@@ -216,12 +225,17 @@ async def _handle(self: AlpacaFeed, msg: dict) -> None:
         self._ended = True; self._wake.set(); return
     if T == 'u': self.stats['updated'] += 1
     if self._gap:
-        self._held.append((e, T == 'u'))
-        if isinstance(e, Bar) and T == 'b' and self._cut is None: self._cut = _us(e.ts); self._tasks.add(asyncio.get_running_loop().create_task(self._backfill()))
+        self._held.append((e, T == 'u', self.connects))
+        if isinstance(e, Bar) and T == 'b' and self._cut is None: self._begin(_us(e.ts))
         return
     self._emit(e, T == 'u')
     if self.until is not None and isinstance(e, Bar) and at >= self.until: self._ended = True
     self._wake.set()
+
+def _begin(self: AlpacaFeed, cut: int) -> None:
+    "Start the backfill of the gap before `cut` (bar open, us) for the connection now open."
+    self._cut, self._cut_conn = cut, self.connects
+    self._tasks.add(asyncio.get_running_loop().create_task(self._backfill()))
 
 def _emit(self: AlpacaFeed, e: Event, updated: bool = False) -> None:
     "Queue one event; a bar only if it is newer than the last one of its symbol (an updated bar replaces its own)."
@@ -236,7 +250,7 @@ def _emit(self: AlpacaFeed, e: Event, updated: bool = False) -> None:
     if at > self._now: self._now = at
     self._out.append(e)
 
-AlpacaFeed._handle, AlpacaFeed._emit = _handle, _emit
+AlpacaFeed._handle, AlpacaFeed._emit, AlpacaFeed._begin = _handle, _emit, _begin
 
 # %% ../../nbs/78_live.alpaca.ipynb #a0000016
 async def _backfill(self: AlpacaFeed) -> None:
@@ -260,10 +274,15 @@ async def _backfill(self: AlpacaFeed) -> None:
     for b in bars: self._emit(b)
     self.stats['backfilled'] += self.stats['bars'] - n0
     self.backfills.append((start if start is not None else cut, cut, self.stats['bars'] - n0))
-    held, self._held = self._held, []
+    conn = self._cut_conn
+    mine, self._held = [h for h in self._held if h[2] <= conn], [h for h in self._held if h[2] > conn]
+    for e, upd, _ in mine: self._emit(e, upd)
     self._cut = None
-    self._gap = self.stale = False
-    for e, upd in held: self._emit(e, upd)
+    if self.connects > conn:                       # reconnected again while fetching: that gap is backfilled next, its events stay held
+        first = next((e for e, upd, _ in self._held if isinstance(e, Bar) and not upd), None)
+        if first is not None: self._begin(_us(first.ts))
+        else: self._gap_at = time.monotonic()
+    else: self._gap = self.stale = False
     if self.until is not None and (self._seen >= self.until or any(_us(b.end) >= self.until for b in bars)): self._ended = True
     self._wake.set()
 
@@ -314,8 +333,7 @@ async def _watch(self: AlpacaFeed) -> None:
         if self.recorder is not None and now >= next_flush:
             await self._flush_now(); next_flush = now + self.flush_every
         if self._gap and self._cut is None and now - self._gap_at > self.bar_wait:     # no bar came: backfill up to the newest tick's minute
-            self._cut = max(self._seen // self._step * self._step, (self._newest_bar or 0) + self._step)
-            self._tasks.add(asyncio.get_running_loop().create_task(self._backfill()))
+            self._begin(max(self._seen // self._step * self._step, (self._newest_bar or 0) + self._step))
         if self.watchdog and self._armed and now - self._last_data > self.watchdog and self._in_hours(self._wall()):
             self.stats['watchdog'] += 1
             self.stale, self._armed = True, False                   # once per connection: the next reconnect arms it again
@@ -331,7 +349,7 @@ async def _aiter(self: AlpacaFeed) -> AsyncIterator[Event]:
     s = self.settings
     self._wake = asyncio.Event()
     self._stream = _Stream(s.alpaca_key_id.get_secret_value(), s.alpaca_secret_key.get_secret_value(), self.feed, self.url, self.backoff,
-                           self._on_attempt, self._on_connect, self.websocket_params)
+                           self._on_attempt, self._on_connect, self._on_close, self.websocket_params)
     for ch in self.channels: self._stream.subscribe(ch, self._handle, self.symbols)
     loop = asyncio.get_running_loop()
     run, watch = loop.create_task(self._stream.run()), loop.create_task(self._watch())
