@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError
-from .feed import Bar, Event, Quote, Status, Trade, _event_time, _from_us, _us
+from .feed import Bar, Event, Quote, Status, Trade, event_time, from_epoch_us, epoch_us
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ RESUME_CODES: frozenset[str] = frozenset({'T'})  # the status code of a trading 
 
 def _wire_us(t: Any) -> int:
     "Epoch microseconds of a wire time: a msgpack Timestamp (the stream) or an aware datetime."
-    return t.seconds * 1_000_000 + t.nanoseconds // 1000 if hasattr(t, 'nanoseconds') else _us(t)
+    return t.seconds * 1_000_000 + t.nanoseconds // 1000 if hasattr(t, 'nanoseconds') else epoch_us(t)
 
 def wire_event(msg: dict,  # one raw stream message (alpaca-py's raw_data mode: wire keys, `t` a msgpack Timestamp)
                source: str = 'alpaca:iex',  # recorded on bars
@@ -45,23 +45,23 @@ def wire_event(msg: dict,  # one raw stream message (alpaca-py's raw_data mode: 
     t = _wire_us(msg['t'])
     if T == 't':
         c = msg.get('c')
-        return Trade(s, _from_us(t), float(msg['p']), int(msg['s']), msg.get('x'), ','.join(c) if isinstance(c, list) else c)
-    if T == 'q': return Quote(s, _from_us(t), float(msg['bp']), float(msg['ap']), int(msg['bs']), int(msg['as']))
+        return Trade(s, from_epoch_us(t), float(msg['p']), int(msg['s']), msg.get('x'), ','.join(c) if isinstance(c, list) else c)
+    if T == 'q': return Quote(s, from_epoch_us(t), float(msg['bp']), float(msg['ap']), int(msg['bs']), int(msg['as']))
     if T in ('b', 'u'):
-        return Bar(s, _from_us(t), _from_us(t + step_us), float(msg['o']), float(msg['h']), float(msg['l']), float(msg['c']), int(msg['v']),
+        return Bar(s, from_epoch_us(t), from_epoch_us(t + step_us), float(msg['o']), float(msg['h']), float(msg['l']), float(msg['c']), int(msg['v']),
                    None if msg.get('vw') is None else float(msg['vw']), None if msg.get('n') is None else int(msg['n']), source=source)
     if T == 's':
         sc = msg.get('sc')
-        if sc in HALT_CODES: return Status(s, _from_us(t), 'halt', msg.get('rc') or sc)
-        if sc in RESUME_CODES: return Status(s, _from_us(t), 'resume', msg.get('rc') or None)
+        if sc in HALT_CODES: return Status(s, from_epoch_us(t), 'halt', msg.get('rc') or sc)
+        if sc in RESUME_CODES: return Status(s, from_epoch_us(t), 'resume', msg.get('rc') or None)
         return None
-    if T == 'l': return Status(s, _from_us(t), 'luld', msg.get('i'), float(msg['d']), float(msg['u']))
+    if T == 'l': return Status(s, from_epoch_us(t), 'luld', msg.get('i'), float(msg['d']), float(msg['u']))
     return None
 
 # %% ../../nbs/78_live.alpaca.ipynb #a0000009
 class _Stream:
     "The one adapter over alpaca-py's `StockDataStream` internals: its coroutine, its LULD handlers, its backoff, a hook on each connection."
-    PRIVATE: tuple[str, ...] = ('_run_forever', '_start_ws', '_handlers', '_reconnect_min_backoff', '_reconnect_max_backoff', '_consume')   # what an upgrade must keep
+    PRIVATE: tuple[str, ...] = ('_run_forever', '_start_ws', '_handlers', '_ensure_coroutine', '_reconnect_min_backoff', '_reconnect_max_backoff', '_consume')   # what an upgrade must keep
 
     def __init__(self, key: str, secret: str, feed: str, url: str | None, backoff: tuple[float, float],
                  on_attempt: Callable[[], None], on_connect: Callable[[], None], on_close: Callable[[], None] = lambda: None,
@@ -76,22 +76,23 @@ class _Stream:
             async def close(self) -> None:                   # every socket close (a drop, the watchdog, a failed attempt, the stop)
                 await super().close()
                 on_close()
+            def subscribe_lulds(self, handler: Callable, *symbols: str) -> None:   # alpaca-py has none: the handler table takes it
+                self._ensure_coroutine(handler)
+                for sym in symbols: self._handlers['lulds'][sym] = handler
+            async def run_forever(self) -> None:             # the coroutine run() hands to asyncio.run
+                await self._run_forever()
         self.stream = _S(key, secret, raw_data=True, feed=DataFeed(feed), url_override=url, websocket_params=websocket_params)
         self.stream._reconnect_min_backoff, self.stream._reconnect_max_backoff = float(backoff[0]), float(backoff[1])
 
     def subscribe(self, channel: str, handler: Callable, symbols: tuple[str, ...]) -> None:
         "Subscribe `handler` (a coroutine function) to one channel; LULD bands have no public method, so they go in the handler table."
         s = self.stream
-        if channel == 'lulds':
-            s._ensure_coroutine(handler)
-            for sym in symbols: s._handlers['lulds'][sym] = handler
-            return
         {'bars': s.subscribe_bars, 'updatedBars': s.subscribe_updated_bars, 'trades': s.subscribe_trades, 'quotes': s.subscribe_quotes,
-         'statuses': s.subscribe_trading_statuses}[channel](handler, *symbols)
+         'statuses': s.subscribe_trading_statuses, 'lulds': s.subscribe_lulds}[channel](handler, *symbols)
 
     async def run(self) -> None:
         "alpaca-py's own loop (connect, auth, subscribe, consume, reconnect with backoff) inside the running event loop (`run()` would call asyncio.run)."
-        await self.stream._run_forever()
+        await self.stream.run_forever()
 
     async def drop(self) -> None:
         "Close the socket: alpaca-py sees a closed connection, backs off and reconnects (and resubscribes)."
@@ -143,7 +144,7 @@ class AlpacaFeed:
         if history is None: history = self._history()
         self.history = history or None
         self.recorder, self.watchdog, self.hours, self.backoff, self.bar_wait = recorder, watchdog, hours, (float(lo), float(hi)), float(bar_wait)
-        self.until = None if until is None else _us(pd.Timestamp(until).to_pydatetime())
+        self.until = None if until is None else epoch_us(pd.Timestamp(until).to_pydatetime())
         self.url, self._wall, self.flush_every, self.websocket_params = url, clock, float(flush_every), websocket_params
         self.source = f"alpaca:{self.feed}"
         self._step = 60_000_000
@@ -219,14 +220,14 @@ async def _handle(self: AlpacaFeed, msg: dict) -> None:
     if self.recorder is not None and T in ('t', 'q'): self._record(T, msg)
     e = wire_event(msg, self.source, self._step)
     if e is None: self.stats['ignored'] += 1; return
-    at = _us(_event_time(e))
+    at = epoch_us(event_time(e))
     if at > self._seen: self._seen = at
     if self.until is not None and at >= self.until and not (isinstance(e, Bar) and at == self.until):
         self._ended = True; self._wake.set(); return
     if T == 'u': self.stats['updated'] += 1
     if self._gap:
         self._held.append((e, T == 'u', self.connects))
-        if isinstance(e, Bar) and T == 'b' and self._cut is None: self._begin(_us(e.ts))
+        if isinstance(e, Bar) and T == 'b' and self._cut is None: self._begin(epoch_us(e.ts))
         return
     self._emit(e, T == 'u')
     if self.until is not None and isinstance(e, Bar) and at >= self.until: self._ended = True
@@ -240,13 +241,13 @@ def _begin(self: AlpacaFeed, cut: int) -> None:
 def _emit(self: AlpacaFeed, e: Event, updated: bool = False) -> None:
     "Queue one event; a bar only if it is newer than the last one of its symbol (an updated bar replaces its own)."
     if isinstance(e, Bar):
-        t = _us(e.ts)
+        t = epoch_us(e.ts)
         if not updated:
             if t <= self._hw.get(e.symbol, -1): self.stats['duplicates'] += 1; return
             self._hw[e.symbol] = t
             if self._newest_bar is None or t > self._newest_bar: self._newest_bar = t
             self.stats['bars'] += 1
-    at = _us(_event_time(e))
+    at = epoch_us(event_time(e))
     if at > self._now: self._now = at
     self._out.append(e)
 
@@ -259,7 +260,7 @@ async def _backfill(self: AlpacaFeed) -> None:
     bars: list[Bar] = []
     if self.history is not None and start is not None and cut > start:
         try:
-            df = await asyncio.to_thread(self.history.bars, list(self.symbols), _from_us(start), _from_us(cut - 1))
+            df = await asyncio.to_thread(self.history.bars, list(self.symbols), from_epoch_us(start), from_epoch_us(cut - 1))
             keep = df[df['ts'] < pd.Timestamp(cut, unit='us', tz='UTC')]
             bars = [Bar(s, t.to_pydatetime(), (t + pd.Timedelta(microseconds=self._step)).to_pydatetime(), o, h, l, c, int(v),
                         None if pd.isna(w) else float(w), None if pd.isna(n) else int(n), source=self.source)
@@ -268,7 +269,7 @@ async def _backfill(self: AlpacaFeed) -> None:
             bars.sort(key=lambda b: (b.ts, b.symbol))
         except Exception as err:                      # the stream goes on; the missed minutes stay missing (and are logged)
             self.stats['backfill_errors'] += 1
-            _log.error("Alpaca backfill of %s .. %s failed: %s: the missed minutes stay missing", _from_us(start), _from_us(cut), err)
+            _log.error("Alpaca backfill of %s .. %s failed: %s: the missed minutes stay missing", from_epoch_us(start), from_epoch_us(cut), err)
     self._now = max(self._now, self._seen, cut + self._step)   # the present the stream showed: backfilled minutes are late by it
     n0 = self.stats['bars']
     for b in bars: self._emit(b)
@@ -280,10 +281,10 @@ async def _backfill(self: AlpacaFeed) -> None:
     self._cut = None
     if self.connects > conn:                       # reconnected again while fetching: that gap is backfilled next, its events stay held
         first = next((e for e, upd, _ in self._held if isinstance(e, Bar) and not upd), None)
-        if first is not None: self._begin(_us(first.ts))
+        if first is not None: self._begin(epoch_us(first.ts))
         else: self._gap_at = time.monotonic()
     else: self._gap = self.stale = False
-    if self.until is not None and (self._seen >= self.until or any(_us(b.end) >= self.until for b in bars)): self._ended = True
+    if self.until is not None and (self._seen >= self.until or any(epoch_us(b.end) >= self.until for b in bars)): self._ended = True
     self._wake.set()
 
 AlpacaFeed._backfill = _backfill
@@ -304,14 +305,14 @@ def _record(self: AlpacaFeed, T: str, m: dict) -> None:
 
 def _flush(self: AlpacaFeed, batch: dict[str, list]) -> int:
     "Write the kept trades and quotes as recorder segments (quotes the store refuses, one-sided or crossed, are dropped as the REST path drops them)."
-    from smallcap.data.alpaca import _storable_quotes
+    from smallcap.data.alpaca import storable_quotes
     n = 0
     for table, rows in batch.items():
         if not rows: continue
         df = pd.DataFrame(rows, columns=_REC_COLS[table])
         df['ts'] = pd.to_datetime(df['ts'], unit='us', utc=True)
         if table == 'trades': df['id'] = pd.array(df['id'], dtype='Int64')
-        else: df = _storable_quotes(df)
+        else: df = storable_quotes(df)
         n += self.recorder.append(table, df)
     return n
 
@@ -391,15 +392,15 @@ def wire_message(e: Event,  # a feed event
     "The Alpaca stream message of one event (None for an SSR status: the stream has no such message)."
     if isinstance(e, Trade):
         return {'T': 't', 'S': e.symbol, 'i': trade_id, 'x': e.exchange or 'V', 'p': e.price, 's': int(e.size),
-                'c': e.conditions.split(',') if e.conditions else ['@'], 't': _ts(_us(e.ts)), 'z': 'C'}
+                'c': e.conditions.split(',') if e.conditions else ['@'], 't': _ts(epoch_us(e.ts)), 'z': 'C'}
     if isinstance(e, Quote):
         return {'T': 'q', 'S': e.symbol, 'bx': 'V', 'bp': e.bid, 'bs': int(e.bid_size), 'ax': 'V', 'ap': e.ask, 'as': int(e.ask_size),
-                'c': ['R'], 't': _ts(_us(e.ts)), 'z': 'C'}
+                'c': ['R'], 't': _ts(epoch_us(e.ts)), 'z': 'C'}
     if isinstance(e, Bar):
-        return {'T': 'b', 'S': e.symbol, 'o': e.open, 'h': e.high, 'l': e.low, 'c': e.close, 'v': int(e.volume), 't': _ts(_us(e.ts)),
+        return {'T': 'b', 'S': e.symbol, 'o': e.open, 'h': e.high, 'l': e.low, 'c': e.close, 'v': int(e.volume), 't': _ts(epoch_us(e.ts)),
                 'n': None if e.trades is None else int(e.trades), 'vw': e.vwap}
     if isinstance(e, Status):
-        t = _ts(_us(e.ts))
+        t = _ts(epoch_us(e.ts))
         if e.kind == 'halt': return {'T': 's', 'S': e.symbol, 'sc': 'H', 'sm': 'Trading Halt', 'rc': e.reason or 'T1', 'rm': '', 't': t, 'z': 'C'}
         if e.kind == 'resume': return {'T': 's', 'S': e.symbol, 'sc': 'T', 'sm': 'Trading Resumption', 'rc': e.reason or '', 'rm': '', 't': t, 'z': 'C'}
         if e.kind == 'luld': return {'T': 'l', 'S': e.symbol, 'u': e.upper, 'd': e.lower, 'i': e.reason or 'B', 't': t, 'z': 'C'}
@@ -567,7 +568,7 @@ async def _market(self: MarketDataServer) -> None:
         if buf: await self._broadcast(buf); buf = []
     try:
         async for e in self.source:
-            t = _us(_event_time(e))
+            t = epoch_us(event_time(e))
             if self.pace is not None:
                 if self.pace == 'wall': wait = t / 1e6 - time.time()
                 else:
