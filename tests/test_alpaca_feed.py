@@ -231,3 +231,17 @@ def test_the_adapter_finds_every_private_member_it_uses():
     assert asyncio.iscoroutinefunction(s._run_forever) and asyncio.iscoroutinefunction(s._start_ws) and asyncio.iscoroutinefunction(s._consume)
     assert set(s._handlers) >= {'bars', 'updatedBars', 'trades', 'quotes', 'statuses', 'lulds'}
     assert isinstance(s._reconnect_min_backoff, float) and isinstance(s._reconnect_max_backoff, float)
+
+
+def test_a_reconnect_while_a_backfill_is_fetched_gets_its_own_backfill(store, syms, ref, rest):
+    "The REST answer stalls 1 s; the socket drops again meanwhile: the second gap is backfilled after the first, nothing lost or doubled."
+    import threading
+    rest.reset()
+    rest.stall(1.0, times=1)
+    def twice(srv, got):
+        srv.drop()
+        threading.Timer(0.7, srv.drop).start()
+    feed, got, srv = run_session(store, syms, fault=twice, rest=rest)
+    assert feed.connects == 3 and feed.stats['reconnects'] == 2 and len(feed.backfills) == 2 and not feed.stale
+    assert feed.backfills[0][1] <= feed.backfills[1][0] + 60_000_000             # the second gap starts where the first ended
+    assert_bars_equal(got, ref)
