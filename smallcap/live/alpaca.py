@@ -6,15 +6,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import random
 import threading
 import time
 from collections import deque
 from typing import Any, AsyncIterator, Callable, Iterable
 
-import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError
@@ -35,6 +32,10 @@ def _wire_us(t: Any) -> int:
     "Epoch microseconds of a wire time: a msgpack Timestamp (the stream) or an aware datetime."
     return t.seconds * 1_000_000 + t.nanoseconds // 1000 if hasattr(t, 'nanoseconds') else epoch_us(t)
 
+def _codes(c: Any) -> str | None:
+    "Alpaca's condition list as the store holds it (joined by ',', as `raw_to_frame` does)."
+    return ','.join(c) if isinstance(c, list) else c
+
 def wire_event(msg: dict,  # one raw stream message (alpaca-py's raw_data mode: wire keys, `t` a msgpack Timestamp)
                source: str = 'alpaca:iex',  # recorded on bars
                step_us: int = 60_000_000,  # bar length
@@ -44,8 +45,7 @@ def wire_event(msg: dict,  # one raw stream message (alpaca-py's raw_data mode: 
     if s is None or 't' not in msg: return None
     t = _wire_us(msg['t'])
     if T == 't':
-        c = msg.get('c')
-        return Trade(s, from_epoch_us(t), float(msg['p']), int(msg['s']), msg.get('x'), ','.join(c) if isinstance(c, list) else c)
+        return Trade(s, from_epoch_us(t), float(msg['p']), int(msg['s']), msg.get('x'), _codes(msg.get('c')))
     if T == 'q': return Quote(s, from_epoch_us(t), float(msg['bp']), float(msg['ap']), int(msg['bs']), int(msg['as']))
     if T in ('b', 'u'):
         return Bar(s, from_epoch_us(t), from_epoch_us(t + step_us), float(msg['o']), float(msg['h']), float(msg['l']), float(msg['c']), int(msg['v']),
@@ -152,7 +152,7 @@ class AlpacaFeed:
         self.attempts: list[float] = []             # monotonic time of every connection attempt (connect + auth)
         self.connects = 0                           # connections that authenticated
         self.backfills: list[tuple[int, int, int]] = []   # (from, to, bars handed out) of each backfill: bar opens in [from, to), epoch us
-        self.stats = dict(messages=0, bars=0, updated=0, backfilled=0, duplicates=0, reconnects=0, watchdog=0, backfill_errors=0, recorded=0, ignored=0)
+        self.stats = dict(messages=0, bars=0, updated=0, backfilled=0, duplicates=0, reconnects=0, watchdog=0, backfill_errors=0, recorded=0, ignored=0, malformed=0)
         self._out: deque = deque()                  # events ready for the consumer
         self._held: list = []                       # events received after a reconnect, until the backfill is in
         self._gap = False                           # a reconnect happened: hold live events until the first live bar and the backfill
@@ -217,9 +217,13 @@ async def _handle(self: AlpacaFeed, msg: dict) -> None:
     self.stats['messages'] += 1
     self._last_data = time.monotonic()
     T = msg.get('T')
-    if self.recorder is not None and T in ('t', 'q'): self._record(T, msg)
-    e = wire_event(msg, self.source, self._step)
+    try: e = wire_event(msg, self.source, self._step)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:     # a malformed message is named and skipped, never recorded
+        self.stats['malformed'] += 1
+        _log.warning("Alpaca %s stream: skipped a malformed %r message for %s (%s: %s)", self.feed, T, msg.get('S'), type(err).__name__, err)
+        return
     if e is None: self.stats['ignored'] += 1; return
+    if self.recorder is not None and T in ('t', 'q'): self._record(T, msg)
     at = epoch_us(event_time(e))
     if at > self._seen: self._seen = at
     if self.until is not None and at >= self.until and not (isinstance(e, Bar) and at == self.until):
@@ -292,10 +296,6 @@ AlpacaFeed._backfill = _backfill
 # %% ../../nbs/78_live.alpaca.ipynb #a0000018
 _REC_COLS: dict[str, tuple[str, ...]] = {'trades': ('symbol', 'ts', 'price', 'size', 'exchange', 'conditions', 'id'),
                                          'quotes': ('symbol', 'ts', 'bid', 'ask', 'bid_size', 'ask_size', 'bid_exchange', 'ask_exchange', 'conditions')}
-
-def _codes(c: Any) -> str | None:
-    "Alpaca's condition list as the store holds it (joined by ',', as `raw_to_frame` does)."
-    return ','.join(c) if isinstance(c, list) else c
 
 def _record(self: AlpacaFeed, T: str, m: dict) -> None:
     "Keep one trade or quote for the next recorder segment."
