@@ -26,7 +26,7 @@ from .store import canonical_timeframe
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['KINDS', 'FEEDS', 'RETRY_STATUSES', 'alpaca_timeframe', 'raw_to_frame', 'AlpacaHistory']
+__all__ = ['KINDS', 'FEEDS', 'RETRY_STATUSES', 'alpaca_timeframe', 'storable_quotes', 'raw_to_frame', 'AlpacaHistory']
 
 # %% ../../nbs/13_data.alpaca.ipynb #711545d6
 KINDS: tuple[str, ...] = ('bars', 'trades', 'quotes')
@@ -101,7 +101,7 @@ def _empty(kind: str) -> pd.DataFrame:
     dtypes = {'time': 'datetime64[ns, UTC]', 'float': 'float64', 'int': 'Int64', 'str': 'str', 'list': 'str'}
     return pd.DataFrame({'symbol': pd.Series(dtype='str'), **{c: pd.Series(dtype=dtypes[t]) for c, _, _, t in _FIELDS[kind]}})
 
-def _storable_quotes(df: pd.DataFrame) -> pd.DataFrame:
+def storable_quotes(df: pd.DataFrame) -> pd.DataFrame:
     "Drop quotes the store refuses (a side priced 0, crossed, exact repeats), logging how many."
     one_sided = (df['bid'] <= 0) | (df['ask'] <= 0)
     crossed = ~one_sided & (df['bid'] > df['ask'])
@@ -141,7 +141,7 @@ def raw_to_frame(kind: str,  # 'bars', 'trades' or 'quotes'
     frame = pd.DataFrame(out) if n else _empty(kind)
     if kind == 'bars' and timeframe is not None: frame['timeframe'] = canonical_timeframe(timeframe)
     frame = frame.sort_values(['symbol', 'ts'], kind='stable', ignore_index=True)
-    return _storable_quotes(frame) if kind == 'quotes' and storable_only else frame
+    return storable_quotes(frame) if kind == 'quotes' and storable_only else frame
 
 # %% ../../nbs/13_data.alpaca.ipynb #ce3f783b
 def retry_after(e: BaseException, now: float | None = None) -> float | None:

@@ -17,8 +17,8 @@ import pandas as pd
 from ..core import ClockError, ConfigError, DataError, plain_date, to_utc
 
 # %% auto #0
-__all__ = ['Event', 'KINDS', 'Trade', 'Quote', 'Bar', 'Status', 'bars_frame', 'Feed', 'Batch', 'ReplayFeed', 'BarBuilder',
-           'MarketStatus']
+__all__ = ['Event', 'KINDS', 'Trade', 'Quote', 'Bar', 'Status', 'bars_frame', 'Feed', 'event_time', 'epoch_us', 'from_epoch_us',
+           'Batch', 'ReplayFeed', 'BarBuilder', 'MarketStatus']
 
 # %% ../../nbs/70_live.feed.ipynb #7f958ff9
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,7 @@ class Bar:
     vwap: float | None  # volume-weighted average price
     trades: int | None  # number of trades
     timeframe: str = '1min'  # canonical timeframe
+    source: str | None = None  # where a live feed got it, e.g. 'alpaca:iex' (None: a replay or a bar builder)
 
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -90,18 +91,19 @@ class Feed(Protocol):
         ...
 
 # %% ../../nbs/70_live.feed.ipynb #a9aec623
-def _event_time(e: Event) -> dt.datetime:
+def event_time(e: Event) -> dt.datetime:
     "The time a feed emits an event at: a bar's close, any other event's own time."
     return e.end if isinstance(e, Bar) else e.ts
 
 _US = dt.timedelta(microseconds=1)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
-def _us(t: dt.datetime) -> int:
+def epoch_us(t: dt.datetime) -> int:
     "Microseconds since the epoch of an aware time."
     return (t - _EPOCH) // _US
 
-def _from_us(us: int) -> dt.datetime:
+def from_epoch_us(us: int) -> dt.datetime:
+    "An aware UTC time of epoch microseconds."
     return _EPOCH + dt.timedelta(microseconds=int(us))
 
 def _bound(x: Any, what: str) -> pd.Timestamp:
@@ -138,16 +140,16 @@ class Batch:
                      self.names, None if self.code is None else self.code[rows])
 
     def __len__(self) -> int: return len(self.ts)
-    def __repr__(self) -> str: return f"Batch({self.kind}, {len(self)} events from {_from_us(self.emit[0]) if len(self) else '-'})"
+    def __repr__(self) -> str: return f"Batch({self.kind}, {len(self)} events from {from_epoch_us(self.emit[0]) if len(self) else '-'})"
 
     def events(self, rows: Any = None,  # which rows (an index array or slice; None: all)
               ) -> list[Event]:
         "The events one by one, as the one-by-one feed yields them."
         sel = slice(None) if rows is None else rows
-        sym, ts = self.symbol[sel].tolist(), [_from_us(t) for t in self.ts[sel].tolist()]
+        sym, ts = self.symbol[sel].tolist(), [from_epoch_us(t) for t in self.ts[sel].tolist()]
         c = [self.cols[f][sel].tolist() for f in _FIELDS[self.kind]]
         if self.kind == 'bars':
-            ends = [_from_us(t) for t in self.emit[sel].tolist()]
+            ends = [from_epoch_us(t) for t in self.emit[sel].tolist()]
             none = lambda v: None if v != v else v
             return [Bar(s, t, e, o, h, l, cl, int(v), none(w), None if n != n else int(n), self.timeframe)
                     for s, t, e, o, h, l, cl, v, w, n in zip(sym, ts, ends, *c)]
@@ -289,7 +291,7 @@ class ReplayFeed:
             with self.store.session(): evs = self._chunk_batches(lo, hi) if self.batch else self._chunk_events(lo, hi)   # one connection per chunk, released before yielding
             for e in evs:
                 if self.pace is not None:
-                    t = int(e.emit[-1]) if self.batch else _us(_event_time(e))   # a batch once its last event is due
+                    t = int(e.emit[-1]) if self.batch else epoch_us(event_time(e))   # a batch once its last event is due
                     if t0 is None: t0, w0 = t, self._monotonic()
                     wait = w0 + (t - t0) / 1e6 / self.pace - self._monotonic()
                     if wait > 0: await self._sleep(wait)
@@ -318,14 +320,14 @@ class BarBuilder:
         day = ny_date(ts)
         if day not in self._windows:
             w = session_windows(self.session, day, day)
-            self._windows[day] = None if w.empty else (_us(w['start'].iloc[0].to_pydatetime()), _us(w['end'].iloc[0].to_pydatetime()))
+            self._windows[day] = None if w.empty else (epoch_us(w['start'].iloc[0].to_pydatetime()), epoch_us(w['end'].iloc[0].to_pydatetime()))
         w = self._windows[day]
         return w if w is not None and w[0] <= t < w[1] else None
 
     def add(self, trade: Trade) -> list[Bar]:
         "Take one trade (in time order); return the bars it closes (of any symbol whose bar ended by its time)."
-        t = _us(trade.ts)
-        if self._last is not None and t < self._last: raise DataError(f"trade of {trade.symbol} at {trade.ts} is earlier than the last one ({_from_us(self._last)}): feed trades in time order")
+        t = epoch_us(trade.ts)
+        if self._last is not None and t < self._last: raise DataError(f"trade of {trade.symbol} at {trade.ts} is earlier than the last one ({from_epoch_us(self._last)}): feed trades in time order")
         out = self.tick(trade.ts) if self._next_end is not None and t >= self._next_end else []
         self._last = t
         if self.session is None: start, end = t // self._step * self._step, None
@@ -348,7 +350,7 @@ class BarBuilder:
 
     def tick(self, now: dt.datetime | pd.Timestamp) -> list[Bar]:
         "Close and return every open bar that has ended by `now` (a clock tick at a bar boundary)."
-        t = _us(pd.Timestamp(now).to_pydatetime())
+        t = epoch_us(pd.Timestamp(now).to_pydatetime())
         if self._next_end is None or t < self._next_end: return []
         done = sorted((k for k, b in self._open.items() if b[1] <= t), key=lambda k: (self._open[k][0], k))
         out = [self._emit(k) for k in done]
@@ -363,7 +365,7 @@ class BarBuilder:
 
     def _emit(self, sym: str) -> Bar:
         b = self._open.pop(sym)
-        return Bar(sym, _from_us(b[0]), _from_us(b[1]), b[2], b[3], b[4], b[5], b[6], b[7] / b[6], b[8], self.timeframe)
+        return Bar(sym, from_epoch_us(b[0]), from_epoch_us(b[1]), b[2], b[3], b[4], b[5], b[6], b[7] / b[6], b[8], self.timeframe)
 
 # %% ../../nbs/70_live.feed.ipynb #85d616a4
 class MarketStatus:
