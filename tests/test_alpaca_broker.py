@@ -377,3 +377,41 @@ def test_kill_9_of_the_engine_at_20_instants_then_resume(syms, tmp_path, creds, 
         state = j.rebuild_state(syms, 100_000.0)
         assert {s: int(q) for s, q in zip(state.symbols, state.qty) if q} == {s: p.qty for s, p in srv.sim.positions().items()}
         assert j.events("reconcile").shape[0] >= 16
+
+
+# ---- a dry run: the one-process loopback, its market a store replay, the engine on AlpacaFeed and AlpacaBroker ----------
+
+def test_dry_run_through_alpaca_feed_and_broker(store, syms, tmp_path, creds):
+    "The loopback as all of Alpaca in one process (trading REST, trade_updates, the msgpack data stream of a store replay that also moves its market): an engine on the real StockDataStream and TradingClient trades it like paper trading. No order twice, the journal's positions are the loopback's, no secret in the journal."
+    import asyncio
+    from smallcap.broker.alpaca import AlpacaBroker
+    from smallcap.broker.loopback import dry_run
+    from smallcap.live.alpaca import AlpacaFeed
+    from smallcap.live.engine import LiveEngine
+    t0, t1 = pd.Timestamp('2025-11-24 14:30', tz='UTC'), pd.Timestamp('2025-11-24 15:30', tz='UTC')
+    lp, md = dry_run(tmp_path / 'dry.sqlite', store, t0, t1, symbols=syms, pace=300.0, key_id=KEY, secret_key=SECRET,
+                     participation=Costs().participation, costs=Costs())
+    try:
+        s = get_strategy('sma_cross', fast=2, slow=5)
+        j = Journal(tmp_path / 'j.sqlite', 'paper', s.id)
+        creds.setenv('SMALLCAP_ALPACA_URL', lp.url)
+        b = AlpacaBroker(Settings(), lp.stream_url, timeout=5.0, journal=j, tick=False, check_session=False)   # its session check reads the wall clock: a replayed day is not today
+        eng = LiveEngine(s, syms, broker=b, risk=NO_STOPS, journal=j)
+        feed = AlpacaFeed(syms, 'iex', Settings(), url=md.url, history=False, until=t1 - pd.Timedelta(minutes=1), watchdog=None)   # a live stream never ends: stop at the last bar
+        asyncio.run(asyncio.wait_for(eng.run(feed, signals=False), 60))
+        for _ in range(100):                                              # the replay's last minute steps the market (bounded: 5 s)
+            if md.done.is_set(): break
+            time.sleep(0.05)
+        time.sleep(0.2)                                                   # its trade updates on their way
+        b.catch_up(); b.events(); b.close()                              # the updates after the engine's stop handed to its loop (and journalled)                          # the last updates handed to the loop (and journalled) in this thread
+        assert md.source.steps >= 50 and eng.stats.bars >= 50             # the replay moved the market and the engine decided its minutes
+        cids = lp.submits
+        assert len(cids) >= 4 and len(cids) == len(set(cids)), cids        # it traded, no order twice
+        assert set(cids) == set(j.events('intent').client_id)
+        assert lp.sim.fills_since(pd.Timestamp(0, tz='UTC')), 'nothing filled'
+        state = j.rebuild_state(syms, 100_000.0)
+        assert {x: int(q) for x, q in zip(state.symbols, state.qty) if q} == {x: p.qty for x, p in lp.sim.positions().items() if p.qty}
+        raw = (tmp_path / 'j.sqlite').read_bytes()
+        assert KEY.encode() not in raw and SECRET.encode() not in raw
+    finally:
+        md.stop(); lp.stop()

@@ -24,7 +24,7 @@ from .alpaca import AlpacaBroker
 
 # %% auto #0
 __all__ = ['ASSET_DEFAULTS', 'alpaca_uuid', 'order_json', 'check_fault', 'LoopbackAlpaca', 'route', 'LoopbackMarket', 'serve',
-           'main']
+           'main', 'dry_run']
 
 # %% ../../nbs/77_broker.loopback.ipynb #7c26db8f
 _NS = uuid.UUID('5e1f6c2a-9b7d-4c3e-8a1f-0d2c4b6a8e10')
@@ -644,17 +644,28 @@ class LoopbackMarket(AlpacaBroker):
 # %% ../../nbs/77_broker.loopback.ipynb #45c8299f
 def serve(book: str | Path, symbols: Sequence[str] | None = None, cash: float | None = None, participation: float | None = None,
           latency: float | None = None, port: int = 0, stream_port: int = 0, port_file: str | Path | None = None,
-          faults: Sequence[Mapping[str, Any]] = (), assets: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    "Run a loopback Alpaca in this process until SIGTERM or SIGINT."
-    srv = LoopbackAlpaca(book, symbols, cash, participation, latency, port=port, stream_port=stream_port, faults=faults, assets=assets)
+          faults: Sequence[Mapping[str, Any]] = (), assets: Mapping[str, Mapping[str, Any]] | None = None,
+          data_store: str | Path | None = None, data_start: Any = None, data_end: Any = None, data_feed: str = 'iex', data_pace: float | None = 60.0,
+          data_port: int = 0) -> None:
+    "Run a loopback Alpaca in this process until SIGTERM or SIGINT; with `data_store`, a dry run: its market-data stream and its market are that store's replay."
+    md = None
+    if data_store is not None:
+        from smallcap.data.store import TickStore
+        srv, md = dry_run(book, TickStore(data_store, read_only=True), data_start, data_end, symbols, 100_000.0 if cash is None else cash, data_pace, data_feed, data_port,
+                          serve_rest=False, participation=participation, latency=latency, port=port, stream_port=stream_port, faults=faults, assets=assets)   # REST served in this thread (below)
+    else: srv = LoopbackAlpaca(book, symbols, cash, participation, latency, port=port, stream_port=stream_port, faults=faults, assets=assets)
     stop = lambda *_: threading.Thread(target=srv.httpd.shutdown, daemon=True).start()
     for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, stop)
     if port_file is not None:
         p = Path(port_file); tmp = p.with_name(p.name + '.tmp')
-        tmp.write_text(json.dumps({'url': srv.url, 'stream_url': srv.stream_url, 'pid': os.getpid()})); os.replace(tmp, p)
-    print(f"loopback Alpaca on {srv.url} and {srv.stream_url} (book {book}: {srv.replayed} commands replayed)", flush=True)
+        tmp.write_text(json.dumps({'url': srv.url, 'stream_url': srv.stream_url, 'pid': os.getpid(), **({'data_url': md.url} if md is not None else {})})); os.replace(tmp, p)
+    print(f"loopback Alpaca on {srv.url} and {srv.stream_url}" + (f", market data on {md.url} (a dry run of {data_store})" if md is not None else '') +
+          f" (book {book}: {srv.replayed} commands replayed)", flush=True)
     try: srv.httpd.serve_forever(poll_interval=0.05)
-    finally: srv._thread = None; srv.stop()
+    finally:
+        srv._thread = None
+        if md is not None: md.stop()
+        srv.stop()
 
 def main(argv: Sequence[str] | None = None) -> None:
     "`python -m smallcap.broker.loopback --book FILE --symbols A B --cash 100000 [--port 0] [--stream-port 0] [--port-file F] [--fault JSON] [--assets JSON]`."
@@ -666,11 +677,90 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument('--port', type=int, default=0); p.add_argument('--stream-port', type=int, default=0); p.add_argument('--port-file')
     p.add_argument('--fault', action='append', default=[], help='a misbehaviour rule as JSON, e.g. \'{"op": "submit", "action": "429", "times": 3}\'')
     p.add_argument('--assets', help='per-symbol asset flags as JSON, e.g. \'{"HTB": {"easy_to_borrow": false}}\'')
+    p.add_argument('--data-store', help='a dry run: replay this store on the market-data websocket, and move the market with it')
+    p.add_argument('--data-start', help='first replayed time or New York date'); p.add_argument('--data-end', help='end of the replay (exclusive)')
+    p.add_argument('--data-feed', default='iex', choices=['iex', 'sip']); p.add_argument('--data-pace', type=float, default=60.0, help='market seconds per second')
+    p.add_argument('--data-port', type=int, default=0)
     a = p.parse_args(argv)
+    if a.data_store and not (a.data_start and a.data_end): p.error('--data-store needs --data-start and --data-end')
     try: faults, assets = [json.loads(f) for f in a.fault], json.loads(a.assets) if a.assets else None
     except ValueError as e: p.error(f"--fault / --assets is not JSON: {e}")
-    try: serve(a.book, a.symbols, a.cash, a.participation, a.latency, a.port, a.stream_port, a.port_file, faults, assets)
+    try: serve(a.book, a.symbols, a.cash, a.participation, a.latency, a.port, a.stream_port, a.port_file, faults, assets,
+               a.data_store, a.data_start, a.data_end, a.data_feed, a.data_pace, a.data_port)
     except (ConfigError, DataError) as e: p.exit(2, f"error: {e}\n")
+
+# %% ../../nbs/77_broker.loopback.ipynb #981fc00d
+class _ReplayMarket:
+    "A feed that passes a replay's events through and, once a minute's bars are all in, steps the loopback's market with them before they go out."
+    def __init__(self, loop: LoopbackAlpaca, source: Any) -> None:
+        self.loop, self.source, self.symbols = loop, source, getattr(source, 'symbols', ())
+        self.steps = 0                                         # minutes the market was stepped with
+
+    def _step(self, bars: list[Any]) -> None:
+        "One minute of bars (one open time) against the working orders, under the loopback's lock; its trade updates broadcast."
+        from smallcap.data.calendar import ny_day_numbers
+        from smallcap.execution.costs import paid_half_spread
+        lp = self.loop
+        n = len(lp.col)
+        o, h, l, c, v = (np.full(n, np.nan) for _ in range(5)); v[:] = 0.0
+        for b in bars:
+            if (j := lp.col.get(b.symbol)) is not None: o[j], h[j], l[j], c[j], v[j] = b.open, b.high, b.low, b.close, b.volume
+        gone = np.isnan(c)
+        c = np.where(gone, lp.last, c)                         # a symbol without a bar: at its last close, not traded
+        o, h, l = (np.where(gone, c, x) for x in (o, h, l))
+        t = pd.Timestamp(bars[0].ts).value
+        body = {'time': t, 'day': int(ny_day_numbers(np.array([t], np.int64))[0]), 'open': o.tolist(), 'high': h.tolist(), 'low': l.tolist(), 'close': c.tolist(),
+                'volume': np.nan_to_num(v).tolist(), 'traded': (~gone & (v > 0)).tolist(),
+                'half_spread': paid_half_spread(lp.sim.costs, np.where(gone, np.nan, c), h, l, None).tolist(), 'ssr': None, 'tick': None}
+        with lp.lock:
+            if lp.closed: return
+            k, rows = len(lp.updates), []
+            lp._op('bar', {}, {}, body, rows)
+            lp._op('control', {}, {}, {'time': t + 60_000_000_000, 'day': body['day']}, rows)   # the market's clock: the bar's close, as the engine sets a paper market's
+            if rows: lp.book.commit(rows)
+            batch = lp.updates[k:]
+        lp._broadcast(batch)
+        self.steps += 1
+
+    async def __aiter__(self) -> Any:
+        "The replay's events, each minute's bars held until the market has traded against them."
+        from smallcap.live.feed import Bar
+        held: list[Any] = []
+        async for e in self.source:
+            if held and not (isinstance(e, Bar) and e.ts == held[0].ts):
+                self._step(held)
+                for b in held: yield b
+                held = []
+            if isinstance(e, Bar): held.append(e); continue
+            yield e
+        if held:
+            self._step(held)
+            for b in held: yield b
+
+def dry_run(book: str | Path,  # the book file (created, or replayed on restart)
+            store: Any,  # the TickStore (or ParquetStore) to replay
+            start: Any, end: Any,  # the replayed range (as ReplayFeed)
+            symbols: Sequence[str] | None = None,  # the universe (None: every symbol with bars in the range)
+            cash: float = 100_000.0,  # starting cash of a new book
+            pace: float | str | None = 60.0,  # market seconds per second of the data stream ('wall': real time)
+            feed: str = 'iex',  # the data stream's path, /v2/<feed>
+            data_port: int = 0,  # the market-data websocket's port (0: any free one)
+            serve_rest: bool = True,  # serve REST in a background thread now (False: the caller serves it, as `serve` does)
+            **kw: Any,  # for `LoopbackAlpaca` (port, stream_port, key_id, secret_key, faults, assets, participation ...)
+           ) -> tuple[LoopbackAlpaca, Any]:
+    "A loopback Alpaca whose market is a store replay: the trading server (started) and its market-data server (started; the market runs from the first subscription)."
+    from smallcap.live.alpaca import MarketDataServer
+    from smallcap.live.feed import KINDS, ReplayFeed
+    if symbols is None:
+        b = store.bars(None, start, end, as_='arrow')
+        if not b.num_rows: raise DataError(f"nothing to replay: {store!r} has no bars in [{start}, {end})")
+        symbols = sorted(set(b.column('symbol').to_pylist()))
+    lp = LoopbackAlpaca(book, list(symbols), cash, **kw)
+    src = _ReplayMarket(lp, ReplayFeed(store, list(symbols), start, end, kinds=KINDS))
+    md = MarketDataServer(src, pace=pace, key_id=lp._creds[0], secret_key=lp._creds[1], feed=feed, port=data_port)
+    if serve_rest: lp.start()
+    md.start()
+    return lp, md
 
 # %% ../../nbs/77_broker.loopback.ipynb #a534ea3f
 #| eval: false
