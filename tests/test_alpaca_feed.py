@@ -200,6 +200,7 @@ def test_silent_socket_drill_watchdog_backoff_backfill_and_the_engine_never_deci
     # decisions paused while stale: no backfilled minute was decided, every minute was either decided or counted stale
     filled = {pd.Timestamp(int(t), unit='us', tz='UTC') for lo, cut, _ in feed.backfills for t in range(int(lo), int(cut), 60_000_000)}
     assert decided and not (set(decided) & filled), sorted(set(decided) & filled)
+    assert eng.sources == {'alpaca:iex'}                                   # the feed each decided bar came from, for the result and its report
     assert eng.stats.bars + eng.stats.stale == ref['ts'].nunique() and eng.stats.stale >= len(filled & set(ref['ts']))
 
 

@@ -304,6 +304,7 @@ class LiveEngine:
         self.paused = False
         self._col = {s: j for j, s in enumerate(syms)}
         self._names, self._name_cols = None, np.empty(0, np.int64)      # a feed's symbol codes -> columns (see `_columns`)
+        self.sources: set[str] = set()                                  # the data sources of the bars decided (a live feed's `Bar.source`)
         self._last = np.full(len(syms), np.nan)                # the last close of each symbol
         self._atr = np.full(len(syms), np.nan)                 # the last bar's ATR (stops placed at fills use it)
         self._t: int | None = None                             # open time of the minute being collected (ns)
@@ -360,6 +361,7 @@ def _bar(self: LiveEngine, b: Bar) -> None:
         self._close()
     if self._t is None: self._t = t
     r = self._rows
+    if b.source is not None: self.sources.add(b.source)                # where a live feed got its bars (e.g. 'alpaca:iex'): into the result
     r['open'][j], r['high'][j], r['low'][j], r['close'][j], r['volume'][j] = b.open, b.high, b.low, b.close, b.volume
     r['vwap'][j] = np.nan if b.vwap is None else b.vwap
     r['trades'][j] = 0 if b.trades is None else b.trades
@@ -602,7 +604,7 @@ def live_result(engine: LiveEngine,  # an engine that ran with `keep=True`
     fills = om.fills if not (s.resumed and engine.journal is not None) else journal_fills(engine, plan.symbols)
     res = assemble(plan, fills_frame(plan, fills), 'live', orders_frame(rows, om.rejected), notes)
     res.inputs['live'] = {'minutes': s.bars, 'stale': s.stale, 'paused': s.paused, 'late_bars': s.late_bars, 'events': s.events, 'seconds': round(s.seconds, 3),
-                          'scans': s.scans, 'resumed': s.resumed}
+                          'scans': s.scans, 'resumed': s.resumed, 'data_sources': sorted(engine.sources)}
     if engine.universe is not None: res.inputs['live']['universe'] = {'scan': engine.universe.scan.to_dict(compact=True), 'first': engine.universe.first, 'every': engine.universe.every}
     return res
 
