@@ -283,9 +283,6 @@ def test_refusals_before_sending_and_alpacas_reasons(tmp_path, syms, creds):
             mkt.time = pd.Timestamp('2025-11-24 13:00', tz='UTC')                       # premarket
             with pytest.raises(OrderRejected, match='outside regular hours'): mkt.submit(Order('s', syms[2], 'buy', 10, t, 'enter_long'))
             assert srv.calls.count('submit') == n                                     # nothing was sent
-            assert mkt.shortable(syms).tolist() == [False, False, True]               # the borrow flags, into risk's gate: such a short is never decided
-            from smallcap.live.engine import LiveEngine
-            assert LiveEngine(get_strategy('sma_cross'), syms, broker=mkt).shortable.tolist() == [False, False, True]
             mkt.time = t                                                              # Alpaca's own refusal, in our taxonomy, with its reason
             with pytest.raises(OrderRejected, match='trailing_stop orders are not simulated.*HTTP 422'):
                 mkt.submit(Order('s', syms[2], 'sell', 10, t, 'exit_long', type='trailing_stop', tif='gtc', trail_percent=2.0))

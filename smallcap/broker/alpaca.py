@@ -556,11 +556,6 @@ def _asset(self: AlpacaBroker, symbol: str) -> dict[str, Any] | None:
         self._assets[sym] = None if a is None else {**{f: bool(getattr(a, f)) for f in ASSET_FLAGS}, 'status': _val(a.status)}
     return self._assets[sym]
 
-def _shortable(self: AlpacaBroker, symbols: Sequence[str],  # the universe, in the engine's column order
-              ) -> np.ndarray:
-    "Whether each symbol may be sold short here: Alpaca's shortable and easy_to_borrow flags (the risk module's `shortable` gate, so a short it would refuse is never decided)."
-    return np.array([bool(a and a.get('shortable') and a.get('easy_to_borrow')) for a in (self.asset(s) for s in symbols)], bool)
-
 def _submit(self: AlpacaBroker, order: Order) -> OrderState:
     "Send an order once under its client id; refusals before sending raise `OrderRejected`."
     if self.tick: order = tick_prices(order)
@@ -666,4 +661,4 @@ def _fills_since(self: AlpacaBroker, ts: Any) -> list[Fill]:
         token = page[-1]['id']
     return [f for f in out if f.ts >= t]
 
-for _f in (_now, _asset, _shortable, _submit, _order, _cancel, _replace, _move_stop, _progress, _open_orders, _positions, _account, _fills_since): setattr(AlpacaBroker, _f.__name__[1:], _f)
+for _f in (_now, _asset, _submit, _order, _cancel, _replace, _move_stop, _progress, _open_orders, _positions, _account, _fills_since): setattr(AlpacaBroker, _f.__name__[1:], _f)

@@ -288,7 +288,6 @@ class LiveEngine:
             self.reconciliation = reconcile(journal, self.sim, self.loop, policy)
         self.window = BarWindow(syms, capacity)
         self.stepper = strategy.stepper(len(syms))                         # the strategy's incremental path, if it offers one (`Strategy.stepper`)
-        self.shortable = np.asarray(self.sim.shortable(syms), bool) if hasattr(self.sim, 'shortable') else None   # a broker's borrow flags into risk's gate (read at the start)
         self.inputs = RiskInputStream(syms)
         self.spreads = QuoteSpreads(syms, self.step)
         self.status = MarketStatus()
@@ -453,7 +452,7 @@ def _close(self: LiveEngine) -> None:
         if (at := self.universe.due(day, e_close, end.value)) is not None: self._rescan(at)
         sig = {**sig, **{f: sig[f] & self.allowed for f in ('entries_long', 'entries_short') if sig.get(f) is not None}}
     ctx = BarContext(when, np.asarray(self.symbols, object), cl, open=op, high=hi, low=lo, atr=inp.atr, avg_volume=inp.avg_volume, halted=halted,
-                     ssr=inp.ssr, tick=inp.tick, shortable=self.shortable, session=sess, session_close=None if s_close == NAT_NS else pd.Timestamp(s_close, tz='UTC'),
+                     ssr=inp.ssr, tick=inp.tick, session=sess, session_close=None if s_close == NAT_NS else pd.Timestamp(s_close, tz='UTC'),
                      extended_close=None if e_close == NAT_NS else pd.Timestamp(e_close, tz='UTC'), bar_seconds=self.step / 1e9,
                      **{f: x for f, x in sig.items() if x is not None})
     self.loop.step(ctx)
