@@ -90,28 +90,31 @@ def sma_nb(x: np.ndarray,  # (symbols, bars) values; NaN = missing
     "Simple moving average of the last `n` valid values (NaN before `n` have been seen): an exact integer sum when the window is on the $0.0001 grid, else its fixed-order float sum."
     m, T = x.shape
     out = np.empty((m, T))
-    q = np.empty(T, np.int64); y = np.empty(T); g = np.empty(T, np.int64)
-    den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
+    qt = np.empty(T, np.int64)
+    q = np.empty(n, np.int64); y = np.empty(n); g = np.empty(n, np.int64); tmp = np.empty(n)   # the window's ring (see `_sma_push`)
     for r in range(m):
         xr = x[r]; o = out[r]
-        if _sma_grid(xr, n, o, q): continue             # the common case: every value on the grid (the same numbers, faster)
-        k = 0; s = 0; nb = 0                             # the window's integer sum, and how many of its values are off the grid
-        for t in range(T):
-            v = xr[t]
-            if v != v:
-                o[t] = np.nan
-                continue
-            u = _units(v, lim)
-            b = 1 if u == bad else 0
-            u = 0 if b else u
-            q[k] = u; y[k] = v; g[k] = b; s += u; nb += b
-            if k >= n:
-                s -= q[k - n]; nb -= g[k - n]
-            k += 1
-            if k < n: o[t] = np.nan
-            elif nb == 0: o[t] = s / den
-            else: o[t] = _wsum(y, k - n, k) / n
+        if _sma_grid(xr, n, o, qt): continue            # the common case: every value on the grid (the same numbers, faster)
+        k = 0; s = 0; nb = 0                             # values seen, the window's integer sum, and how many of its values are off the grid
+        for t in range(T): o[t], k, s, nb = _sma_push(xr[t], n, q, y, g, k, s, nb, tmp)
     return out
+
+@_kernel
+def _sma_push(v, n, q, y, g, k, s, nb, tmp):
+    "One value into a row's window ring (`q` grid units, `y` values, `g` off-grid flags, length `n`): (average, k, s, nb); a missing value changes nothing."
+    if v != v: return np.nan, k, s, nb
+    u = _units(v, 9.0e15 / n)
+    b = 1 if u == -(1 << 62) else 0
+    u = 0 if b else u
+    i = k % n
+    if k >= n:
+        s -= q[i]; nb -= g[i]
+    q[i] = u; y[i] = v; g[i] = b; s += u; nb += b
+    k += 1
+    if k < n: return np.nan, k, s, nb
+    if nb == 0: return s / (n * 1e4), k, s, nb
+    for j in range(n): tmp[j] = y[(k + j) % n]            # the window, oldest first
+    return _wsum(tmp, 0, n) / n, k, s, nb
 
 @_kernel
 def _ewm_step(v, alpha, beta, n, sma_seed, k, s, y):
@@ -219,27 +222,9 @@ def sma_step_nb(x: np.ndarray,  # (rows,) the newest value of each row; NaN = no
                 k: np.ndarray, s: np.ndarray, nb: np.ndarray,  # (rows,) valid values seen, the ring's unit sum, its off-grid count
                 out: np.ndarray,  # (rows,) the newest average (written)
                ) -> None:
-    "One bar of `sma_nb` for every row: the state arrays are updated in place."
-    den = n * 1e4; lim = 9.0e15 / n; bad = -(1 << 62)
+    "One bar of `sma_nb` for every row (its own per-value step, `_sma_push`): the state arrays are updated in place."
     tmp = np.empty(n)
-    for r in range(x.shape[0]):
-        v = x[r]
-        if v != v:
-            out[r] = np.nan
-            continue
-        u = _units(v, lim)
-        b = 1 if u == bad else 0
-        u = 0 if b else u
-        i = k[r] % n
-        if k[r] >= n:
-            s[r] -= q[r, i]; nb[r] -= g[r, i]
-        q[r, i] = u; y[r, i] = v; g[r, i] = b; s[r] += u; nb[r] += b
-        k[r] += 1
-        if k[r] < n: out[r] = np.nan
-        elif nb[r] == 0: out[r] = s[r] / den
-        else:
-            for j in range(n): tmp[j] = y[r, (k[r] + j) % n]           # the window, oldest first
-            out[r] = _wsum(tmp, 0, n) / n
+    for r in range(x.shape[0]): out[r], k[r], s[r], nb[r] = _sma_push(x[r], n, q[r], y[r], g[r], k[r], s[r], nb[r], tmp)
 
 # %% ../nbs/21_indicators_nb.ipynb #c9714a30
 @_kernel

@@ -693,25 +693,26 @@ def main(argv: Sequence[str] | None = None) -> None:
 class _ReplayMarket:
     "A feed that passes a replay's events through and, once a minute's bars are all in, steps the loopback's market with them before they go out."
     def __init__(self, loop: LoopbackAlpaca, source: Any) -> None:
+        from smallcap.data.calendar import NyDay
         self.loop, self.source, self.symbols = loop, source, getattr(source, 'symbols', ())
         self.steps = 0                                         # minutes the market was stepped with
+        self._ny = NyDay()                                     # each minute's New York day, looked up once a day
 
     def _step(self, bars: list[Any]) -> None:
         "One minute of bars (one open time) against the working orders, under the loopback's lock; its trade updates broadcast."
-        from smallcap.data.calendar import ny_day_numbers
         from smallcap.execution.costs import paid_half_spread
+        from smallcap.live.engine import bar_prices
         lp = self.loop
         n = len(lp.col)
         o, h, l, c, v = (np.full(n, np.nan) for _ in range(5)); v[:] = 0.0
         for b in bars:
             if (j := lp.col.get(b.symbol)) is not None: o[j], h[j], l[j], c[j], v[j] = b.open, b.high, b.low, b.close, b.volume
-        gone = np.isnan(c)
-        c = np.where(gone, lp.last, c)                         # a symbol without a bar: at its last close, not traded
-        o, h, l = (np.where(gone, c, x) for x in (o, h, l))
+        raw = c
+        o, h, l, c, gone = bar_prices(o, h, l, c, lp.last)     # a symbol without a bar: at its last close, not traded
         t = pd.Timestamp(bars[0].ts).value
-        body = {'time': t, 'day': int(ny_day_numbers(np.array([t], np.int64))[0]), 'open': o.tolist(), 'high': h.tolist(), 'low': l.tolist(), 'close': c.tolist(),
+        body = {'time': t, 'day': self._ny(t), 'open': o.tolist(), 'high': h.tolist(), 'low': l.tolist(), 'close': c.tolist(),
                 'volume': np.nan_to_num(v).tolist(), 'traded': (~gone & (v > 0)).tolist(),
-                'half_spread': paid_half_spread(lp.sim.costs, np.where(gone, np.nan, c), h, l, None).tolist(), 'ssr': None, 'tick': None}
+                'half_spread': paid_half_spread(lp.sim.costs, raw, h, l, None).tolist(), 'ssr': None, 'tick': None}
         with lp.lock:
             if lp.closed: return
             k, rows = len(lp.updates), []

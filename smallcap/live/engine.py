@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ConfigError, DataError, to_utc
-from ..data.calendar import NyDay, localize_ny, ny_day_numbers, trading_sessions
+from ..data.calendar import NyDay, localize_ny, trading_sessions
 from ..data.panel import Panel
 from ..execution.costs import Costs, paid_half_spread
 from ..execution.loop import TradingLoop
@@ -24,7 +24,7 @@ from .monitor import PROTECTION_MODES, PositionMonitor
 
 # %% auto #0
 __all__ = ['WINDOW_FIELDS', 'BarWindow', 'newest_signals', 'SessionClock', 'QuoteSpreads', 'Rescan', 'EngineStats', 'LiveEngine',
-           'kept_bars', 'journal_fills', 'live_result', 'Replay', 'replay']
+           'bar_prices', 'kept_bars', 'journal_fills', 'live_result', 'Replay', 'replay']
 
 # %% ../../nbs/72_live.engine.ipynb #8f2a07c4
 WINDOW_FIELDS: tuple[str, ...] = ('open', 'high', 'low', 'close', 'volume', 'vwap', 'trades')  # the bar fields a window keeps
@@ -409,6 +409,15 @@ def _ticks(self: LiveEngine, b: Batch, j: np.ndarray, ts: np.ndarray, lo: int, h
 LiveEngine._take, LiveEngine._bar, LiveEngine._batch, LiveEngine._columns, LiveEngine._ticks = _take, _bar, _batch, _columns, _ticks
 
 # %% ../../nbs/72_live.engine.ipynb #9e2b49ba
+def bar_prices(o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,  # one minute's prices per symbol (NaN: no bar)
+               last: np.ndarray,  # each symbol's last close before it
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "The prices a paper market trades a minute at: a symbol without a bar at its last close (the backtest plan's rule); (open, high, low, close, no bar)."
+    gone = np.isnan(c)
+    cl = np.where(gone, last, c)
+    op, hi, lo = (np.where(gone, cl, x) for x in (o, h, l))
+    return op, hi, lo, cl, gone
+
 def _stamp(ns: int) -> pd.Timestamp:
     "A UTC timestamp of epoch ns, in microseconds (the store's unit) when that loses nothing."
     return pd.Timestamp(ns // 1000, unit='us', tz='UTC') if ns % 1000 == 0 else pd.Timestamp(ns, tz='UTC')
@@ -423,9 +432,7 @@ def _close(self: LiveEngine) -> None:
     o, h, l, c, v = bar['open'], bar['high'], bar['low'], bar['close'], bar['volume']
     self.window.append(t, bar)
     inp = self.inputs.update(pd.Timestamp(t, tz='UTC'), h, l, c, v)
-    gone = np.isnan(c)
-    cl = np.where(gone, self._last, c); self._last = cl                 # a missing bar at the last close (the plan's rule)
-    op, hi, lo = (np.where(gone, cl, x) for x in (o, h, l))
+    op, hi, lo, cl, gone = bar_prices(o, h, l, c, self._last); self._last = cl
     traded = ~inp.halted
     day, sess, s_close, e_close = self.sessions.at(t)
     when, end = _stamp(t), _stamp(t + self.step)
